@@ -1,0 +1,94 @@
+"""Value types that cross the boundary between a front end and the SCSI core."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ItNexus:
+    """An I_T nexus: which initiator port talks to which target port (SAM-5 4.7).
+
+    ``initiator_port`` is the SCSI initiator port name, for iSCSI
+    ``"<initiator iqn>,i,0x<ISID>"`` (RFC 7143 10.1.1); ``target_port`` likewise
+    ``"<target iqn>,t,0x<TPGT>"``. Unit attentions, reservations and ODX list
+    identifiers are all kept per nexus, so both names must be stable for the life
+    of a session and differ between sessions of different initiators.
+    """
+
+    initiator_port: str
+    target_port: str
+    relative_target_port_id: int = 1
+    target_port_group: int = 1
+
+    @property
+    def initiator_name(self) -> str:
+        """The initiator device name (the iqn without the ``,i,0x...`` suffix)."""
+        return self.initiator_port.split(",", 1)[0]
+
+
+@dataclass(slots=True)
+class ScsiCommand:
+    """One SCSI command as a front end received it.
+
+    ``data_out`` holds the data-out buffer the front end collected (for iSCSI, up to the
+    Expected Data Transfer Length); it may be shorter or longer than what the CDB asks
+    for, and the core decides what that means. ``allocation_length`` is how many
+    data-in bytes the front end can carry (iSCSI: Expected Data Transfer Length for
+    reads); the core never returns more than the CDB's own allocation length, and the
+    front end truncates to its own limit and reports the residual.
+    """
+
+    cdb: bytes
+    nexus: ItNexus
+    lun: int = 0
+    data_out: bytes | bytearray | memoryview = b""
+    expected_transfer_length: int = 0
+    task_tag: int = 0
+    task_attribute: int = 0  # SAM task attribute: 0 simple, 1 head of queue, 2 ordered, 4 ACA
+
+
+class Status(enum.IntEnum):
+    """SAM-5 status codes."""
+
+    GOOD = 0x00
+    CHECK_CONDITION = 0x02
+    CONDITION_MET = 0x04
+    BUSY = 0x08
+    RESERVATION_CONFLICT = 0x18
+    TASK_SET_FULL = 0x28
+    ACA_ACTIVE = 0x30
+    TASK_ABORTED = 0x40
+
+
+@dataclass(slots=True)
+class ScsiResult:
+    """What the core answers for one command.
+
+    ``data_in`` is what the command returns (already cut to the CDB's allocation length);
+    ``transfer_length`` is how many bytes the command moved or wanted to move in its
+    data direction (data-in length for reads, data-out bytes consumed for writes), from
+    which a front end computes iSCSI residuals. ``sense`` is the sense data in the format
+    the LU's D_SENSE bit selects, empty unless status is CHECK CONDITION.
+    """
+
+    status: int = Status.GOOD
+    data_in: bytes | bytearray | memoryview = b""
+    sense: bytes = b""
+    transfer_length: int = 0
+    data_out_consumed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class TaskManagementFunction(enum.IntEnum):
+    """SAM-5 task management functions, numbered as RFC 7143 11.5.1 does."""
+
+    ABORT_TASK = 1
+    ABORT_TASK_SET = 2
+    CLEAR_ACA = 3
+    CLEAR_TASK_SET = 4
+    LOGICAL_UNIT_RESET = 5
+    TARGET_WARM_RESET = 6
+    TARGET_COLD_RESET = 7
+    TASK_REASSIGN = 8

@@ -1,0 +1,1 @@
+"""Storage back ends: the only layer that touches disks."""

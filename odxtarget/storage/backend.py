@@ -1,0 +1,47 @@
+"""The contract between the SCSI core and whatever stores a logical unit's bytes.
+
+The core speaks bytes and offsets, never LBAs: block size, capacity and provisioning are the
+core's business. Methods raise ``OSError`` on I/O failure; the core turns that into a medium or
+hardware error for the one command, and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRun:
+    """A run of bytes that is either mapped (holds data) or deallocated (reads as zeros)."""
+
+    offset: int
+    length: int
+    mapped: bool
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Byte-addressed storage behind one logical unit."""
+
+    @property
+    def size(self) -> int:
+        """Capacity in bytes (a multiple of the LU's block size)."""
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset``; unmapped ranges read as zeros."""
+
+    def write(self, offset: int, data: memoryview | bytes, fua: bool = False) -> None:
+        """Write ``data`` at ``offset``; with ``fua`` it is durable before this returns."""
+
+    def flush(self) -> None:
+        """Make every completed write durable (SYNCHRONIZE CACHE)."""
+
+    def deallocate(self, offset: int, length: int) -> None:
+        """Unmap a byte range: it reads as zeros afterwards (LBPRZ=1) and frees space."""
+
+    def allocation_status(self, offset: int, length: int) -> list[AllocationRun]:
+        """Mapped and deallocated runs covering ``[offset, offset+length)``, in order."""
+
+    def close(self) -> None:
+        """Flush and release file descriptors."""
