@@ -1,0 +1,152 @@
+"""The ``odxtarget`` command: ``serve``, ``check-config`` and ``demo-config``.
+
+Exit status: 0 success, 1 a problem the operator can fix (the message says which, one line
+per problem, no traceback), 2 a usage error (from argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from odxtarget import __version__
+from odxtarget.config import (
+    DEFAULT_CONFIG_PATH,
+    LOG_LEVELS,
+    ConfigError,
+    demo_config_dict,
+    dump_config,
+    load_config,
+    parse_config,
+    save_config,
+)
+from odxtarget.logging_setup import configure_logging, set_level
+
+log = logging.getLogger("odxtarget")
+
+PROGRAM = "odxtarget"
+DEMO_CONFIG_NAME = "odxtarget.json"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="A userspace SCSI block target with an iSCSI front end and ODX copy offload.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the target until SIGTERM or SIGINT")
+    serve.add_argument(
+        "--config", default=DEFAULT_CONFIG_PATH, metavar="FILE",
+        help=f"configuration file (default: {DEFAULT_CONFIG_PATH})",
+    )
+    serve.add_argument(
+        "--log-level", choices=LOG_LEVELS, type=str.lower, metavar="LEVEL",
+        help="debug, info, warning, error or critical (default: the config's log_level)",
+    )
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument(
+        "--dump", action="store_true",
+        help="print the configuration as odxtarget understood it (paths resolved, defaults filled)",
+    )
+
+    demo = commands.add_parser(
+        "demo-config", help=f"write a demo configuration (DIR/{DEMO_CONFIG_NAME}) with two sparse 1 GiB LUNs",
+    )
+    demo.add_argument("--dir", required=True, metavar="DIR", help="where the config and disk images go")
+    demo.add_argument("--port", type=int, default=3260, metavar="N", help="TCP port on 127.0.0.1 (default 3260)")
+    demo.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    handler = {
+        "serve": command_serve,
+        "check-config": command_check_config,
+        "demo-config": command_demo_config,
+    }[arguments.command]
+    return handler(arguments)
+
+
+def command_serve(arguments: argparse.Namespace) -> int:
+    from odxtarget.daemon import DaemonError, run
+
+    configure_logging(arguments.log_level or "info")
+    try:
+        config = load_config(arguments.config)
+    except ConfigError as error:
+        return _fail_config(error)
+    if arguments.log_level is None:
+        set_level(config.log_level)
+    log.info("odxtarget %s starting with %s", __version__, os.path.abspath(arguments.config))
+    try:
+        run(config)
+    except DaemonError as error:
+        return _fail(str(error))
+    return EXIT_OK
+
+
+def command_check_config(arguments: argparse.Namespace) -> int:
+    from odxtarget.daemon import summary_lines
+
+    configure_logging("warning")
+    try:
+        config = load_config(arguments.file)
+    except ConfigError as error:
+        return _fail_config(error)
+    if arguments.dump:
+        print(json.dumps(dump_config(config), indent=2))
+        return EXIT_OK
+    luns = sum(len(target.luns) for target in config.targets)
+    print(
+        f"{arguments.file}: OK: {_count(len(config.storage_objects), 'storage object')},"
+        f" {_count(len(config.targets), 'target')}, {_count(luns, 'LUN')}"
+    )
+    for line in summary_lines(config):
+        print(line)
+    return EXIT_OK
+
+
+def command_demo_config(arguments: argparse.Namespace) -> int:
+    configure_logging("warning")
+    directory = arguments.dir
+    path = os.path.join(directory, DEMO_CONFIG_NAME)
+    obj = demo_config_dict(port=arguments.port)
+    try:
+        parse_config(obj, path)  # the port is the only user input; check it like any config
+    except ConfigError as error:
+        return _fail_config(error)
+    if os.path.exists(path) and not arguments.force:
+        return _fail(f"{path} already exists (use --force to overwrite it)")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        save_config(obj, path)
+    except OSError as error:
+        return _fail(f"cannot write {path}: {error.strerror or error}")
+    print(f"wrote {path}")
+    print(f"start the target with: {PROGRAM} serve --config {path}")
+    return EXIT_OK
+
+
+def _fail(message: str) -> int:
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _fail_config(error: ConfigError) -> int:
+    for problem in error.problems:
+        print(f"{PROGRAM}: error: {error.source}: {problem}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -1,0 +1,264 @@
+"""The daemon: turns a DaemonConfig into running objects and runs them until told to stop.
+
+Theory of operation
+-------------------
+Startup goes from the disk outwards: one FileExtentBackend and one LogicalUnit per storage
+object (a LogicalUnit mapped by several targets is the same object in each, so unit attentions
+and reservations are shared, as SAM-5 wants for one logical unit), then one ScsiTarget per
+target, then the iSCSI server over all of them. Shutdown goes the other way: the server stops
+taking commands and drains (``shutdown(grace)``), then every backend is closed, which
+fdatasyncs its files, so an acknowledged write survives a SIGTERM even with the write cache on.
+
+The SCSI core and the server are reached through ``Factories`` so that the lifecycle can be
+tested with stand-ins, and so that ``check-config`` never imports the server at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from odxtarget.config import DaemonConfig, StorageObjectConfig, TargetConfig
+from odxtarget.storage.extents import FileExtentBackend
+
+log = logging.getLogger(__name__)
+
+#: How long a graceful shutdown lets running commands finish before connections are cut.
+SHUTDOWN_GRACE_SECONDS = 10.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class DaemonError(Exception):
+    """A failure the operator can fix (bad storage path, port in use); printed as one line."""
+
+
+@dataclass(slots=True)
+class Factories:
+    """How the daemon builds the layers it does not own."""
+
+    logical_unit: Callable[[StorageObjectConfig, Any], Any]
+    scsi_target: Callable[[str, dict[int, Any]], Any]
+    server: Callable[[list[tuple[TargetConfig, Any]]], Any]
+
+
+def default_factories() -> Factories:
+    """The real SCSI core and native iSCSI server (imported only when a daemon is built)."""
+    from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
+    from odxtarget.scsi.target import ScsiTarget
+    from odxtarget.transport.iscsi.server import IscsiServer
+
+    def logical_unit(so: StorageObjectConfig, backend: Any) -> Any:
+        return LogicalUnit(LogicalUnitConfig(
+            name=so.name, backend=backend, block_size=so.block_size, read_only=so.read_only,
+            serial=so.serial, wwn=so.wwn, write_cache=so.write_cache,
+        ))
+
+    def scsi_target(name: str, luns: dict[int, Any]) -> Any:
+        return ScsiTarget(name, luns)
+
+    def server(targets: list[tuple[TargetConfig, Any]]) -> Any:
+        return IscsiServer(targets)
+
+    return Factories(logical_unit, scsi_target, server)
+
+
+class Daemon:
+    """Owns every backend, logical unit, target and the server of one configuration."""
+
+    def __init__(self, config: DaemonConfig, factories: Factories | None = None):
+        if config.frontend != "native":
+            raise DaemonError(f'frontend "{config.frontend}" is not implemented')
+        self.config = config
+        self._factories = factories
+        self.backends: dict[str, FileExtentBackend] = {}
+        self.logical_units: dict[str, Any] = {}
+        self.targets: list[tuple[TargetConfig, Any]] = []
+        self.server: Any = None
+
+    def open_storage(self) -> None:
+        """Open (creating sparse files as needed) every storage object's backend and LU.
+
+        Raises:
+            DaemonError: naming the storage object and file; nothing stays open.
+        """
+        factories = self._get_factories()
+        try:
+            for so in self.config.storage_objects:
+                try:
+                    backend = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+                except (OSError, ValueError) as error:
+                    raise DaemonError(f'storage object "{so.name}": {error}') from None
+                self.backends[so.name] = backend
+                try:
+                    self.logical_units[so.name] = factories.logical_unit(so, backend)
+                except ValueError as error:
+                    raise DaemonError(f'storage object "{so.name}": {error}') from None
+        except BaseException:
+            self.close_storage()
+            raise
+
+    def build_targets(self) -> list[tuple[TargetConfig, Any]]:
+        factories = self._get_factories()
+        self.targets = [
+            (target, factories.scsi_target(
+                target.iqn, {m.lun: self.logical_units[m.storage_object] for m in target.luns}
+            ))
+            for target in self.config.targets
+        ]
+        return self.targets
+
+    async def start(self) -> None:
+        """Open storage, build targets, start listening; log what is served where.
+
+        Raises:
+            DaemonError: storage cannot be opened or a portal cannot be bound.
+        """
+        self.open_storage()
+        try:
+            self.build_targets()
+            self.server = self._get_factories().server(self.targets)
+            try:
+                await self.server.start()
+            except OSError as error:
+                raise DaemonError(
+                    f"cannot start the iSCSI server: {error.strerror or error}"
+                ) from None
+        except BaseException:
+            self.server = None
+            self.close_storage()
+            raise
+        addresses = list(getattr(self.server, "addresses", None) or ()) or [
+            portal for target in self.config.targets for portal in target.portals
+        ]
+        for address in dict.fromkeys(format_address(a) for a in addresses):
+            log.info("listening on %s", address)
+        for line in summary_lines(self.config):
+            log.info("%s", line)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop the server (letting commands drain for ``grace`` seconds), then sync storage."""
+        try:
+            if self.server is not None:
+                server, self.server = self.server, None
+                await server.shutdown(grace=grace)
+        finally:
+            self.close_storage()
+
+    def close_storage(self) -> None:
+        """Close every backend (flushing it); log, but do not stop at, a failing one."""
+        backends, self.backends = self.backends, {}
+        self.logical_units = {}
+        for name, backend in backends.items():
+            try:
+                backend.close()
+            except OSError as error:
+                log.error('storage object "%s": %s', name, error)
+
+    def _get_factories(self) -> Factories:
+        if self._factories is None:
+            self._factories = default_factories()
+        return self._factories
+
+
+async def serve(config: DaemonConfig, factories: Factories | None = None,
+                *, install_signal_handlers: bool = True) -> None:
+    """Run a daemon until SIGTERM or SIGINT; a second signal stops without waiting."""
+    daemon = Daemon(config, factories)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    main_task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not stop_requested.is_set():
+            log.info("%s received: shutting down (up to %.0f s)", name, SHUTDOWN_GRACE_SECONDS)
+            stop_requested.set()
+        else:
+            log.warning("%s received again: stopping now", name)
+            main_task.cancel()
+
+    installed = []
+    if install_signal_handlers:
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+    try:
+        await daemon.start()
+        await stop_requested.wait()
+        await daemon.stop()
+        log.info("stopped")
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        daemon.close_storage()
+
+
+def run(config: DaemonConfig, factories: Factories | None = None) -> None:
+    """Blocking entry point for ``odxtarget serve``: picks the event loop, serves, returns
+    once stopped.
+
+    Raises:
+        DaemonError: storage cannot be opened, a portal cannot be bound, or the front end is
+            not available.
+    """
+    if factories is None:
+        try:
+            from odxtarget.transport.iscsi.server import install_event_loop_policy
+
+            factories = default_factories()
+        except ImportError as error:
+            raise DaemonError(f"the SCSI core or iSCSI front end is not available: {error}") from None
+        install_event_loop_policy()
+    try:
+        asyncio.run(serve(config, factories))
+    except asyncio.CancelledError:
+        log.warning("shutdown was cut short; storage was synced")
+
+
+def format_address(address: Any) -> str:
+    """``ip:port`` (``[ip]:port`` for IPv6) from a socket address tuple or a portal."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+    elif hasattr(address, "ip") and hasattr(address, "port"):
+        host, port = address.ip, address.port
+    else:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def summary_lines(config: DaemonConfig) -> list[str]:
+    """One line per target and one per LUN, for the startup log and ``check-config``."""
+    objects = {so.name: so for so in config.storage_objects}
+    lines = []
+    for target in config.targets:
+        portals = ", ".join(format_address(p) for p in target.portals)
+        if target.demo_mode:
+            access = "demo mode (any initiator)"
+        else:
+            access = f"{len(target.acls)} ACL{'s' if len(target.acls) != 1 else ''}"
+        chap = "CHAP" + (" (mutual)" if target.chap and target.chap.mutual_userid else "")
+        lines.append(
+            f"target {target.iqn} tpgt {target.tpgt} on {portals}: {access}"
+            + (f", {chap}" if target.chap else "")
+            + f", {len(target.luns)} LUN{'s' if len(target.luns) != 1 else ''}"
+        )
+        for mapping in sorted(target.luns, key=lambda m: m.lun):
+            so = objects[mapping.storage_object]
+            files = ", ".join(dict.fromkeys(e.path for e in so.extents))
+            lines.append(
+                f"  LUN {mapping.lun}: {so.name}, {_human_size(so.size)}"
+                f" ({so.size // so.block_size} x {so.block_size}-byte blocks),"
+                f" {'read-only' if so.read_only else 'read-write'},"
+                f" write cache {'on' if so.write_cache else 'off'}, {files}"
+            )
+    return lines
+
+
+def _human_size(size: int) -> str:
+    for unit, name in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= unit:
+            return f"{size / unit:g} {name}" if size % unit == 0 else f"{size / unit:.2f} {name}"
+    return f"{size} bytes"
