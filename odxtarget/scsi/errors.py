@@ -95,3 +95,25 @@ class ReservationConflict(ScsiError):
 
     def __init__(self, message: str = "reservation conflict"):
         super().__init__(None, message)
+
+
+class SoftwareWriteProtected(ScsiError):
+    """Writes refused because the control mode page SWP bit is set (SPC-4 7.5.8)."""
+
+    def __init__(self):
+        super().__init__(_sense(SenseKey.DATA_PROTECT, 0x27, 0x02), "software write protected")
+
+
+class InvalidFieldInCommandInformationUnit(ScsiError):
+    """Data-out shorter than the CDB requires and not usable (SAM-5 5.3, iSCSI overflow rules)."""
+
+    def __init__(self, message: str = "data-out shorter than the CDB requires"):
+        super().__init__(_sense(SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03), message)
+
+
+class SavingParametersNotSupported(ScsiError):
+    """PC=saved in MODE SENSE, or SP=1 in MODE SELECT: we keep no saved pages (SPC-4 6.11)."""
+
+    def __init__(self, byte: int, bit: int | None = None):
+        super().__init__(_sense(SenseKey.ILLEGAL_REQUEST, 0x39, 0x00, field_pointer=FieldPointer(True, byte, bit)),
+                         "saving parameters not supported")

@@ -1,10 +1,11 @@
-"""CONTRACT STUB (to be implemented): the set of logical units one SCSI target port presents.
+"""The set of logical units one SCSI target port presents: LUN routing, REPORT LUNS, task
+management, I_T nexus events.
 
     lu = LogicalUnit(LogicalUnitConfig(name="lun0", backend=MemoryBackend(1 << 30), block_size=512))
     target = ScsiTarget(name="iqn.2026-11.org.odxtarget:demo", luns={0: lu})
     result = target.execute(ScsiCommand(cdb=..., nexus=..., lun=0, data_out=...))
     response = target.task_management(TaskManagementFunction.LOGICAL_UNIT_RESET, nexus, lun=0)
-    target.nexus_lost(nexus)      # session ended / connection dropped without logout
+    target.nexus_lost(nexus)        # session ended / connection dropped without logout
     target.nexus_logged_out(nexus)  # clean logout (same effect on SPC-2 reservations)
 
 Rules every implementation keeps:
@@ -13,3 +14,134 @@ Rules every implementation keeps:
 * a LogicalUnit may be mapped into several ScsiTargets; its per-nexus state (unit
   attentions, reservations) lives in the LogicalUnit.
 """
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from odxtarget.scsi.constants import Ascq, Opcode
+from odxtarget.scsi.dispatch import error_result
+from odxtarget.scsi.errors import InternalTargetFailure, InvalidOpcode, LogicalUnitNotSupported, ScsiError
+from odxtarget.scsi.handlers import inquiry as inquiry_handlers
+from odxtarget.scsi.handlers import misc
+from odxtarget.scsi.lu import LogicalUnit
+from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status, TaskManagementFunction
+
+log = logging.getLogger(__name__)
+
+
+class TmfResponse(enum.IntEnum):
+    """Task management function response codes (RFC 7143 11.6.1)."""
+
+    FUNCTION_COMPLETE = 0
+    TASK_DOES_NOT_EXIST = 1
+    LUN_DOES_NOT_EXIST = 2
+    TASK_STILL_ALLEGIANT = 3
+    REASSIGNMENT_NOT_SUPPORTED = 4
+    NOT_SUPPORTED = 5
+    AUTHORIZATION_FAILED = 6
+    REJECTED = 255
+
+
+class ScsiTarget:
+    """LUN number -> LogicalUnit, plus what belongs to the target rather than to one LU."""
+
+    def __init__(self, name: str, luns: dict[int, LogicalUnit] | None = None):
+        self.name = name
+        self._luns: dict[int, LogicalUnit] = dict(luns or {})
+
+    # -- configuration --------------------------------------------------------------------
+
+    @property
+    def luns(self) -> dict[int, LogicalUnit]:
+        return dict(self._luns)
+
+    def lun_numbers(self) -> list[int]:
+        return sorted(self._luns)
+
+    def add_lun(self, lun: int, lu: LogicalUnit) -> None:
+        if lun in self._luns:
+            raise ValueError(f"LUN {lun} already mapped")
+        misc.encode_lun(lun)  # raises for LUNs we cannot report
+        self._luns[lun] = lu
+
+    def remove_lun(self, lun: int) -> LogicalUnit:
+        return self._luns.pop(lun)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def execute(self, command: ScsiCommand) -> ScsiResult:
+        """Run one command. Never raises."""
+        lu = self._luns.get(command.lun)
+        if lu is not None:
+            return lu.execute(command, self)
+        return self._execute_without_lu(command)
+
+    def _execute_without_lu(self, command: ScsiCommand) -> ScsiResult:
+        """A LUN with no logical unit: INQUIRY (qualifier 011b), REPORT LUNS and REQUEST SENSE
+        work, everything else is LOGICAL UNIT NOT SUPPORTED (SPC-4 4.? / SAM-5 5.9.4)."""
+        try:
+            cdb = command.cdb
+            if not cdb:
+                raise InvalidOpcode(0)
+            opcode = cdb[0]
+            if opcode == Opcode.INQUIRY and len(cdb) >= 6:
+                if cdb[1] & inquiry_handlers.EVPD or cdb[2]:
+                    raise LogicalUnitNotSupported(command.lun)
+                data = inquiry_handlers.absent_lu_inquiry()[:int.from_bytes(cdb[3:5], "big")]
+                return ScsiResult(Status.GOOD, data, b"", len(data))
+            if opcode == Opcode.REPORT_LUNS and len(cdb) >= 12:
+                return misc.report_luns(None, command, self)
+            if opcode == Opcode.REQUEST_SENSE and len(cdb) >= 6:
+                return misc.request_sense(None, command, self)
+            raise LogicalUnitNotSupported(command.lun)
+        except ScsiError as exc:
+            return error_result(exc)
+        except Exception:  # noqa: BLE001 - never raise to the front end
+            log.exception("internal error for LUN %d without logical unit", command.lun)
+            return error_result(InternalTargetFailure())
+
+    def data_out_length(self, cdb: bytes, lun: int = 0) -> int | None:
+        """Data-out bytes a CDB asks for, or None (not a data-out command, or not decodable)."""
+        lu = self._luns.get(lun)
+        if lu is None or not cdb:
+            return None
+        try:
+            spec = lu.commands.lookup(cdb)
+            if spec.data_out_length is None or len(cdb) < spec.cdb_length:
+                return None
+            return spec.data_out_length(cdb, lu.block_size)
+        except (ScsiError, IndexError, ValueError):
+            return None
+
+    # -- task management and nexus events ---------------------------------------------------
+
+    def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None) -> int:
+        """Apply a task management function's effect on core state (SAM-5 7.x); returns the
+        RFC 7143 11.6.1 response code. Aborting queued commands is the front end's job."""
+        function = int(function)
+        if function in (TaskManagementFunction.TARGET_WARM_RESET, TaskManagementFunction.TARGET_COLD_RESET):
+            for lu in set(self._luns.values()):
+                lu.reset(Ascq.POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+            return TmfResponse.FUNCTION_COMPLETE
+        if function == TaskManagementFunction.TASK_REASSIGN or function == TaskManagementFunction.CLEAR_ACA:
+            return TmfResponse.NOT_SUPPORTED
+        if function not in set(TaskManagementFunction):
+            return TmfResponse.NOT_SUPPORTED
+        lu = self._luns.get(lun) if lun is not None else None
+        if lu is None:
+            return TmfResponse.LUN_DOES_NOT_EXIST
+        if function == TaskManagementFunction.LOGICAL_UNIT_RESET:
+            lu.reset(Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        # ABORT TASK / ABORT TASK SET / CLEAR TASK SET: no core state to change.
+        return TmfResponse.FUNCTION_COMPLETE
+
+    def nexus_lost(self, nexus: ItNexus) -> None:
+        """I_T nexus loss (SAM-5 6.3.4): reservations released, 29h/07h when it returns."""
+        for lu in set(self._luns.values()):
+            lu.nexus_lost(nexus)
+
+    def nexus_logged_out(self, nexus: ItNexus) -> None:
+        for lu in set(self._luns.values()):
+            lu.nexus_logged_out(nexus)

@@ -1,0 +1,241 @@
+"""A logical unit: one backend, its geometry and limits, mode pages, and per-nexus state.
+
+Theory of operation
+-------------------
+State that SAM-5/SPC-4 keep per I_T nexus lives here, keyed by ``ItNexus``:
+
+* unit attentions (SAM-5 5.14): a short FIFO per nexus. A nexus seen for the first time gets
+  POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29h/00h); a LOGICAL UNIT RESET gives every
+  known nexus 29h/03h, a target reset 29h/00h, a lost nexus 29h/07h when it returns; MODE
+  SELECT gives the *other* nexuses MODE PARAMETERS CHANGED (2Ah/01h); ``capacity_changed``
+  gives everyone CAPACITY DATA HAS CHANGED (2Ah/09h);
+* the SPC-2 reservation holder (RESERVE/RELEASE), released by reset, logout and nexus loss.
+
+Mode parameters are shared by all nexuses (one set per LU). A LU may be mapped into several
+targets; all of its state is here, so that works. Commands are run by ``dispatch.execute``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from odxtarget import __version__
+from odxtarget.scsi.command_table import CommandTable
+from odxtarget.scsi.constants import Ascq
+from odxtarget.scsi.errors import MediumError
+from odxtarget.scsi.mode_pages import ModeState
+from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult
+from odxtarget.storage.backend import Backend
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_BLOCK_SIZES = (512, 4096)
+#: Pending unit attentions kept per nexus; older ones beyond this are dropped (SAM-5 5.14.1
+#: lets a device server report only the highest priority one).
+MAX_PENDING_UNIT_ATTENTIONS = 4
+#: Nexuses remembered for I_T NEXUS LOSS reporting, so a churn of sessions cannot grow memory.
+MAX_REMEMBERED_NEXUSES = 4096
+
+# Limits reported in the Block Limits VPD page (SBC-4 6.6.4) and enforced by the handlers.
+MAX_TRANSFER_BYTES = 16 * 1024 * 1024
+OPTIMAL_TRANSFER_BYTES = 1024 * 1024
+MAX_COMPARE_AND_WRITE_BLOCKS = 255
+#: 2^20: libiscsi (Inquiry.BlockLimits) calls a finite MAXIMUM UNMAP LBA COUNT above 1M insane.
+MAX_UNMAP_BLOCKS = 1 << 20
+MAX_UNMAP_DESCRIPTORS = 1024
+MAX_WRITE_SAME_BYTES = 32 * 1024 * 1024
+#: WRITE SAME(16) of 65536 blocks makes libiscsi's WriteSame16.Unmap READ 64 Ki blocks back,
+#: beyond MAXIMUM TRANSFER LENGTH; staying below makes it expect a refusal instead.
+MAX_WRITE_SAME_BLOCKS = 0xFFFF
+#: Preferred unmap/transfer granularity: 4 KiB, the usual filesystem block.
+PREFERRED_GRANULARITY_BYTES = 4096
+
+
+def _default_revision() -> str:
+    return __version__[:4].rstrip(".")
+
+
+@dataclass
+class LogicalUnitConfig:
+    """What a logical unit is made of (the core contract)."""
+
+    name: str
+    backend: Backend
+    block_size: int = 512
+    read_only: bool = False
+    serial: str | None = None
+    wwn: str | None = None
+    write_cache: bool = True
+    vendor: str = "ODXTGT"
+    product: str = "odxtarget"
+    revision: str = _default_revision()
+
+
+def derive_serial(name: str) -> str:
+    """A stable unit serial number from the storage object name (VPD 80h)."""
+    return hashlib.sha256(b"odxtarget-serial:" + name.encode()).hexdigest()[:24]
+
+
+def derive_naa(serial: str) -> bytes:
+    """A stable 16-byte NAA-6 (IEEE Registered Extended) designator from the serial.
+
+    NAA 6h in the top nibble; the remaining 124 bits come from a hash of the serial, so the
+    designator survives restarts and differs between LUs (SPC-4 7.8.6.6.5).
+    """
+    digest = bytearray(hashlib.sha256(b"odxtarget-naa:" + serial.encode()).digest()[:16])
+    digest[0] = 0x60 | (digest[0] & 0x0F)
+    return bytes(digest)
+
+
+def parse_wwn(wwn: str) -> bytes:
+    text = wwn.strip().lower().removeprefix("naa.").replace(":", "").replace("-", "")
+    if len(text) != 32 or text[0] != "6":
+        raise ValueError(f"wwn {wwn!r}: need 32 hex digits starting with 6 (NAA-6)")
+    return bytes.fromhex(text)
+
+
+class LogicalUnit:
+    """One SCSI direct-access block device (peripheral device type 0).
+
+    Public attributes the copy manager may use: ``commands`` (a ``CommandTable`` to
+    ``register`` more commands into), ``vpd_pages`` (a ``VpdRegistry`` to register more VPD
+    pages into), ``third_party_copy`` (the standard INQUIRY 3PC bit), ``backend``,
+    ``block_size``, ``block_count``, ``naa_designator``.
+    """
+
+    def __init__(self, config: LogicalUnitConfig, commands: CommandTable | None = None):
+        if config.block_size not in SUPPORTED_BLOCK_SIZES:
+            raise ValueError(f"block size {config.block_size}: only {SUPPORTED_BLOCK_SIZES} supported")
+        if config.backend.size % config.block_size:
+            raise ValueError(f"backend size {config.backend.size} is not a multiple of {config.block_size}")
+        from odxtarget.scsi.handlers import standard_command_table
+        from odxtarget.scsi.handlers.inquiry import standard_vpd_pages
+
+        self.config = config
+        self.name = config.name
+        self.backend = config.backend
+        self.block_size = config.block_size
+        self.read_only = config.read_only
+        self.serial = config.serial or derive_serial(config.name)
+        self.naa_designator = parse_wwn(config.wwn) if config.wwn else derive_naa(self.serial)
+        self.commands = commands if commands is not None else standard_command_table()
+        self.vpd_pages = standard_vpd_pages()
+        self.third_party_copy = False
+        self.default_mode = ModeState(write_cache=config.write_cache)
+        self.mode = self.default_mode.copy()
+        self.block_count = self.backend.size // self.block_size
+        self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
+        self.max_write_same_blocks = min(MAX_WRITE_SAME_BLOCKS, MAX_WRITE_SAME_BYTES // self.block_size)
+        self.max_compare_and_write_blocks = MAX_COMPARE_AND_WRITE_BLOCKS
+        self.max_unmap_blocks = MAX_UNMAP_BLOCKS
+        self.max_unmap_descriptors = MAX_UNMAP_DESCRIPTORS
+        self.granularity_blocks = max(1, PREFERRED_GRANULARITY_BYTES // self.block_size)
+        self.reservation_holder: ItNexus | None = None
+        self._known_nexuses: set[ItNexus] = set()
+        self._unit_attentions: dict[ItNexus, list[Ascq]] = {}
+
+    # -- commands -------------------------------------------------------------------------
+
+    def execute(self, command: ScsiCommand, target=None) -> ScsiResult:
+        """Run one command; never raises (see ``dispatch.execute``)."""
+        from odxtarget.scsi.dispatch import execute
+
+        return execute(self, command, target)
+
+    # -- per-nexus state ------------------------------------------------------------------
+
+    def is_known(self, nexus: ItNexus) -> bool:
+        return nexus in self._known_nexuses
+
+    def register_nexus(self, nexus: ItNexus) -> None:
+        """First command from a nexus: it has not seen the power-on condition yet."""
+        if len(self._known_nexuses) >= MAX_REMEMBERED_NEXUSES:
+            self._forget_idle_nexuses()
+        self._known_nexuses.add(nexus)
+        self._unit_attentions.setdefault(nexus, [Ascq.POWER_ON_RESET_OR_BUS_DEVICE_RESET])
+
+    def _forget_idle_nexuses(self) -> None:
+        for nexus in list(self._known_nexuses):
+            if nexus != self.reservation_holder:
+                self._known_nexuses.discard(nexus)
+                self._unit_attentions.pop(nexus, None)
+
+    def has_unit_attention(self) -> bool:
+        return bool(self._unit_attentions)
+
+    def pending_unit_attentions(self, nexus: ItNexus) -> tuple[Ascq, ...]:
+        return tuple(self._unit_attentions.get(nexus, ()))
+
+    def pop_unit_attention(self, nexus: ItNexus) -> Ascq | None:
+        """Report-and-clear the oldest unit attention of a nexus (SAM-5 5.14.2)."""
+        queue = self._unit_attentions.get(nexus)
+        if not queue:
+            return None
+        condition = queue.pop(0)
+        if not queue:
+            del self._unit_attentions[nexus]
+        return condition
+
+    def establish_unit_attention(self, condition: Ascq, exclude: ItNexus | None = None,
+                                 replace: bool = False) -> None:
+        """Queue ``condition`` for every known nexus but ``exclude``; ``replace`` drops what was
+        pending (a reset supersedes older conditions)."""
+        for nexus in self._known_nexuses:
+            if nexus == exclude:
+                continue
+            queue = self._unit_attentions.get(nexus)
+            if queue is None or replace:
+                self._unit_attentions[nexus] = [condition]
+            elif condition not in queue and len(queue) < MAX_PENDING_UNIT_ATTENTIONS:
+                queue.append(condition)
+
+    def capacity_changed(self) -> None:
+        """The backend was resized: new geometry, and CAPACITY DATA HAS CHANGED for everyone."""
+        if self.backend.size % self.block_size:
+            log.warning("%s: backend size %d is not a multiple of %d; tail ignored",
+                        self.name, self.backend.size, self.block_size)
+        self.block_count = self.backend.size // self.block_size
+        self.establish_unit_attention(Ascq.CAPACITY_DATA_HAS_CHANGED)
+
+    def mode_parameters_changed(self, by: ItNexus) -> None:
+        self.establish_unit_attention(Ascq.MODE_PARAMETERS_CHANGED, exclude=by)
+
+    def reset(self, condition: Ascq = Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED) -> None:
+        """LOGICAL UNIT RESET or target reset (SAM-5 6.3): clear the SPC-2 reservation, restore
+        default mode parameters, unit attention for every nexus (the issuer included)."""
+        self.reservation_holder = None
+        self.mode = self.default_mode.copy()
+        self.establish_unit_attention(condition, replace=True)
+
+    def nexus_lost(self, nexus: ItNexus) -> None:
+        """The nexus failed: drop its reservation; it sees I_T NEXUS LOSS when it comes back."""
+        if self.reservation_holder == nexus:
+            self.reservation_holder = None
+        if len(self._known_nexuses) >= MAX_REMEMBERED_NEXUSES and nexus not in self._known_nexuses:
+            self._forget_idle_nexuses()
+        self._known_nexuses.add(nexus)
+        self._unit_attentions[nexus] = [Ascq.I_T_NEXUS_LOSS_OCCURRED]
+
+    def nexus_logged_out(self, nexus: ItNexus) -> None:
+        """Clean logout: release its reservation and forget it."""
+        if self.reservation_holder == nexus:
+            self.reservation_holder = None
+        self._known_nexuses.discard(nexus)
+        self._unit_attentions.pop(nexus, None)
+
+    # -- helpers for handlers ---------------------------------------------------------------
+
+    @property
+    def write_protected(self) -> bool:
+        return self.read_only or self.mode.software_write_protect
+
+    def read_error(self, lba: int, exc: OSError) -> MediumError:
+        log.error("%s: read at LBA %d failed: %s", self.name, lba, exc)
+        return MediumError(Ascq.UNRECOVERED_READ_ERROR.asc, Ascq.UNRECOVERED_READ_ERROR.ascq, lba,
+                           f"read error: {exc}")
+
+    def write_error(self, lba: int, exc: OSError) -> MediumError:
+        log.error("%s: write at LBA %d failed: %s", self.name, lba, exc)
+        return MediumError(Ascq.WRITE_ERROR.asc, Ascq.WRITE_ERROR.ascq, lba, f"write error: {exc}")
