@@ -1,0 +1,253 @@
+"""The asyncio glue around ``IscsiConnection``: listening sockets, one protocol per TCP
+connection, keepalive ticks and graceful shutdown (hypercorn's TCPServer/worker_serve shape).
+
+This is the only iSCSI module that does I/O. Each connection is an ``asyncio.Protocol``
+(not a StreamReader task): ``data_received`` feeds the sans-IO connection and writes what it
+produced with one ``writelines`` call, so a queue-depth-32 burst of PDUs costs one pass
+through the event loop, not one task wake-up per read. Backpressure: when the transport's
+write buffer passes its high-water mark (``pause_writing``) we stop reading from that
+socket until the peer catches up, so a slow reader cannot make us buffer without bound.
+
+SCSI commands execute synchronously inside ``data_received`` (the core is single-threaded
+by contract). A bug in one connection is logged and closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any
+
+from odxtarget.config import TargetConfig
+from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, IscsiConnection
+from odxtarget.transport.iscsi.session import SessionRegistry
+
+log = logging.getLogger("odxtarget.iscsi")
+
+# Keepalive clock resolution: how often idle connections are looked at.
+TICK_INTERVAL = 1.0
+# How often shutdown re-checks whether in-flight commands have drained.
+SHUTDOWN_POLL_INTERVAL = 0.05
+
+
+def install_event_loop_policy() -> bool:
+    """Use uvloop when it is importable (faster transports, writev for ``writelines``)."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class _ConnectionProtocol(asyncio.Protocol):
+    """Moves bytes between one socket and one ``IscsiConnection``."""
+
+    def __init__(self, server: "IscsiServer", portal_group_tag: int):
+        self._server = server
+        self._portal_group_tag = portal_group_tag
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.connection: IscsiConnection | None = None
+        self.closed = asyncio.Event()
+
+    # asyncio callbacks -------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        local = transport.get_extra_info("sockname") or (None, 0)
+        self.connection = IscsiConnection(
+            self._server.registry, peer=f"{peer[0]}:{peer[1]}", local_address=local[0],
+            portal_group_tag=self._portal_group_tag, login_factory=self._server.login_factory,
+            target_mrdsl=self._server.target_mrdsl, nop_interval=self._server.nop_interval, now=self._loop.time())
+        self.connection.on_terminate = self._terminated
+        self._server._protocols.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        connection = self.connection
+        try:
+            connection.receive_data(data, self._loop.time())
+        except Exception:
+            log.exception("initiator at %s: internal error; closing the connection", connection.peer)
+            self._fail()
+            return
+        self.flush()
+
+    def eof_received(self) -> bool:
+        self.connection.receive_data(b"", self._loop.time())
+        return False
+
+    def connection_lost(self, exc) -> None:
+        try:
+            if self.connection is not None:
+                self.connection.connection_lost("connection lost" if exc is None else f"connection lost: {exc}")
+        except Exception:
+            log.exception("error while tearing down a connection")
+        self._server._protocols.discard(self)
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # helpers -------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what the connection produced; close once it asked for it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        chunks = self.connection.data_to_send()
+        if chunks:
+            if len(chunks) == 1:
+                transport.write(chunks[0])
+            else:
+                transport.writelines(chunks)
+        if self.connection.close_requested:
+            transport.close()   # after the buffered output is sent
+
+    def tick(self, now: float) -> None:
+        try:
+            self.connection.on_timer(now)
+        except Exception:
+            log.exception("initiator at %s: keepalive error; closing the connection", self.connection.peer)
+            self._fail()
+            return
+        self.flush()
+
+    def _terminated(self) -> None:
+        # Called synchronously from inside another connection's processing; close after the
+        # current callback so queued output (e.g. a TMF response) goes out first.
+        self._loop.call_soon(self.flush)
+
+    def _fail(self) -> None:
+        try:
+            self.connection.connection_lost("internal error")
+        finally:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class IscsiServer:
+    """Serves the configured targets on their portals.
+
+    Args:
+        targets: each target's configuration and the ``ScsiTarget`` presenting its LUNs.
+        nop_interval: seconds of initiator silence before a NOP-In ping (0 disables it).
+        login_factory: overrides the login state machine (tests); default H2a's ``LoginStateMachine``.
+        target_mrdsl: the MaxRecvDataSegmentLength we declare.
+    """
+
+    def __init__(self, targets: list[tuple[TargetConfig, Any]], *, nop_interval: float = 30.0,
+                 login_factory=None, target_mrdsl: int = DEFAULT_TARGET_MRDSL):
+        self.registry = SessionRegistry(targets)
+        self.nop_interval = nop_interval
+        self.login_factory = login_factory
+        self.target_mrdsl = target_mrdsl
+        self._targets = targets
+        self._servers: list[asyncio.base_events.Server] = []
+        self._protocols: set[_ConnectionProtocol] = set()
+        self._ticker: asyncio.Task | None = None
+
+    def _portals(self) -> dict[tuple[str, int], int]:
+        """Distinct (ip, port) -> TPGT of the first target that lists it."""
+        portals: dict[tuple[str, int], int] = {}
+        for config, _ in self._targets:
+            for portal in config.portals:
+                portals.setdefault((portal.ip, portal.port), config.tpgt)
+        return portals
+
+    async def start(self) -> None:
+        """Bind every distinct portal. Raises OSError (after closing what was bound) on failure."""
+        loop = asyncio.get_running_loop()
+        bound: dict[tuple[str, int], int] = {}
+        try:
+            for (ip, port), tpgt in self._portals().items():
+                server = await loop.create_server(lambda tpgt=tpgt: _ConnectionProtocol(self, tpgt), host=ip,
+                                                  port=port, reuse_address=True)
+                self._servers.append(server)
+                if port == 0 and server.sockets:
+                    bound[(ip, port)] = server.sockets[0].getsockname()[1]
+                log.info("iSCSI portal listening on %s", ", ".join(f"{a[0]}:{a[1]}" for a in
+                                                                  (s.getsockname() for s in server.sockets)))
+        except OSError:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
+        if bound:
+            self.registry.use_bound_ports(bound)
+        self._ticker = asyncio.ensure_future(self._tick_forever())
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (ip, port) pairs (the real port when the configuration said 0)."""
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                out.append((name[0], name[1]))
+        return out
+
+    def sessions(self) -> list[dict]:
+        """Live logged-in sessions: initiator, isid, tsih, target, peer, digests."""
+        return [protocol.connection.describe() for protocol in list(self._protocols)
+                if protocol.connection is not None and protocol.connection.session is not None
+                and not protocol.connection.session.closed]
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            now = loop.time()
+            for protocol in list(self._protocols):
+                if protocol.connection is not None:
+                    protocol.tick(now)
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Stop accepting, let commands in flight finish, then log every session out.
+
+        Commands execute synchronously, so "in flight" means waiting for data-out; once none
+        is (or ``grace`` has passed) each session is closed as if logged out
+        (``nexus_logged_out``) and its socket closed after its queued responses.
+        """
+        for server in self._servers:
+            server.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.connection is not None and p.connection.busy
+                                                  for p in self._protocols):
+            await asyncio.sleep(SHUTDOWN_POLL_INTERVAL)
+        protocols = list(self._protocols)
+        for protocol in protocols:
+            connection = protocol.connection
+            if connection is not None and connection.session is not None:
+                self.registry.close(connection.session, logged_out=True, reason="target shutting down")
+            if connection is not None:
+                connection.close_requested = True
+                connection.state = connection.state.__class__.CLOSED
+            protocol.flush()
+            if protocol.transport is not None and not protocol.transport.is_closing():
+                protocol.transport.close()
+        if protocols:
+            await asyncio.wait([asyncio.ensure_future(p.closed.wait()) for p in protocols],
+                               timeout=max(0.1, deadline - time.monotonic()))
+        for protocol in list(self._protocols):
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()

@@ -1,0 +1,221 @@
+"""iSCSI sessions: the CmdSN window, the session registry (TSIH, reinstatement) and the
+target directory the login state machine consults.
+
+Theory of operation
+-------------------
+A ``SessionRegistry`` is shared by every connection of one ``IscsiServer``. It knows the
+configured targets (``TargetDirectory`` for login and SendTargets), hands out TSIHs (RFC 7143
+11.12.6: unique, never 0) and finds the live session a new login would reinstate (RFC 7143
+6.3.5: same initiator name, ISID and target). A ``Session`` owns the command numbering
+(``CommandWindow``: ExpCmdSN/MaxCmdSN, RFC 7143 4.2.2.1) and the I_T nexus handed to the
+SCSI core. MaxConnections is 1, so a session has exactly one connection; tasks live there.
+
+Nothing here does I/O. Closing a session calls back into its connection
+(``Connection.terminate``), which asks its runner to drop the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from odxtarget.config import TargetConfig
+from odxtarget.scsi.types import ItNexus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.transport.iscsi.connection import IscsiConnection
+
+log = logging.getLogger("odxtarget.iscsi")
+
+SERIAL_BITS = 32
+_SERIAL_MOD = 1 << SERIAL_BITS
+_SERIAL_HALF = 1 << (SERIAL_BITS - 1)
+MAX_TSIH = 0xFFFF
+# Commands we accept beyond ExpCmdSN (MaxCmdSN - ExpCmdSN + 1). iscsi-perf and Linux run up to
+# 128 outstanding; a deeper window costs nothing because the core executes synchronously.
+DEFAULT_COMMAND_WINDOW = 128
+
+
+def serial_add(sn: int, delta: int) -> int:
+    return (sn + delta) % _SERIAL_MOD
+
+
+def serial_lt(a: int, b: int) -> bool:
+    """RFC 1982 serial number arithmetic (RFC 7143 4.2.2.1 uses it for every *SN)."""
+    return a != b and ((b - a) % _SERIAL_MOD) < _SERIAL_HALF
+
+
+def serial_le(a: int, b: int) -> bool:
+    return a == b or serial_lt(a, b)
+
+
+class TargetDirectory(Protocol):
+    def lookup(self, target_name: str) -> TargetConfig | None: ...
+    def targets(self) -> list[TargetConfig]: ...
+
+
+class CommandWindow:
+    """ExpCmdSN / MaxCmdSN bookkeeping for one session (RFC 7143 4.2.2.1).
+
+    ``classify`` tells whether a non-immediate CmdSN is the next expected one, within the
+    window but ahead (hold it until the gap fills), or outside the window (ignore silently).
+    """
+
+    IN_ORDER, AHEAD, OUTSIDE = range(3)
+    __slots__ = ("exp_cmd_sn", "depth")
+
+    def __init__(self, exp_cmd_sn: int, depth: int = DEFAULT_COMMAND_WINDOW):
+        self.exp_cmd_sn = exp_cmd_sn
+        self.depth = depth
+
+    @property
+    def max_cmd_sn(self) -> int:
+        return (self.exp_cmd_sn + self.depth - 1) % _SERIAL_MOD
+
+    def classify(self, cmd_sn: int) -> int:
+        offset = (cmd_sn - self.exp_cmd_sn) % _SERIAL_MOD
+        if offset == 0:
+            return self.IN_ORDER
+        if offset < self.depth:
+            return self.AHEAD
+        return self.OUTSIDE
+
+    def advance(self) -> None:
+        self.exp_cmd_sn = (self.exp_cmd_sn + 1) % _SERIAL_MOD
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One iSCSI session (normal or discovery) as the target sees it."""
+
+    tsih: int
+    session_type: str                   # "Normal" or "Discovery"
+    initiator_name: str
+    isid: bytes
+    target_name: str | None
+    target_config: TargetConfig | None
+    scsi_target: Any                    # odxtarget.scsi.target.ScsiTarget (None for discovery)
+    nexus: ItNexus | None
+    parameters: Any                     # negotiation.SessionParameters
+    window: CommandWindow
+    initiator_alias: str | None = None
+    connection: "IscsiConnection | None" = None
+    closed: bool = False
+
+    @property
+    def identity(self) -> tuple[str, bytes, str | None]:
+        return (self.initiator_name, self.isid, self.target_name)
+
+
+def make_nexus(initiator_name: str, isid: bytes, target_name: str, tpgt: int) -> ItNexus:
+    """The SCSI port names of RFC 7143 10.1.1 (``iqn,i,0xISID`` / ``iqn,t,0xTPGT``)."""
+    return ItNexus(initiator_port=f"{initiator_name},i,0x{isid.hex()}",
+                   target_port=f"{target_name},t,0x{tpgt:04x}",
+                   relative_target_port_id=1, target_port_group=1)
+
+
+class SessionRegistry:
+    """Targets, TSIHs and live sessions of one server (also the login's ``TargetDirectory``)."""
+
+    def __init__(self, targets: list[tuple[TargetConfig, Any]] | None = None, *,
+                 command_window: int = DEFAULT_COMMAND_WINDOW):
+        self._targets: dict[str, tuple[TargetConfig, Any]] = {}
+        for config, scsi_target in targets or []:
+            self._targets[config.iqn] = (config, scsi_target)
+        self.command_window = command_window
+        self._by_tsih: dict[int, Session] = {}
+        self._next_tsih = 1
+
+    # TargetDirectory -----------------------------------------------------------------------
+    def lookup(self, target_name: str) -> TargetConfig | None:
+        entry = self._targets.get(target_name)
+        return entry[0] if entry else None
+
+    def targets(self) -> list[TargetConfig]:
+        return [config for config, _ in self._targets.values()]
+
+    def use_bound_ports(self, bound: dict[tuple[str, int], int]) -> None:
+        """Report the real port of portals configured with port 0 ((ip, 0) -> port), e.g. in SendTargets."""
+        for name, (config, scsi_target) in list(self._targets.items()):
+            portals = [replace(portal, port=bound.get((portal.ip, portal.port), portal.port))
+                       for portal in config.portals]
+            self._targets[name] = (replace(config, portals=portals), scsi_target)
+
+    def portal_group_tag(self, target_name: str, default: int = 1) -> int:
+        entry = self._targets.get(target_name)
+        return entry[0].tpgt if entry else default
+
+    def scsi_target(self, target_name: str):
+        entry = self._targets.get(target_name)
+        return entry[1] if entry else None
+
+    # sessions --------------------------------------------------------------------------------
+    def sessions(self) -> list[Session]:
+        return list(self._by_tsih.values())
+
+    def by_tsih(self, tsih: int) -> Session | None:
+        return self._by_tsih.get(tsih)
+
+    def by_identity(self, initiator_name: str, isid: bytes, target_name: str | None) -> Session | None:
+        key = (initiator_name, bytes(isid), target_name)
+        for session in self._by_tsih.values():
+            if session.identity == key and not session.closed:
+                return session
+        return None
+
+    def allocate_tsih(self) -> int:
+        """A TSIH no live session uses, never 0 (RFC 7143 11.12.6)."""
+        for _ in range(MAX_TSIH):
+            tsih = self._next_tsih
+            self._next_tsih = tsih % MAX_TSIH + 1
+            if tsih not in self._by_tsih:
+                return tsih
+        raise RuntimeError("no free TSIH: 65535 sessions are live")
+
+    def create(self, *, session_type: str, initiator_name: str, initiator_alias: str | None, isid: bytes,
+               target_name: str | None, parameters, exp_cmd_sn: int) -> Session:
+        """Register a new session (login just finished) and return it."""
+        config, scsi_target, nexus = None, None, None
+        if target_name is not None and session_type == "Normal":
+            config, scsi_target = self._targets[target_name]
+            nexus = make_nexus(initiator_name, isid, target_name, config.tpgt)
+        session = Session(tsih=self.allocate_tsih(), session_type=session_type, initiator_name=initiator_name,
+                          isid=bytes(isid), target_name=target_name, target_config=config,
+                          scsi_target=scsi_target, nexus=nexus, parameters=parameters,
+                          window=CommandWindow(exp_cmd_sn, self.command_window), initiator_alias=initiator_alias)
+        self._by_tsih[session.tsih] = session
+        return session
+
+    def close(self, session: Session, *, logged_out: bool, reason: str) -> None:
+        """End ``session``: tell the SCSI core (I_T nexus loss or logout) and forget it.
+
+        Idempotent. The caller closes the connection itself; ``terminate_connection`` is
+        used when the session is closed from elsewhere (reinstatement, cold reset, shutdown).
+        """
+        if session.closed:
+            return
+        session.closed = True
+        self._by_tsih.pop(session.tsih, None)
+        if session.scsi_target is not None and session.nexus is not None:
+            if logged_out:
+                session.scsi_target.nexus_logged_out(session.nexus)
+            else:
+                session.scsi_target.nexus_lost(session.nexus)
+        log.info("session closed: initiator %s isid 0x%s tsih %d target %s (%s)", session.initiator_name,
+                 session.isid.hex(), session.tsih, session.target_name, reason)
+
+    def terminate(self, session: Session, reason: str) -> None:
+        """Close ``session`` from outside its own connection and drop that connection."""
+        connection = session.connection
+        self.close(session, logged_out=False, reason=reason)
+        if connection is not None:
+            connection.terminate(reason)
+
+    def terminate_target_sessions(self, target_name: str | None, reason: str, *, keep: Session | None = None) -> None:
+        """Drop every session of ``target_name`` (all targets when None) except ``keep``."""
+        for session in list(self._by_tsih.values()):
+            if session is keep:
+                continue
+            if target_name is None or session.target_name == target_name:
+                self.terminate(session, reason)

@@ -1,0 +1,94 @@
+"""Task management functions (RFC 7143 11.5/11.6, SAM-5 7).
+
+The front end's share of a TMF is the tasks it still holds (waiting for data-out or for
+their CmdSN): aborted tasks disappear without a SCSI Response (RFC 7143 4.2.3.3). The
+core's share (reservations, unit attentions, its own task state) is
+``ScsiTarget.task_management``, whose return value is the RFC 7143 11.6.1 response code.
+A TARGET COLD RESET also ends every session of the target, after the response went out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from odxtarget.scsi.types import TaskManagementFunction as Tmf
+from odxtarget.transport.iscsi.pdu import RESERVED_TAG, TaskManagementRequest, TmfResponse, decode_lun
+from odxtarget.transport.iscsi.session import CommandWindow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.transport.iscsi.connection import IscsiConnection
+
+log = logging.getLogger("odxtarget.iscsi")
+
+# Functions the core takes part in; the others are answered here.
+_CORE_FUNCTIONS = frozenset({Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET,
+                             Tmf.TARGET_WARM_RESET, Tmf.TARGET_COLD_RESET})
+
+
+def _connections_of_target(connection: "IscsiConnection") -> list["IscsiConnection"]:
+    """Every live connection whose session uses the same SCSI target as ``connection``."""
+    target = connection.session.scsi_target
+    return [session.connection for session in connection.registry.sessions()
+            if session.scsi_target is target and session.connection is not None]
+
+
+def perform_task_management(connection: "IscsiConnection",
+                            request: TaskManagementRequest) -> tuple[int, Callable[[], None] | None]:
+    """Carry out ``request``; return (response code, action to run after the response is queued)."""
+    function = request.function
+    session = connection.session
+    lun = decode_lun(request.lun)
+    who = f"initiator {session.initiator_name} at {connection.peer}"
+
+    if function == Tmf.ABORT_TASK:
+        return _abort_task(connection, request), None
+    if function == Tmf.TASK_REASSIGN:
+        log.warning("%s: TASK REASSIGN refused (ErrorRecoveryLevel 0)", who)
+        return TmfResponse.TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED, None
+    if function not in _CORE_FUNCTIONS:
+        log.warning("%s: task management function %d not supported", who, function)
+        return TmfResponse.FUNCTION_NOT_SUPPORTED, None
+
+    tmf = Tmf(function)
+    if tmf is Tmf.ABORT_TASK_SET:
+        # SAM-5 7.3: only this I_T nexus's tasks on the LU.
+        connection.abort_tasks(lambda task: task.lun == lun)
+    elif tmf in (Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET):
+        for other in _connections_of_target(connection):
+            other.abort_tasks(lambda task: task.lun == lun)
+    else:
+        for other in _connections_of_target(connection):
+            other.abort_tasks(lambda task: True)
+    per_lun = tmf in (Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET)
+    response = session.scsi_target.task_management(tmf, session.nexus, lun if per_lun else None)
+    log.info("%s: %s%s -> response %d", who, tmf.name, f" LUN {lun}" if per_lun else "", response)
+    after = None
+    if tmf is Tmf.TARGET_COLD_RESET and response == TmfResponse.FUNCTION_COMPLETE:
+        def after() -> None:
+            # SAM-5 7.11: a cold reset ends every I_T nexus; ours goes once the response is out.
+            connection.registry.terminate_target_sessions(session.target_name, "TARGET COLD RESET",
+                                                          keep=session)
+            connection.close_requested = True
+            connection.connection_lost("TARGET COLD RESET")
+    return response, after
+
+
+def _abort_task(connection: "IscsiConnection", request: TaskManagementRequest) -> int:
+    """RFC 7143 11.5.1 ABORT TASK, including its rules for tasks never received."""
+    if request.referenced_task_tag == RESERVED_TAG:
+        return TmfResponse.TASK_DOES_NOT_EXIST
+    task = connection.find_task(request.referenced_task_tag)
+    if task is not None:
+        connection.abort_tasks(lambda candidate: candidate is task)
+        return TmfResponse.FUNCTION_COMPLETE
+    window = connection.window
+    ref = request.ref_cmd_sn
+    where = window.classify(ref)
+    if where != CommandWindow.OUTSIDE and ref != request.cmd_sn:
+        # b) the referenced command has not arrived yet: consider its CmdSN received, so the
+        # command is ignored when it does come, and answer Function complete.
+        connection.consider_received(ref)
+        return TmfResponse.FUNCTION_COMPLETE
+    return TmfResponse.TASK_DOES_NOT_EXIST
