@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=LOG_LEVELS, type=str.lower, metavar="LEVEL",
         help="debug, info, warning, error or critical (default: the config's log_level)",
     )
+    control = serve.add_mutually_exclusive_group()
+    control.add_argument(
+        "--control-socket", metavar="PATH",
+        help="where odxtargetcli reaches the daemon (default: $ODXTARGET_CONTROL_SOCKET, else"
+             " STATE_DIR/control.sock)",
+    )
+    control.add_argument(
+        "--no-control-socket", action="store_true", help="run without the admin control socket",
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", metavar="FILE")
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command_serve(arguments: argparse.Namespace) -> int:
-    from odxtarget.daemon import DaemonError, run
+    from odxtarget.admin.protocol import default_control_socket
+    from odxtarget.daemon import ADMIN_SETTINGS, AdminSettings, DaemonError, run
 
     configure_logging(arguments.log_level or "info")
     try:
@@ -88,10 +98,19 @@ def command_serve(arguments: argparse.Namespace) -> int:
     if arguments.log_level is None:
         set_level(config.log_level)
     log.info("odxtarget %s starting with %s", __version__, os.path.abspath(arguments.config))
+    admin = None
+    if not arguments.no_control_socket:
+        admin = AdminSettings(
+            control_socket=arguments.control_socket or default_control_socket(config.state_dir),
+            config_path=os.path.abspath(arguments.config),
+        )
+    token = ADMIN_SETTINGS.set(admin)
     try:
         run(config)
     except DaemonError as error:
         return _fail(str(error))
+    finally:
+        ADMIN_SETTINGS.reset(token)
     return EXIT_OK
 
 

@@ -11,11 +11,16 @@ fdatasyncs its files, so an acknowledged write survives a SIGTERM even with the 
 
 The SCSI core and the server are reached through ``Factories`` so that the lifecycle can be
 tested with stand-ins, and so that ``check-config`` never imports the server at all.
+
+Administration: with ``AdminSettings`` the daemon also serves the control socket
+(``odxtarget.admin``) once its targets are up, and closes it first on the way down, so an
+admin change never races a half-built or half-stopped daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 from dataclasses import dataclass
@@ -33,6 +38,20 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class DaemonError(Exception):
     """A failure the operator can fix (bad storage path, port in use); printed as one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """Where the control socket listens, and the file ``saveconfig`` writes (None: no saving)."""
+
+    control_socket: str
+    config_path: str | None = None
+
+
+#: The ``AdminSettings`` ``run`` uses when none are passed: ``odxtarget serve`` sets them around
+#: its ``run(config)`` call, which keeps ``run``'s one-argument form for callers and tests.
+ADMIN_SETTINGS: contextvars.ContextVar[AdminSettings | None] = contextvars.ContextVar(
+    "odxtarget_admin_settings", default=None)
 
 
 @dataclass(slots=True)
@@ -164,9 +183,13 @@ class Daemon:
 
 
 async def serve(config: DaemonConfig, factories: Factories | None = None,
-                *, install_signal_handlers: bool = True) -> None:
-    """Run a daemon until SIGTERM or SIGINT; a second signal stops without waiting."""
+                *, install_signal_handlers: bool = True, admin: AdminSettings | None = None) -> None:
+    """Run a daemon until SIGTERM or SIGINT; a second signal stops without waiting.
+
+    With ``admin``, the control socket is served while the daemon runs.
+    """
     daemon = Daemon(config, factories)
+    control = None
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     main_task = asyncio.current_task()
@@ -187,18 +210,47 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
             installed.append(signum)
     try:
         await daemon.start()
+        if admin is not None:
+            try:
+                control = await _start_control(daemon, admin)
+            except DaemonError:
+                await daemon.stop(grace=0)
+                raise
         await stop_requested.wait()
+        if control is not None:
+            await control.close()
+            control = None
         await daemon.stop()
         log.info("stopped")
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+        if control is not None:
+            await control.close()
         daemon.close_storage()
 
 
-def run(config: DaemonConfig, factories: Factories | None = None) -> None:
+async def _start_control(daemon: Daemon, admin: AdminSettings):
+    """Serve the control socket for ``daemon``.
+
+    Raises:
+        DaemonError: the socket cannot be created (or another daemon owns it).
+    """
+    from odxtarget.admin.ops import AdminOperations
+    from odxtarget.admin.server import ControlServer, ControlSocketError
+
+    control = ControlServer(AdminOperations(daemon, admin.config_path), admin.control_socket)
+    try:
+        await control.start()
+    except ControlSocketError as error:
+        raise DaemonError(str(error)) from None
+    return control
+
+
+def run(config: DaemonConfig, factories: Factories | None = None, *,
+        admin: AdminSettings | None = None) -> None:
     """Blocking entry point for ``odxtarget serve``: picks the event loop, serves, returns
-    once stopped.
+    once stopped. ``admin`` defaults to ``ADMIN_SETTINGS`` (no control socket when unset).
 
     Raises:
         DaemonError: storage cannot be opened, a portal cannot be bound, or the front end is
@@ -213,7 +265,7 @@ def run(config: DaemonConfig, factories: Factories | None = None) -> None:
             raise DaemonError(f"the SCSI core or iSCSI front end is not available: {error}") from None
         install_event_loop_policy()
     try:
-        asyncio.run(serve(config, factories))
+        asyncio.run(serve(config, factories, admin=admin if admin is not None else ADMIN_SETTINGS.get()))
     except asyncio.CancelledError:
         log.warning("shutdown was cut short; storage was synced")
 

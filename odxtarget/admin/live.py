@@ -1,0 +1,344 @@
+"""Applies a validated configuration change to the running daemon: storage, targets, portals.
+
+Theory of operation
+-------------------
+Every admin change produces a complete new ``DaemonConfig`` (validated by ``parse_config``);
+``LiveState.apply(old, new)`` makes the running objects match it in two phases:
+
+1. *prepare* -- everything that can fail: refuse changes that are not safe live (a block size
+   change), open new or changed storage, build new logical units, bind new portals. On any
+   failure all of it is undone and nothing the initiators see has changed;
+2. *commit* -- what cannot fail: swap backends into existing logical units (resize, read-only),
+   map and unmap LUNs (REPORTED LUNS DATA HAS CHANGED for the nexuses that can see the target),
+   publish targets and their ACL/CHAP settings to the login path, drop the sessions whose ACL
+   was deleted or whose target went away, close what is no longer used.
+
+Everything runs on the daemon's event loop, between commands (the core is single-threaded),
+so no command ever sees half a change.
+
+The daemon-side APIs this needs are not all in the SCSI core and the iSCSI server yet; each
+gap is bridged by one small function here (``_publish_target``, ``_swap_backend``, ...) that
+uses the proper API when present. docs/admin.md, "Live changes", lists what applies to
+existing sessions and what only to new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from odxtarget.admin.protocol import AdminError
+from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.storage.extents import FileExtentBackend
+
+log = logging.getLogger("odxtarget.admin")
+
+Portal = tuple[str, int]
+
+
+def _storage_changed(old: StorageObjectConfig, new: StorageObjectConfig) -> bool:
+    """True when the backend must be reopened (size, read-only or files changed)."""
+    return (old.size, old.read_only, old.extents) != (new.size, new.read_only, new.extents)
+
+
+class LiveState:
+    """The running objects of one ``Daemon``; ``apply`` moves them from one config to another."""
+
+    def __init__(self, daemon: Any, odx: Any = None):
+        self.daemon = daemon
+        self.odx = odx
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def server(self) -> Any:
+        return getattr(self.daemon, "server", None)
+
+    def listening(self) -> list[Portal]:
+        """Bound (ip, port) pairs, in binding order."""
+        server = self.server
+        if server is None:
+            return []
+        return [(ip, port) for ip, port in (getattr(server, "addresses", None) or [])]
+
+    def sessions(self) -> list[dict]:
+        server = self.server
+        if server is None or not hasattr(server, "sessions"):
+            return []
+        return list(server.sessions())
+
+    def scsi_target(self, iqn: str) -> Any:
+        for config, scsi_target in self.daemon.targets:
+            if config.iqn == iqn:
+                return scsi_target
+        return None
+
+    # -- applying -------------------------------------------------------------------------
+
+    async def apply(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        """Make the running daemon serve ``new`` instead of ``old``.
+
+        Raises:
+            AdminError: the change cannot be made live; nothing has changed.
+        """
+        old_objects = {so.name: so for so in old.storage_objects}
+        new_objects = {so.name: so for so in new.storage_objects}
+        for name, so in new_objects.items():
+            before = old_objects.get(name)
+            if before is not None and before.block_size != so.block_size:
+                raise AdminError(
+                    f'storage object "{name}": the block size cannot change while it exists'
+                    " (delete it and create it again)"
+                )
+        opened: dict[str, FileExtentBackend] = {}
+        created_lus: dict[str, Any] = {}
+        bound: list[Portal] = []
+        try:
+            for name, so in new_objects.items():
+                before = old_objects.get(name)
+                if before is None or _storage_changed(before, so):
+                    try:
+                        if before is None and so.read_only:  # create the sparse file(s) first
+                            FileExtentBackend(so.extents, so.size).close()
+                        opened[name] = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+                    except (OSError, ValueError) as error:
+                        raise AdminError(f'storage object "{name}": {error}') from None
+                if before is None:
+                    try:
+                        created_lus[name] = self.daemon._get_factories().logical_unit(so, opened[name])
+                    except ValueError as error:
+                        raise AdminError(f'storage object "{name}": {error}') from None
+            bound = await self._bind_portals(new)
+        except BaseException:
+            for backend in opened.values():
+                _close_quietly(backend)
+            await self._unbind_portals(bound)
+            raise
+        self._commit(old, new, old_objects, new_objects, opened, created_lus)
+        await self._unbind_portals(self._unused_portals(new))
+
+    def _commit(self, old: DaemonConfig, new: DaemonConfig,
+                old_objects: dict[str, StorageObjectConfig], new_objects: dict[str, StorageObjectConfig],
+                opened: dict[str, FileExtentBackend], created_lus: dict[str, Any]) -> None:
+        daemon = self.daemon
+        retired: list[FileExtentBackend] = []
+        for name, backend in opened.items():
+            if name in created_lus:
+                daemon.backends[name] = backend
+                daemon.logical_units[name] = created_lus[name]
+                if self.odx is not None:
+                    self.odx.logical_unit_attached(created_lus[name])
+                continue
+            lu = daemon.logical_units[name]
+            retired.append(daemon.backends[name])
+            daemon.backends[name] = backend
+            _swap_backend(lu, backend, read_only=new_objects[name].read_only,
+                          resized=old_objects[name].size != new_objects[name].size)
+
+        old_targets = {t.iqn: t for t in old.targets}
+        new_targets = {t.iqn: t for t in new.targets}
+        live_targets = {config.iqn: scsi_target for config, scsi_target in daemon.targets}
+        for iqn in old_targets.keys() - new_targets.keys():
+            self._terminate_sessions(iqn, None, "target deleted by the administrator")
+            _remove_target(self.server, iqn)
+            live_targets.pop(iqn, None)
+        updated: list[tuple[TargetConfig, Any]] = []
+        for target in new.targets:
+            scsi_target = live_targets.get(target.iqn)
+            if scsi_target is None:
+                scsi_target = daemon._get_factories().scsi_target(
+                    target.iqn, {m.lun: daemon.logical_units[m.storage_object] for m in target.luns}
+                )
+            else:
+                self._update_luns(old_targets[target.iqn], target, scsi_target)
+                before = old_targets[target.iqn]
+                for initiator in {a.initiator for a in before.acls} - {a.initiator for a in target.acls}:
+                    if not target.demo_mode:
+                        self._terminate_sessions(target.iqn, initiator, "ACL deleted by the administrator")
+            _publish_target(self.server, self._with_bound_ports(target), scsi_target)
+            updated.append((target, scsi_target))
+        daemon.targets = updated
+
+        for name in old_objects.keys() - new_objects.keys():
+            lu = daemon.logical_units.pop(name, None)
+            if lu is not None and self.odx is not None:
+                self.odx.logical_unit_detached(lu)
+            backend = daemon.backends.pop(name, None)
+            if backend is not None:
+                retired.append(backend)
+        for backend in retired:
+            _close_quietly(backend)
+
+    def _update_luns(self, before: TargetConfig, after: TargetConfig, scsi_target: Any) -> None:
+        old_map = {m.lun: m.storage_object for m in before.luns}
+        new_map = {m.lun: m.storage_object for m in after.luns}
+        if old_map == new_map:
+            return
+        for lun, name in old_map.items():
+            if new_map.get(lun) != name:
+                scsi_target.remove_lun(lun)
+        for lun, name in new_map.items():
+            if old_map.get(lun) != name:
+                scsi_target.add_lun(lun, self.daemon.logical_units[name])
+        _report_luns_changed(scsi_target)
+
+    def _terminate_sessions(self, iqn: str, initiator: str | None, reason: str) -> None:
+        registry = getattr(self.server, "registry", None)
+        if registry is None:
+            return
+        for session in list(registry.sessions()):
+            if session.target_name != iqn:
+                continue
+            if initiator is not None and session.initiator_name != initiator:
+                continue
+            registry.terminate(session, reason)
+
+    # -- portals ----------------------------------------------------------------------------
+
+    def _with_bound_ports(self, target: TargetConfig) -> TargetConfig:
+        """Port 0 means "any free port": publish the port the server really bound."""
+        if not any(p.port == 0 for p in target.portals):
+            return target
+        real = {}
+        for ip, port in self.listening():
+            real.setdefault(ip, port)
+        portals = [PortalConfig(p.ip, real.get(p.ip, 0)) if p.port == 0 else p for p in target.portals]
+        return replace(target, portals=portals)
+
+    async def _bind_portals(self, config: DaemonConfig) -> list[Portal]:
+        server = self.server
+        if server is None:
+            return []
+        listening = set(self.listening())
+        wanted: dict[Portal, int] = {}
+        for target in config.targets:
+            for portal in target.portals:
+                if portal.port == 0 and any(ip == portal.ip for ip, _ in listening):
+                    continue
+                wanted.setdefault((portal.ip, portal.port), target.tpgt)
+        bound: list[Portal] = []
+        try:
+            for (ip, port), tpgt in wanted.items():
+                if (ip, port) in listening:
+                    continue
+                try:
+                    await _add_portal(server, ip, port, tpgt)
+                except OSError as error:
+                    raise AdminError(
+                        f"cannot listen on {ip}:{port}: {error.strerror or error}"
+                    ) from None
+                bound.append((ip, port))
+        except BaseException:
+            await self._unbind_portals(bound)
+            raise
+        return bound
+
+    def _unused_portals(self, config: DaemonConfig) -> list[Portal]:
+        wanted = {(p.ip, p.port) for t in config.targets for p in t.portals}
+        wanted_any_port = {p.ip for t in config.targets for p in t.portals if p.port == 0}
+        return [(ip, port) for ip, port in self.listening()
+                if (ip, port) not in wanted and ip not in wanted_any_port]
+
+    async def _unbind_portals(self, portals: list[Portal]) -> None:
+        server = self.server
+        for ip, port in portals:
+            if server is not None:
+                await _remove_portal(server, ip, port)
+
+
+# -- bridges to APIs the core and the server do not have yet (see the admin report) ----------
+
+
+def _close_quietly(backend: Any) -> None:
+    try:
+        backend.close()
+    except OSError as error:
+        log.error("closing storage: %s", error)
+
+
+def _swap_backend(lu: Any, backend: FileExtentBackend, *, read_only: bool, resized: bool) -> None:
+    """Put a reopened backend under a logical unit (resize, read-only flag).
+
+    Keeps the copy manager's write-observing proxy, if any, around the new backend.
+    """
+    replace_backend = getattr(lu, "replace_backend", None)
+    if replace_backend is not None:
+        replace_backend(backend, read_only=read_only)
+    else:
+        current = lu.backend
+        wrapped: Any = backend
+        try:
+            from odxtarget.copy.observer import ObservingBackend
+        except ImportError:  # pragma: no cover - the copy manager is optional
+            ObservingBackend = None  # noqa: N806
+        if ObservingBackend is not None and isinstance(current, ObservingBackend):
+            wrapped = ObservingBackend(backend, current._on_change)
+            wrapped.set_watching(current.watching)
+        lu.backend = wrapped
+        lu.config.backend = backend
+        lu.config.read_only = read_only
+        lu.read_only = read_only
+    if resized:
+        lu.capacity_changed()
+
+
+def _report_luns_changed(scsi_target: Any) -> None:
+    """REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh, SPC-4 6.33) for everyone using the target."""
+    from odxtarget.scsi.constants import Ascq
+
+    condition = getattr(Ascq, "REPORTED_LUNS_DATA_HAS_CHANGED", None)
+    if condition is None:
+        return
+    for lu in set(scsi_target.luns.values()):
+        lu.establish_unit_attention(condition)
+
+
+def _publish_target(server: Any, config: TargetConfig, scsi_target: Any) -> None:
+    """Make login, discovery and new sessions see ``config`` for its target."""
+    if server is None:
+        return
+    if hasattr(server, "set_target"):
+        server.set_target(config, scsi_target)
+        return
+    server.registry._targets[config.iqn] = (config, scsi_target)
+    targets = [(c, t) for c, t in server._targets if c.iqn != config.iqn]
+    targets.append((config, scsi_target))
+    server._targets[:] = targets
+
+
+def _remove_target(server: Any, iqn: str) -> None:
+    if server is None:
+        return
+    if hasattr(server, "remove_target"):
+        server.remove_target(iqn)
+        return
+    server.registry._targets.pop(iqn, None)
+    server._targets[:] = [(c, t) for c, t in server._targets if c.iqn != iqn]
+
+
+async def _add_portal(server: Any, ip: str, port: int, tpgt: int) -> None:
+    if hasattr(server, "add_portal"):
+        await server.add_portal(ip, port, tpgt)
+        return
+    from odxtarget.transport.iscsi.server import _ConnectionProtocol
+
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: _ConnectionProtocol(server, tpgt), host=ip, port=port,
+                                        reuse_address=True)
+    server._servers.append(listener)
+    log.info("iSCSI portal listening on %s:%d (added by the administrator)", ip, port)
+
+
+async def _remove_portal(server: Any, ip: str, port: int) -> None:
+    """Stop listening on a portal; sessions that came in through it keep running."""
+    if hasattr(server, "remove_portal"):
+        await server.remove_portal(ip, port)
+        return
+    for listener in list(server._servers):
+        names = [sock.getsockname()[:2] for sock in listener.sockets]
+        if (ip, port) in names:
+            listener.close()
+            server._servers.remove(listener)  # no wait_closed: uvloop's waits for its sessions
+            log.info("iSCSI portal %s:%d closed (removed by the administrator)", ip, port)

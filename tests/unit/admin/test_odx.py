@@ -1,0 +1,142 @@
+"""The /odx operations over a real copy manager attached to the daemon's logical units:
+a token made by POPULATE TOKEN is listed, and revoking it makes WRITE USING TOKEN fail with
+INVALID TOKEN OPERATION, TOKEN REVOKED (23h/06h)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from odxtarget.admin.protocol import AdminError
+from odxtarget.copy import CopyLimits, CopyManager
+from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
+from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
+
+from .conftest import IQN, MIB
+
+NEXUS = ItNexus("iqn.2026-11.org.example:host1,i,0x400001370000", f"{IQN},t,0x0001")
+THIRD_PARTY_COPY_OUT = 0x83
+POPULATE_TOKEN, WRITE_USING_TOKEN = 0x10, 0x11
+TEST_UNIT_READY = bytes(6)
+ILLEGAL_REQUEST = 0x5
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def copy_out_cdb(action: int, list_id: int, length: int) -> bytes:
+    """THIRD-PARTY COPY OUT (SBC-4 5.11 / 5.32): LIST IDENTIFIER at 6, PARAMETER LIST LENGTH at 10."""
+    return struct.pack(">BB4xII2x", THIRD_PARTY_COPY_OUT, action, list_id, length)
+
+
+@pytest.fixture
+def odx(admin):
+    for name in ("disk0", "disk1"):
+        admin.call("extent.create", name=name, size="4M")
+    admin.call("target.create", iqn=IQN)
+    clock = Clock()
+    manager = CopyManager(admin.daemon.config.state_dir, CopyLimits(), clock=clock)
+    admin.daemon.copy_manager = manager
+    for lu in admin.daemon.logical_units.values():
+        manager.attach(lu)
+    admin.call("lun.create", iqn=IQN, storage_object="disk0")
+    admin.call("lun.create", iqn=IQN, storage_object="disk1")
+    target = admin.ops.live.scsi_target(IQN)
+
+    def run(cdb: bytes, data: bytes = b"", lun: int = 0):
+        return target.execute(ScsiCommand(cdb=cdb, nexus=NEXUS, lun=lun, data_out=data,
+                                          expected_transfer_length=len(data)))
+
+    for lun in (0, 1):
+        run(TEST_UNIT_READY, lun=lun)  # consume the power-on unit attention
+    yield admin, manager, clock, run
+    manager.close()
+
+
+def populate(run, ranges, list_id=1, lun=0):
+    data = build_populate_token_list(ranges)
+    result = run(copy_out_cdb(POPULATE_TOKEN, list_id, len(data)), data, lun)
+    assert result.status == Status.GOOD, result.sense.hex()
+
+
+def write_using(run, token, ranges, list_id, lun=1):
+    data = build_write_using_token_list(token, ranges)
+    return run(copy_out_cdb(WRITE_USING_TOKEN, list_id, len(data)), data, lun)
+
+
+def test_tokens_lists_a_token_made_by_populate_token(odx):
+    admin, manager, clock, run = odx
+    populate(run, [(0, 8), (100, 16)])
+    clock.now += 5
+    [token] = admin.call("odx.tokens")
+    assert token["creator"] == "disk0"
+    assert token["ranges"] == [[0, 8], [100, 16]]
+    assert token["bytes"] == 24 * 512
+    assert token["idle"] == 5
+    assert token["expires_in"] == CopyLimits().default_inactivity_timeout - 5
+    assert token["id"] == f"{manager.tokens.active()[0].token_id:016x}"
+
+
+def test_revoke_makes_write_using_token_fail_with_token_revoked(odx):
+    admin, manager, _, run = odx
+    populate(run, [(0, 8)])
+    token = manager.tokens.active()[0].token
+    assert write_using(run, token, [(0, 8)], list_id=2).status == Status.GOOD  # usable before
+    [listed] = admin.call("odx.tokens")
+    assert admin.call("odx.revoke", token=listed["id"]) == {"revoked": listed["id"]}
+    result = write_using(run, token, [(0, 8)], list_id=3)
+    assert result.status == Status.CHECK_CONDITION
+    assert (result.sense[2] & 0x0F, result.sense[12], result.sense[13]) == (ILLEGAL_REQUEST, 0x23, 0x06)
+    assert admin.call("odx.tokens") == []
+    with pytest.raises(AdminError, match="no live token"):
+        admin.call("odx.revoke", token=listed["id"])
+    with pytest.raises(AdminError, match="is not a token id"):
+        admin.call("odx.revoke", token="xyz")
+
+
+def test_counters_report_offloaded_bytes_by_method(odx):
+    admin, manager, _, run = odx
+    populate(run, [(0, 8)])
+    token = manager.tokens.active()[0].token
+    assert write_using(run, token, [(0, 8)], list_id=2).status == Status.GOOD
+    counters = admin.call("odx.counters")
+    assert sum(counters["bytes_by_method"].values()) == 8 * 512
+    assert counters["logical_units"]["disk1"]["commands"]["write_using_token"] == 1
+
+
+def test_limits_can_be_read_and_changed_and_bad_values_are_refused(odx):
+    admin, manager, _, _ = odx
+    assert admin.call("odx.limits")["time_budget"] == CopyLimits().write_using_token_budget
+    changed = admin.call("odx.set_limits", default_inactivity_timeout="30", optimal_transfer_size="32M",
+                         time_budget="2.5")
+    assert (changed["default_inactivity_timeout"], changed["optimal_transfer_size"], changed["time_budget"]) == (
+        30, 32 * MIB, 2.5)
+    assert manager.limits.write_using_token_budget == 2.5
+    with pytest.raises(AdminError, match="must not exceed max_token_transfer_bytes"):
+        admin.call("odx.set_limits", optimal_transfer_size="1G")
+    with pytest.raises(AdminError, match="default_inactivity_timeout <?=? ?max_inactivity_timeout|must not exceed max_inactivity_timeout"):
+        admin.call("odx.set_limits", default_inactivity_timeout=10_000)
+    assert manager.limits.optimal_transfer_bytes == 32 * MIB
+
+
+def test_deleting_a_storage_object_revokes_its_tokens(odx):
+    admin, manager, _, run = odx
+    populate(run, [(0, 8)])
+    token = manager.tokens.active()[0].token
+    admin.call("lun.delete", iqn=IQN, lun=0)
+    admin.call("extent.delete", name="disk0")
+    assert admin.call("odx.tokens") == []
+    result = write_using(run, token, [(0, 8)], list_id=2)
+    assert (result.sense[12], result.sense[13]) == (0x23, 0x06)
+
+
+def test_a_new_storage_object_gets_copy_offload(odx):
+    admin, manager, _, run = odx
+    admin.call("extent.create", name="disk2", size="4M")
+    assert admin.daemon.logical_units["disk2"].third_party_copy is True
