@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -61,6 +62,8 @@ class Factories:
     logical_unit: Callable[[StorageObjectConfig, Any], Any]
     scsi_target: Callable[[str, dict[int, Any]], Any]
     server: Callable[[list[tuple[TargetConfig, Any]]], Any]
+    #: Builds the daemon-wide ODX copy manager (None: no third-party copy).
+    copy_manager: Callable[[DaemonConfig], Any] | None = None
 
 
 def default_factories() -> Factories:
@@ -81,7 +84,20 @@ def default_factories() -> Factories:
     def server(targets: list[tuple[TargetConfig, Any]]) -> Any:
         return IscsiServer(targets)
 
-    return Factories(logical_unit, scsi_target, server)
+    def copy_manager(config: DaemonConfig) -> Any:
+        from odxtarget.copy import CopyManager
+
+        try:
+            os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise DaemonError(f"state directory {config.state_dir}: {error.strerror or error}") from None
+        manager = CopyManager(config.state_dir)
+        removed = manager.startup_cleanup()
+        if removed:
+            log.info("removed %d ROD file(s) left behind by an earlier run", removed)
+        return manager
+
+    return Factories(logical_unit, scsi_target, server, copy_manager)
 
 
 class Daemon:
@@ -96,6 +112,8 @@ class Daemon:
         self.logical_units: dict[str, Any] = {}
         self.targets: list[tuple[TargetConfig, Any]] = []
         self.server: Any = None
+        self.copy_manager: Any = None
+        self._copy_pump: asyncio.Task | None = None
 
     def open_storage(self) -> None:
         """Open (creating sparse files as needed) every storage object's backend and LU.
@@ -115,6 +133,10 @@ class Daemon:
                     self.logical_units[so.name] = factories.logical_unit(so, backend)
                 except ValueError as error:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
+            if factories.copy_manager is not None:
+                self.copy_manager = factories.copy_manager(self.config)
+                for lu in self.logical_units.values():
+                    self.copy_manager.attach(lu)
         except BaseException:
             self.close_storage()
             raise
@@ -149,6 +171,8 @@ class Daemon:
             self.server = None
             self.close_storage()
             raise
+        if self.copy_manager is not None:
+            self._copy_pump = asyncio.create_task(self._pump_copy_work(), name="odx-copy-pump")
         addresses = list(getattr(self.server, "addresses", None) or ()) or [
             portal for target in self.config.targets for portal in target.portals
         ]
@@ -159,6 +183,9 @@ class Daemon:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop the server (letting commands drain for ``grace`` seconds), then sync storage."""
+        if self._copy_pump is not None:
+            self._copy_pump.cancel()
+            self._copy_pump = None
         try:
             if self.server is not None:
                 server, self.server = self.server, None
@@ -168,6 +195,9 @@ class Daemon:
 
     def close_storage(self) -> None:
         """Close every backend (flushing it); log, but do not stop at, a failing one."""
+        manager, self.copy_manager = self.copy_manager, None
+        if manager is not None:
+            manager.close()
         backends, self.backends = self.backends, {}
         self.logical_units = {}
         for name, backend in backends.items():
@@ -175,6 +205,27 @@ class Daemon:
                 backend.close()
             except OSError as error:
                 log.error('storage object "%s": %s', name, error)
+
+    async def _pump_copy_work(self) -> None:
+        """Advance background (IMMED=1) copies in short slices between commands, and let
+        tokens expire, about once a second. The copy manager itself never blocks for long."""
+        loop = asyncio.get_running_loop()
+        next_housekeeping = 0.0
+        while True:
+            try:
+                now = loop.time()
+                if now >= next_housekeeping:
+                    self.copy_manager.housekeeping()
+                    next_housekeeping = now + 1.0
+                if self.copy_manager.has_pending_work():
+                    self.copy_manager.run_background(0.02)
+                    await asyncio.sleep(0)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one copy must not stop the others or the daemon
+                log.exception("copy manager background work failed")
+            await asyncio.sleep(0.05)
 
     def _get_factories(self) -> Factories:
         if self._factories is None:

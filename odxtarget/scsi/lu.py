@@ -123,6 +123,9 @@ class LogicalUnit:
         self.commands = commands if commands is not None else standard_command_table()
         self.vpd_pages = standard_vpd_pages()
         self.third_party_copy = False
+        #: Callables ``(lu, event, nexus)`` told of "reset" and "nexus_lost" (loss or logout),
+        #: so layers above the core (the copy manager) can drop per-nexus state with it.
+        self.event_listeners: list = []
         self.default_mode = ModeState(write_cache=config.write_cache)
         self.mode = self.default_mode.copy()
         self.block_count = self.backend.size // self.block_size
@@ -208,6 +211,7 @@ class LogicalUnit:
         self.reservation_holder = None
         self.mode = self.default_mode.copy()
         self.establish_unit_attention(condition, replace=True)
+        self._notify("reset", None)
 
     def nexus_lost(self, nexus: ItNexus) -> None:
         """The nexus failed: drop its reservation; it sees I_T NEXUS LOSS when it comes back."""
@@ -217,6 +221,7 @@ class LogicalUnit:
             self._forget_idle_nexuses()
         self._known_nexuses.add(nexus)
         self._unit_attentions[nexus] = [Ascq.I_T_NEXUS_LOSS_OCCURRED]
+        self._notify("nexus_lost", nexus)
 
     def nexus_logged_out(self, nexus: ItNexus) -> None:
         """Clean logout: release its reservation and forget it."""
@@ -224,6 +229,11 @@ class LogicalUnit:
             self.reservation_holder = None
         self._known_nexuses.discard(nexus)
         self._unit_attentions.pop(nexus, None)
+        self._notify("nexus_lost", nexus)
+
+    def _notify(self, event: str, nexus: ItNexus | None) -> None:
+        for listener in self.event_listeners:
+            listener(self, event, nexus)
 
     # -- helpers for handlers ---------------------------------------------------------------
 

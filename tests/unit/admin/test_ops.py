@@ -219,5 +219,8 @@ def test_restore_of_an_invalid_file_changes_nothing(admin, tmp_path):
 
 
 def test_odx_operations_say_clearly_when_there_is_no_copy_manager(admin):
+    assert admin.call("status")["odx"] is True   # the real daemon runs one
+    admin.daemon.copy_manager.close()
+    admin.daemon.copy_manager = None            # as a daemon built without third-party copy
     assert admin.call("status")["odx"] is False
     assert refused(admin, "odx.tokens") == "ODX copy offload is not running in this daemon (no copy manager)"

@@ -1,0 +1,290 @@
+"""One daemon-wide store of ROD tokens, shared by every logical unit (so copies cross LUNs).
+
+Theory of operation
+-------------------
+Tokens are indexed by their 8-byte COPY MANAGER ROD TOKEN IDENTIFIER; a presented token is
+accepted only if all 512 bytes equal the issued ones (``hmac.compare_digest``: constant
+time). Each live token is a ``TokenEntry`` that says where its data is:
+
+* a **snapshot** token (``rod_file`` set) owns a ROD file in ``<state_dir>/.rod/`` holding
+  reflinked copies of the source ranges; writes to the source cannot change it;
+* a **live** token refers to its creator LU's ranges; any write, unmap, write same or
+  compare-and-write that touches them cancels it (``source_written``), and so does a change
+  of the LU's capacity (checked when the token is used).
+
+Lifetime (SPC-4 5.16.6.3): the inactivity timer restarts whenever a command that uses the
+token completes; an entry in use by a running copy never expires. An invalidated token
+leaves a tombstone (kept twice its inactivity timeout, bounded in number) so its next use
+says EXPIRED/CANCELLED/DELETED/REVOKED rather than UNKNOWN. ROD files are removed when their
+token dies, or at the end of the copy that was still using it.
+
+Time is injected (``now`` arguments); nothing here sleeps or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from odxtarget.copy import errors
+from odxtarget.copy.constants import RodType
+from odxtarget.copy.token import creator_designator_of, rod_type_of, token_id_of, token_length_of
+from odxtarget.copy.constants import ROD_TOKEN_LENGTH
+
+log = logging.getLogger(__name__)
+
+#: Tombstones kept per live-token capacity slot.
+TOMBSTONES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RodSegment:
+    """Bytes ``[rod_offset, rod_offset+length)`` of the ROD stored at ``file_offset``."""
+
+    rod_offset: int
+    length: int
+    file_offset: int
+
+
+@dataclass(slots=True)
+class RodFile:
+    path: str
+    segments: tuple[RodSegment, ...]
+    size: int
+
+
+@dataclass(eq=False, slots=True)
+class TokenEntry:
+    token: bytes
+    token_id: int
+    rod_type: int
+    creator: object                       # the LogicalUnit whose data the token represents
+    ranges: tuple[tuple[int, int], ...]   # (lba, blocks) on the creator, in ROD order
+    block_size: int
+    creator_block_count: int
+    bytes_represented: int
+    inactivity_timeout: float
+    last_active: float
+    rod_file: RodFile | None = None
+    in_use: int = 0
+    invalid: type[errors.TokenError] | None = None
+
+    @property
+    def snapshot(self) -> bool:
+        return self.rod_file is not None
+
+    def byte_spans(self) -> list[tuple[int, int]]:
+        return [(lba * self.block_size, (lba + blocks) * self.block_size) for lba, blocks in self.ranges]
+
+
+@dataclass(slots=True)
+class _Tombstone:
+    token: bytes
+    reason: type[errors.TokenError]
+    forget_at: float
+
+
+class TokenStore:
+    """See the module docstring. ``watch(lu, watching)`` is called when an LU gains its first
+    or loses its last live token, so its observing backend can switch checks on and off."""
+
+    def __init__(self, max_tokens: int, max_rod_bytes: int,
+                 watch: Callable[[object, bool], None] | None = None):
+        self.max_tokens = max_tokens
+        self.max_rod_bytes = max_rod_bytes
+        self._entries: dict[int, TokenEntry] = {}
+        self._tombstones: OrderedDict[int, _Tombstone] = OrderedDict()
+        self._live_by_lu: dict[int, list[TokenEntry]] = {}
+        self._designators: set[bytes] = set()
+        self._next_id = secrets.randbits(62) | 1
+        self._watch = watch or (lambda lu, watching: None)
+        self.rod_bytes = 0
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def next_token_id(self) -> int:
+        token_id = self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFF_FFFF_FFFF_FFFF or 1
+        return token_id
+
+    def register_designator(self, designator: bytes) -> None:
+        """An LU of this copy manager: tokens naming any other creator are remote."""
+        self._designators.add(bytes(designator))
+
+    def can_hold(self, rod_bytes: int) -> bool:
+        return len(self._entries) < self.max_tokens and self.rod_bytes + rod_bytes <= self.max_rod_bytes
+
+    def has_room(self) -> bool:
+        return len(self._entries) < self.max_tokens
+
+    def add(self, entry: TokenEntry) -> None:
+        if len(self._entries) >= self.max_tokens:
+            raise errors.InsufficientResourcesToCreateRod("too many ROD tokens")
+        self._entries[entry.token_id] = entry
+        if entry.rod_file is not None:
+            self.rod_bytes += entry.bytes_represented
+        else:
+            live = self._live_by_lu.setdefault(id(entry.creator), [])
+            live.append(entry)
+            if len(live) == 1:
+                self._watch(entry.creator, True)
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def resolve(self, token: bytes, now: float) -> TokenEntry:
+        """The live entry for a presented token, or the token error that applies."""
+        length = token_length_of(token)
+        if length != ROD_TOKEN_LENGTH:
+            raise errors.InvalidTokenLength(length)
+        rod_type = rod_type_of(token)
+        if rod_type not in (RodType.PIT_DEFAULT, RodType.PIT_CHANGE_VULNERABLE):
+            raise errors.UnsupportedTokenType(rod_type)
+        token_id = token_id_of(token)
+        entry = self._entries.get(token_id)
+        if entry is not None:
+            if not hmac.compare_digest(entry.token, bytes(token)):
+                raise errors.TokenCorrupt("token does not match the one issued under its identifier")
+            if entry.invalid is None and self._expired(entry, now):
+                self.invalidate(entry, errors.TokenExpired, now)
+            if entry.invalid is not None:
+                raise entry.invalid()
+            if entry.rod_file is None and entry.creator.block_count != entry.creator_block_count:
+                self.invalidate(entry, errors.TokenCancelled, now)
+                raise errors.TokenCancelled()
+            return entry
+        tombstone = self._tombstones.get(token_id)
+        if tombstone is not None and hmac.compare_digest(tombstone.token, bytes(token)):
+            raise tombstone.reason()
+        if creator_designator_of(token) not in self._designators:
+            raise errors.RemoteTokenUsageNotSupported()
+        raise errors.TokenUnknown()
+
+    def _expired(self, entry: TokenEntry, now: float) -> bool:
+        return entry.in_use == 0 and now >= entry.last_active + entry.inactivity_timeout
+
+    def acquire(self, entry: TokenEntry) -> None:
+        entry.in_use += 1
+
+    def release(self, entry: TokenEntry, now: float, delete: bool = False) -> None:
+        """A command that used the token completed: restart its inactivity timer (SPC-4
+        5.16.6.3), delete it if DEL_TKN asked for that, and drop a dead token's ROD file."""
+        entry.in_use -= 1
+        entry.last_active = now
+        if delete and entry.invalid is None:
+            self.invalidate(entry, errors.TokenDeleted, now)
+        elif entry.invalid is not None and entry.in_use == 0:
+            self._drop(entry)
+
+    def touch(self, entry: TokenEntry, now: float) -> None:
+        entry.last_active = now
+
+    # -- invalidation -----------------------------------------------------------------------
+
+    def invalidate(self, entry: TokenEntry, reason: type[errors.TokenError], now: float) -> None:
+        if entry.invalid is None:
+            entry.invalid = reason
+            log.debug("token %016x invalid: %s", entry.token_id, reason.__name__)
+            self._forget_live(entry)
+            forget_at = now + 2 * entry.inactivity_timeout
+            self._tombstones[entry.token_id] = _Tombstone(entry.token, reason, forget_at)
+            self._tombstones.move_to_end(entry.token_id)
+            while len(self._tombstones) > TOMBSTONES_PER_TOKEN * self.max_tokens:
+                self._tombstones.popitem(last=False)
+        if entry.in_use == 0:
+            self._drop(entry)
+
+    def stop_watching(self, entry: TokenEntry) -> None:
+        """Writes no longer cancel this live token (its own copy is overwriting its source;
+        the caller invalidates it when that copy completes)."""
+        self._forget_live(entry)
+
+    def _forget_live(self, entry: TokenEntry) -> None:
+        if entry.rod_file is not None:
+            return
+        live = self._live_by_lu.get(id(entry.creator))
+        if live and entry in live:
+            live.remove(entry)
+            if not live:
+                del self._live_by_lu[id(entry.creator)]
+                self._watch(entry.creator, False)
+
+    def _drop(self, entry: TokenEntry) -> None:
+        if self._entries.get(entry.token_id) is not entry:
+            return
+        del self._entries[entry.token_id]
+        if entry.rod_file is not None:
+            self.rod_bytes -= entry.bytes_represented
+            remove_quietly(entry.rod_file.path)
+
+    def source_written(self, lu, offset: int, length: int, now: float) -> int:
+        """Bytes ``[offset, offset+length)`` of ``lu`` changed: cancel the live tokens whose
+        ranges they touch. Returns how many were cancelled."""
+        live = self._live_by_lu.get(id(lu))
+        if not live:
+            return 0
+        end = offset + length
+        hit = [entry for entry in live
+               if any(start < end and offset < stop for start, stop in entry.byte_spans())]
+        for entry in hit:
+            self.invalidate(entry, errors.TokenCancelled, now)
+        return len(hit)
+
+    def creator_gone(self, lu, now: float) -> None:
+        """An LU is detached: every token it created is revoked."""
+        for entry in list(self._entries.values()):
+            if entry.creator is lu and entry.invalid is None:
+                self.invalidate(entry, errors.TokenRevoked, now)
+
+    def revoke(self, token_id: int, now: float) -> bool:
+        """Administrative revoke (23h/06h on next use)."""
+        entry = self._entries.get(token_id)
+        if entry is None or entry.invalid is not None:
+            return False
+        self.invalidate(entry, errors.TokenRevoked, now)
+        return True
+
+    def expire(self, now: float) -> int:
+        """Invalidate idle tokens past their inactivity timeout; forget old tombstones."""
+        expired = [entry for entry in self._entries.values()
+                   if entry.invalid is None and self._expired(entry, now)]
+        for entry in expired:
+            self.invalidate(entry, errors.TokenExpired, now)
+        while self._tombstones:
+            token_id, tombstone = next(iter(self._tombstones.items()))
+            if tombstone.forget_at > now:
+                break
+            del self._tombstones[token_id]
+        return len(expired)
+
+    def next_expiry(self) -> float | None:
+        deadlines = [entry.last_active + entry.inactivity_timeout for entry in self._entries.values()
+                     if entry.invalid is None and entry.in_use == 0]
+        return min(deadlines, default=None)
+
+    def active(self) -> list[TokenEntry]:
+        return [entry for entry in self._entries.values() if entry.invalid is None]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        """Daemon shutdown: every ROD file goes."""
+        for entry in list(self._entries.values()):
+            if entry.rod_file is not None:
+                remove_quietly(entry.rod_file.path)
+        self._entries.clear()
+        self.rod_bytes = 0
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("cannot remove ROD file %s: %s", path, error)

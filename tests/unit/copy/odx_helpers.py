@@ -1,0 +1,190 @@
+"""Helpers for the copy manager tests: LUs over real files, CDB builders, an injectable clock,
+and the XFS reflink loop mount."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+from odxtarget.config import ExtentConfig
+from odxtarget.copy import CopyLimits, CopyManager
+from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
+from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
+from odxtarget.scsi.target import ScsiTarget
+from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
+from odxtarget.storage.extents import FileExtentBackend
+
+NEXUS = ItNexus("iqn.2026-01.org.test:init,i,0x800000000001", "iqn.2026-01.org.test:tgt,t,0x1")
+OTHER_NEXUS = ItNexus("iqn.2026-01.org.test:other,i,0x800000000002", "iqn.2026-01.org.test:tgt,t,0x1")
+MIB = 1 << 20
+
+
+class FakeClock:
+    """Monotonic seconds that only move when told to (or by ``tick`` per call)."""
+
+    def __init__(self, start: float = 1000.0, tick: float = 0.0):
+        self.now = start
+        self.tick = tick
+
+    def __call__(self) -> float:
+        value = self.now
+        self.now += self.tick
+        return value
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def pattern(length: int, seed: int) -> bytes:
+    """Distinct data per seed and per 512-byte block (a block number is stamped in)."""
+    out = bytearray()
+    block = 0
+    while len(out) < length:
+        out += struct.pack(">IQ", seed, block) + bytes((seed * 31 + block + i) & 0xFF for i in range(500))
+        block += 1
+    return bytes(out[:length])
+
+
+def pt_cdb(list_id: int, length: int) -> bytes:
+    return struct.pack(">BB4xII2x", 0x83, 0x10, list_id, length)
+
+
+def wut_cdb(list_id: int, length: int) -> bytes:
+    return struct.pack(">BB4xII2x", 0x83, 0x11, list_id, length)
+
+
+def rrti_cdb(list_id: int, allocation: int = 1024, action: int = 0x07) -> bytes:
+    return struct.pack(">BBI4xI2x", 0x84, action, list_id, allocation)
+
+
+def coa_cdb(list_id: int) -> bytes:
+    return struct.pack(">BBI10x", 0x83, 0x1C, list_id)
+
+
+def lid1_cdb(action: int, list_id: int = 0, allocation: int = 1024) -> bytes:
+    return struct.pack(">BBB7xI2x", 0x84, action, list_id, allocation)
+
+
+def xcopy_cdb(length: int) -> bytes:
+    return struct.pack(">BB8xI2x", 0x83, 0x00, length)
+
+
+def read16(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBQIBB", 0x88, 0, lba, blocks, 0, 0)
+
+
+def write16(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBQIBB", 0x8A, 0, lba, blocks, 0, 0)
+
+
+def sense_triplet(result) -> tuple[int, int, int]:
+    sense = result.sense
+    return sense[2] & 0x0F, sense[12], sense[13]
+
+
+def information(result) -> int:
+    assert result.sense[0] & 0x80, "VALID bit not set"
+    return struct.unpack_from(">I", result.sense, 3)[0]
+
+
+@dataclass
+class Env:
+    """A target with LUs over files in ``directory`` and one copy manager for all of them."""
+
+    directory: str
+    clock: FakeClock = field(default_factory=FakeClock)
+    limits: CopyLimits = field(default_factory=CopyLimits)
+    state_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.state_dir or os.path.join(self.directory, "state")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.manager = CopyManager(self.state_dir, self.limits, clock=self.clock)
+        self.manager.startup_cleanup()
+        self.target = ScsiTarget("iqn.2026-01.org.test:tgt", {})
+        self.luns: dict[int, LogicalUnit] = {}
+        self.backends = []
+
+    def add_lu(self, lun: int, size: int = 8 * MIB, block_size: int = 512, name: str | None = None,
+               extents: list[ExtentConfig] | None = None) -> LogicalUnit:
+        name = name or f"lu{lun}"
+        backend = FileExtentBackend(extents or [ExtentConfig(os.path.join(self.directory, f"{name}.img"))], size)
+        self.backends.append(backend)
+        lu = LogicalUnit(LogicalUnitConfig(name=name, backend=backend, block_size=block_size))
+        self.manager.attach(lu)
+        self.target.add_lun(lun, lu)
+        self.luns[lun] = lu
+        for nexus in (NEXUS, OTHER_NEXUS):
+            self.run(bytes(6), lun=lun, nexus=nexus)  # TEST UNIT READY clears the power-on UA
+        return lu
+
+    def run(self, cdb: bytes, data: bytes = b"", lun: int = 0, nexus: ItNexus = NEXUS):
+        return self.target.execute(ScsiCommand(cdb=cdb, nexus=nexus, lun=lun, data_out=data,
+                                               expected_transfer_length=len(data)))
+
+    def ok(self, cdb: bytes, data: bytes = b"", lun: int = 0, nexus: ItNexus = NEXUS):
+        result = self.run(cdb, data, lun, nexus)
+        assert result.status == Status.GOOD, (cdb.hex(), result.sense.hex())
+        return result
+
+    def write(self, lun: int, lba: int, data: bytes) -> None:
+        block_size = self.luns[lun].block_size
+        self.ok(write16(lba, len(data) // block_size), data, lun)
+
+    def read(self, lun: int, lba: int, blocks: int) -> bytes:
+        return bytes(self.ok(read16(lba, blocks), lun=lun).data_in)
+
+    def populate(self, lun: int, ranges, list_id: int = 1, nexus: ItNexus = NEXUS, **options):
+        data = build_populate_token_list(ranges, **options)
+        return self.run(pt_cdb(list_id, len(data)), data, lun, nexus)
+
+    def token(self, lun: int, ranges, list_id: int = 1, nexus: ItNexus = NEXUS, **options) -> bytes:
+        result = self.populate(lun, ranges, list_id, nexus, **options)
+        assert result.status == Status.GOOD, result.sense.hex()
+        info = bytes(self.ok(rrti_cdb(list_id), lun=lun, nexus=nexus).data_in)
+        assert len(info) == 550, len(info)
+        return info[38:550]
+
+    def write_using(self, lun: int, token: bytes, ranges, list_id: int = 2, nexus: ItNexus = NEXUS, **options):
+        data = build_write_using_token_list(token, ranges, **options)
+        return self.run(wut_cdb(list_id, len(data)), data, lun, nexus)
+
+    def close(self) -> None:
+        self.manager.close()
+        for backend in self.backends:
+            backend.close()
+
+
+@contextlib.contextmanager
+def xfs_reflink_mount(size: str = "1G"):
+    """Yield a directory on a fresh loop-mounted XFS with reflink=1; raise OSError if impossible."""
+    base = tempfile.mkdtemp(prefix="odx-xfs-")
+    image = os.path.join(base, "xfs.img")
+    mountpoint = os.path.join(base, "mnt")
+    os.mkdir(mountpoint)
+    mounted = False
+    try:
+        if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+            raise OSError("need root and mkfs.xfs for the XFS reflink mount")
+        subprocess.run(["truncate", "-s", size, image], check=True, capture_output=True)
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True, capture_output=True)
+        result = subprocess.run(["mount", "-o", "loop", image, mountpoint], capture_output=True, text=True)
+        if result.returncode:
+            raise OSError(f"mount failed: {result.stderr.strip()}")
+        mounted = True
+        yield mountpoint
+    except subprocess.CalledProcessError as error:
+        raise OSError(f"{error.cmd}: {error.stderr!r}") from None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def xfs_unavailable_is_fatal() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
