@@ -31,13 +31,13 @@ zeroes the range in place (``FALLOC_FL_ZERO_RANGE``), else writes zeros.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import enum
 import errno
 import fcntl
 import os
 import struct
+
+from odxtarget.storage.fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate
 
 #: ``_IOW(0x94, 13, struct file_clone_range)`` from linux/fs.h.
 FICLONERANGE = 0x4020940D
@@ -45,9 +45,6 @@ FICLONERANGE = 0x4020940D
 _CLONE_RANGE = struct.Struct("=qQQQ")
 
 # linux/falloc.h
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
 
 #: Errors meaning "this method cannot do this piece here", not "the storage failed".
 UNSUPPORTED_ERRNOS = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS,
@@ -65,28 +62,6 @@ class CopyMethod(str, enum.Enum):
     COPY_FILE_RANGE = "copy_file_range"
     READ_WRITE = "read_write"
     ZERO = "zero"
-
-
-def _load_fallocate():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    return function
-
-
-_fallocate = _load_fallocate()
-
-
-def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    if _fallocate is None:
-        raise OSError(errno.EOPNOTSUPP, "fallocate is not available in this C library")
-    if _fallocate(fd, mode, offset, length) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def reflink(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, length: int) -> None:

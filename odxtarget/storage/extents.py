@@ -19,8 +19,6 @@ side table to keep consistent across crashes.
 from __future__ import annotations
 
 import bisect
-import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -28,10 +26,9 @@ from typing import NamedTuple
 
 from odxtarget.config import ExtentConfig
 from odxtarget.storage.backend import AllocationRun
+from odxtarget.storage.fallocate import punch_hole
 
 # linux/falloc.h
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
 
 #: Size of the zero buffer used for unaligned deallocation heads and tails and for the
 #: zero-writing fallback on filesystems that cannot punch holes.
@@ -55,34 +52,6 @@ class _Extent(NamedTuple):
     fd: int
     path: str
     file_offset: int
-
-
-def _load_fallocate():
-    """libc ``fallocate(2)``: Python only wraps ``posix_fallocate``, which cannot punch holes."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    return function
-
-
-_fallocate = _load_fallocate()
-
-
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """Deallocate ``[offset, offset+length)`` of a file, keeping its size; it reads as zeros.
-
-    Raises:
-        OSError: EOPNOTSUPP when the filesystem (or libc) cannot punch holes.
-    """
-    if _fallocate is None:
-        raise OSError(errno.EOPNOTSUPP, "fallocate is not available in this C library")
-    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def _with_path(error: OSError, path: str, action: str) -> OSError:

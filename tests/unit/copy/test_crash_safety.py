@@ -41,10 +41,11 @@ CHILD = textwrap.dedent("""
         calls[0] += 1
         if calls[0] == 2:
             sys.stdout.write("mid\\n"); sys.stdout.flush()
+    # count only writes that completed, so "mid" means some new blocks are surely on disk
     def pwritev(*args):
-        announce(); return original_write(*args)
+        result = original_write(*args); announce(); return result
     def copy_file_range(*args):
-        announce(); return original_cfr(*args)
+        result = original_cfr(*args); announce(); return result
     os.pwritev = pwritev
     os.copy_file_range = copy_file_range
     env = Env({directory!r}, limits=CopyLimits(write_using_token_budget=600.0))
