@@ -1,4 +1,4 @@
-"""The ``odxtarget`` command: ``serve``, ``check-config`` and ``demo-config``.
+"""The ``odxtarget`` command: ``serve``, ``check-config``, ``demo-config`` and ``copy``.
 
 Exit status: 0 success, 1 a problem the operator can fix (the message says which, one line
 per problem, no traceback), 2 a usage error (from argparse).
@@ -73,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", required=True, metavar="DIR", help="where the config and disk images go")
     demo.add_argument("--port", type=int, default=3260, metavar="N", help="TCP port on 127.0.0.1 (default 3260)")
     demo.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+    copy = commands.add_parser(
+        "copy", help="copy (or zero) LUN ranges over iSCSI with ODX offload, falling back to READ/WRITE",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy SRC onto DST with POPULATE TOKEN / WRITE USING TOKEN (ODX), or zero DST with\n"
+                    "the block device zero token (--zero DST). Falls back to READ/WRITE of 1 MiB when a\n"
+                    "target has no ODX, unless --no-fallback.",
+        epilog="URL syntax:  iscsi://[USER[%PASSWORD]@]HOST[:PORT]/IQN/LUN[?lba=N&blocks=M]\n"
+               "  lba     first logical block of the range (default 0)\n"
+               "  blocks  number of logical blocks (default: to the end of the LU; when only one side\n"
+               "          gives blocks, that count is used for both; when both do, they must match)\n"
+               "  PORT defaults to 3260; USER%PASSWORD are CHAP credentials.\n"
+               "Source and destination must have the same block size; ranges on one LUN must not overlap.\n"
+               "Prints one line: bytes, seconds and method (odx, fallback, or odx+fallback).",
+    )
+    copy.add_argument("urls", nargs="+", metavar="URL", help="SRC DST, or just DST with --zero")
+    copy.add_argument("--zero", action="store_true",
+                      help="zero DST with the block device zero ROD token (FFFF0001h)")
+    copy.add_argument("--no-fallback", action="store_true",
+                      help="fail instead of copying with READ/WRITE when a target refuses ODX")
+    copy.add_argument("--progress", action="store_true",
+                      help="show percentage and MB/s on stderr even when it is not a terminal")
+    copy.add_argument("--initiator-name", metavar="IQN", default=None,
+                      help="initiator IQN to log in with (default: iqn.2026-11.org.odxtarget:copy)")
     return parser
 
 
@@ -82,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": command_serve,
         "check-config": command_check_config,
         "demo-config": command_demo_config,
+        "copy": command_copy,
     }[arguments.command]
     return handler(arguments)
 
@@ -153,6 +178,28 @@ def command_demo_config(arguments: argparse.Namespace) -> int:
         return _fail(f"cannot write {path}: {error.strerror or error}")
     print(f"wrote {path}")
     print(f"start the target with: {PROGRAM} serve --config {path}")
+    return EXIT_OK
+
+
+def command_copy(arguments: argparse.Namespace) -> int:
+    from odxtarget.initiator.odx_copy import CopyError, copy_range, parse_iscsi_url, progress_stream, zero_range
+
+    expected = 1 if arguments.zero else 2
+    if len(arguments.urls) != expected:
+        usage = "copy --zero DST" if arguments.zero else "copy SRC DST"
+        return _fail(f"{usage} takes {expected} URL{'s' if expected > 1 else ''}, got {len(arguments.urls)}")
+    options: dict[str, object] = {
+        "allow_fallback": not arguments.no_fallback,
+        "progress": progress_stream(arguments.progress),
+    }
+    if arguments.initiator_name:
+        options["initiator_name"] = arguments.initiator_name
+    try:
+        urls = [parse_iscsi_url(url) for url in arguments.urls]
+        summary = zero_range(urls[0], **options) if arguments.zero else copy_range(urls[0], urls[1], **options)
+    except CopyError as error:
+        return _fail(str(error))
+    print(summary.line())
     return EXIT_OK
 
 
