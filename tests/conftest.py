@@ -84,3 +84,25 @@ def session_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield pool.start
     finally:
         pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def xfs_mount() -> Iterator[str]:
+    """A session-wide XFS (reflink=1) loop mount, for the copy-offload tests; removed at the end.
+
+    Skips where it cannot be made (not root, no xfsprogs), but FAILS under CI=true: the
+    reflink code paths must be tested in CI.
+    """
+    from tests.unit.copy.odx_helpers import xfs_reflink_mount, xfs_unavailable_is_fatal
+
+    manager = xfs_reflink_mount()
+    try:
+        directory = manager.__enter__()
+    except OSError as error:
+        if xfs_unavailable_is_fatal():
+            pytest.fail(f"CI=true but no XFS reflink mount: {error}")
+        pytest.skip(f"no XFS reflink mount: {error}")
+    try:
+        yield directory
+    finally:
+        manager.__exit__(None, None, None)

@@ -9,7 +9,6 @@ later write to those ranges makes the model expect TOKEN CANCELLED (23h/08h). Sn
 
 from __future__ import annotations
 
-import os
 import struct
 import tempfile
 
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from odxtarget.scsi.types import Status
-from tests.unit.copy.odx_helpers import Env, pattern, sense_triplet, xfs_reflink_mount, xfs_unavailable_is_fatal
+from tests.unit.copy.odx_helpers import Env, pattern, sense_triplet
 
 BLOCK = 512
 BLOCKS = 512
@@ -30,17 +29,8 @@ def base_dir(request):
         with tempfile.TemporaryDirectory() as directory:
             yield directory
         return
-    manager = xfs_reflink_mount("512M")
-    try:
-        directory = manager.__enter__()
-    except OSError as error:
-        if xfs_unavailable_is_fatal():
-            pytest.fail(f"CI=true but no XFS reflink mount: {error}")
-        pytest.skip(f"no XFS reflink mount: {error}")
-    try:
+    with tempfile.TemporaryDirectory(dir=request.getfixturevalue("xfs_mount")) as directory:
         yield directory
-    finally:
-        manager.__exit__(None, None, None)
 
 
 def ranges_strategy(max_ranges: int = 4):

@@ -1,33 +1,13 @@
-"""Fixtures: ``fs_dir`` runs a test on ext4 (tmp_path) and on an XFS reflink loop mount."""
+"""Fixtures: ``fs_dir`` runs a test on ext4 (tmp_path) and on the XFS reflink loop mount
+(``xfs_mount`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import pytest
 
-from tests.unit.copy.odx_helpers import Env, xfs_reflink_mount, xfs_unavailable_is_fatal
-
-
-@pytest.fixture(scope="session")
-def xfs_mount():
-    """A session-wide XFS (reflink=1) loop mount; unmounted and removed at the end.
-
-    Skips where it cannot be made (not root, no xfsprogs), but FAILS under CI=true: the
-    reflink code paths must be tested in CI.
-    """
-    manager = xfs_reflink_mount()
-    try:
-        directory = manager.__enter__()
-    except OSError as error:
-        if xfs_unavailable_is_fatal():
-            pytest.fail(f"CI=true but no XFS reflink mount: {error}")
-        pytest.skip(f"no XFS reflink mount: {error}")
-    try:
-        yield directory
-    finally:
-        manager.__exit__(None, None, None)
+from tests.unit.copy.odx_helpers import Env
 
 
 @pytest.fixture(params=["ext4", "xfs"])
