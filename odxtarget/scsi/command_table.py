@@ -84,6 +84,9 @@ class CommandSpec:
     nominal_timeout: int = 0
     recommended_timeout: int = 30
     reserved_mask: int = field(init=False, repr=False, compare=False)
+    #: ``flags`` as a plain int: the dispatcher tests it for every command, and an IntFlag
+    #: ``&`` costs microseconds where an int ``&`` costs nanoseconds.
+    flag_bits: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         usage = bytearray(self.usage)
@@ -91,6 +94,7 @@ class CommandSpec:
             usage[1] |= SERVICE_ACTION_MASK  # matched exactly by the table lookup instead
         inverted = bytes((~b) & 0xFF for b in usage)
         object.__setattr__(self, "reserved_mask", int.from_bytes(inverted, "big"))
+        object.__setattr__(self, "flag_bits", int(self.flags))
 
     @property
     def opcode(self) -> int:

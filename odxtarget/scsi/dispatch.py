@@ -35,9 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_IGNORES_UA = CommandFlags.IGNORES_UNIT_ATTENTION
-_ALLOWED_WHEN_RESERVED = CommandFlags.ALLOWED_WHEN_RESERVED
-_WRITES = CommandFlags.WRITES_MEDIUM
+# Plain ints, tested against CommandSpec.flag_bits on every command (see there).
+_IGNORES_UA = int(CommandFlags.IGNORES_UNIT_ATTENTION)
+_ALLOWED_WHEN_RESERVED = int(CommandFlags.ALLOWED_WHEN_RESERVED)
+_WRITES = int(CommandFlags.WRITES_MEDIUM)
 
 
 def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
@@ -52,13 +53,13 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
             spec = lu.commands.lookup(cdb)
         except ScsiError as exc:
             lookup_error = exc
-        if lu.has_unit_attention() and (spec is None or not spec.flags & _IGNORES_UA):
+        if lu.has_unit_attention() and (spec is None or not spec.flag_bits & _IGNORES_UA):
             condition = lu.pop_unit_attention(nexus)
             if condition is not None:
                 raise UnitAttention(condition.asc, condition.ascq)
         if spec is None:
             raise lookup_error
-        flags = spec.flags
+        flags = spec.flag_bits
         holder = lu.reservation_holder
         if holder is not None and holder != nexus and not flags & _ALLOWED_WHEN_RESERVED:
             raise ReservationConflict()

@@ -20,7 +20,7 @@ class MemoryBackend:
         return len(self._data)
 
     def read_into(self, offset: int, buf: memoryview) -> None:
-        buf[:] = self._data[offset:offset + len(buf)]
+        buf[:] = memoryview(self._data)[offset:offset + len(buf)]
 
     def write(self, offset: int, data, fua: bool = False) -> None:
         self._data[offset:offset + len(data)] = data
