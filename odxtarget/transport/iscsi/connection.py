@@ -788,12 +788,6 @@ class IscsiConnection:
         status = result.status
         sense = result.sense
         data_in = result.data_in
-        if status != _GOOD and write and not wanted:
-            # A refused write still owes the initiator its residual against what the CDB asked
-            # for (libiscsi iSCSIResiduals: short data-out -> CHECK CONDITION + overflow residual).
-            required = session.scsi_target.data_out_length(cdb, lun)
-            if required:
-                wanted = required
         # Residuals (RFC 7143 11.4.5): what the command wanted versus what the initiator expected.
         if wanted > edtl:
             overflow, underflow, residual = True, False, wanted - edtl
