@@ -16,21 +16,21 @@ Every admin change produces a complete new ``DaemonConfig`` (validated by ``pars
 Everything runs on the daemon's event loop, between commands (the core is single-threaded),
 so no command ever sees half a change.
 
-The daemon-side APIs this needs are not all in the SCSI core and the iSCSI server yet; each
-gap is bridged by one small function here (``_publish_target``, ``_swap_backend``, ...) that
-uses the proper API when present. docs/admin.md, "Live changes", lists what applies to
+It uses the live-configuration APIs of the server (``set_target``, ``remove_target``,
+``add_portal``, ``remove_portal``) and of the core (``LogicalUnit.replace_backend``,
+``ScsiTarget.add_lun``/``remove_lun``). docs/admin.md, "Live changes", lists what applies to
 existing sessions and what only to new ones.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import replace
 from typing import Any
 
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.scsi.constants import Ascq
 from odxtarget.storage.extents import FileExtentBackend
 
 log = logging.getLogger("odxtarget.admin")
@@ -134,15 +134,15 @@ class LiveState:
             lu = daemon.logical_units[name]
             retired.append(daemon.backends[name])
             daemon.backends[name] = backend
-            _swap_backend(lu, backend, read_only=new_objects[name].read_only,
-                          resized=old_objects[name].size != new_objects[name].size)
+            lu.replace_backend(backend, read_only=new_objects[name].read_only)
 
         old_targets = {t.iqn: t for t in old.targets}
         new_targets = {t.iqn: t for t in new.targets}
         live_targets = {config.iqn: scsi_target for config, scsi_target in daemon.targets}
         for iqn in old_targets.keys() - new_targets.keys():
             self._terminate_sessions(iqn, None, "target deleted by the administrator")
-            _remove_target(self.server, iqn)
+            if self.server is not None:
+                self.server.remove_target(iqn)
             live_targets.pop(iqn, None)
         updated: list[tuple[TargetConfig, Any]] = []
         for target in new.targets:
@@ -157,7 +157,8 @@ class LiveState:
                 for initiator in {a.initiator for a in before.acls} - {a.initiator for a in target.acls}:
                     if not target.demo_mode:
                         self._terminate_sessions(target.iqn, initiator, "ACL deleted by the administrator")
-            _publish_target(self.server, self._with_bound_ports(target), scsi_target)
+            if self.server is not None:
+                self.server.set_target(self._with_bound_ports(target), scsi_target)
             updated.append((target, scsi_target))
         daemon.targets = updated
 
@@ -224,7 +225,7 @@ class LiveState:
                 if (ip, port) in listening:
                     continue
                 try:
-                    await _add_portal(server, ip, port, tpgt)
+                    await server.add_portal(ip, port, tpgt)
                 except OSError as error:
                     raise AdminError(
                         f"cannot listen on {ip}:{port}: {error.strerror or error}"
@@ -245,10 +246,7 @@ class LiveState:
         server = self.server
         for ip, port in portals:
             if server is not None:
-                await _remove_portal(server, ip, port)
-
-
-# -- bridges to APIs the core and the server do not have yet (see the admin report) ----------
+                server.remove_portal(ip, port)
 
 
 def _close_quietly(backend: Any) -> None:
@@ -258,87 +256,7 @@ def _close_quietly(backend: Any) -> None:
         log.error("closing storage: %s", error)
 
 
-def _swap_backend(lu: Any, backend: FileExtentBackend, *, read_only: bool, resized: bool) -> None:
-    """Put a reopened backend under a logical unit (resize, read-only flag).
-
-    Keeps the copy manager's write-observing proxy, if any, around the new backend.
-    """
-    replace_backend = getattr(lu, "replace_backend", None)
-    if replace_backend is not None:
-        replace_backend(backend, read_only=read_only)
-    else:
-        current = lu.backend
-        wrapped: Any = backend
-        try:
-            from odxtarget.copy.observer import ObservingBackend
-        except ImportError:  # pragma: no cover - the copy manager is optional
-            ObservingBackend = None  # noqa: N806
-        if ObservingBackend is not None and isinstance(current, ObservingBackend):
-            wrapped = ObservingBackend(backend, current._on_change)
-            wrapped.set_watching(current.watching)
-        lu.backend = wrapped
-        lu.config.backend = backend
-        lu.config.read_only = read_only
-        lu.read_only = read_only
-    if resized:
-        lu.capacity_changed()
-
-
 def _report_luns_changed(scsi_target: Any) -> None:
     """REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh, SPC-4 6.33) for everyone using the target."""
-    from odxtarget.scsi.constants import Ascq
-
-    condition = getattr(Ascq, "REPORTED_LUNS_DATA_HAS_CHANGED", None)
-    if condition is None:
-        return
     for lu in set(scsi_target.luns.values()):
-        lu.establish_unit_attention(condition)
-
-
-def _publish_target(server: Any, config: TargetConfig, scsi_target: Any) -> None:
-    """Make login, discovery and new sessions see ``config`` for its target."""
-    if server is None:
-        return
-    if hasattr(server, "set_target"):
-        server.set_target(config, scsi_target)
-        return
-    server.registry._targets[config.iqn] = (config, scsi_target)
-    targets = [(c, t) for c, t in server._targets if c.iqn != config.iqn]
-    targets.append((config, scsi_target))
-    server._targets[:] = targets
-
-
-def _remove_target(server: Any, iqn: str) -> None:
-    if server is None:
-        return
-    if hasattr(server, "remove_target"):
-        server.remove_target(iqn)
-        return
-    server.registry._targets.pop(iqn, None)
-    server._targets[:] = [(c, t) for c, t in server._targets if c.iqn != iqn]
-
-
-async def _add_portal(server: Any, ip: str, port: int, tpgt: int) -> None:
-    if hasattr(server, "add_portal"):
-        await server.add_portal(ip, port, tpgt)
-        return
-    from odxtarget.transport.iscsi.server import _ConnectionProtocol
-
-    loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: _ConnectionProtocol(server, tpgt), host=ip, port=port,
-                                        reuse_address=True)
-    server._servers.append(listener)
-    log.info("iSCSI portal listening on %s:%d (added by the administrator)", ip, port)
-
-
-async def _remove_portal(server: Any, ip: str, port: int) -> None:
-    """Stop listening on a portal; sessions that came in through it keep running."""
-    if hasattr(server, "remove_portal"):
-        await server.remove_portal(ip, port)
-        return
-    for listener in list(server._servers):
-        names = [sock.getsockname()[:2] for sock in listener.sockets]
-        if (ip, port) in names:
-            listener.close()
-            server._servers.remove(listener)  # no wait_closed: uvloop's waits for its sessions
-            log.info("iSCSI portal %s:%d closed (removed by the administrator)", ip, port)
+        lu.establish_unit_attention(Ascq.REPORTED_LUNS_DATA_HAS_CHANGED)

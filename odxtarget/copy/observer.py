@@ -14,14 +14,18 @@ from typing import Callable
 
 class ObservingBackend:
     def __init__(self, inner, on_change: Callable[[int, int], None]):
-        self.inner = inner
         self._on_change = on_change
         self.watching = False
+        self.replace_inner(inner)
+
+    def replace_inner(self, inner) -> None:
+        """Observe another backend from now on (the LU's storage was reopened: resize, read-only)."""
+        self.inner = inner
         self.read_into = inner.read_into
         self.flush = inner.flush
         self.allocation_status = inner.allocation_status
         self.close = inner.close
-        self.set_watching(False)
+        self.set_watching(self.watching)
 
     @property
     def size(self) -> int:

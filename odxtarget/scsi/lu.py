@@ -194,6 +194,24 @@ class LogicalUnit:
             elif condition not in queue and len(queue) < MAX_PENDING_UNIT_ATTENTIONS:
                 queue.append(condition)
 
+    def replace_backend(self, backend, *, read_only: bool) -> None:
+        """Put reopened storage under this LU (live resize, read-only flag).
+
+        A proxy the copy manager installed around the backend (``replace_inner``) stays in
+        place and wraps the new one. A size change establishes CAPACITY DATA HAS CHANGED.
+        """
+        resized = backend.size != self.backend.size
+        rebind = getattr(self.backend, "replace_inner", None)
+        if rebind is not None:
+            rebind(backend)
+        else:
+            self.backend = backend
+        self.config.backend = backend
+        self.config.read_only = read_only
+        self.read_only = read_only
+        if resized:
+            self.capacity_changed()
+
     def capacity_changed(self) -> None:
         """The backend was resized: new geometry, and CAPACITY DATA HAS CHANGED for everyone."""
         if self.backend.size % self.block_size:

@@ -155,7 +155,6 @@ class IscsiServer:
         self.nop_interval = nop_interval
         self.login_factory = login_factory
         self.target_mrdsl = target_mrdsl
-        self._targets = targets
         self._servers: list[asyncio.base_events.Server] = []
         self._protocols: set[_ConnectionProtocol] = set()
         self._ticker: asyncio.Task | None = None
@@ -163,7 +162,7 @@ class IscsiServer:
     def _portals(self) -> dict[tuple[str, int], int]:
         """Distinct (ip, port) -> TPGT of the first target that lists it."""
         portals: dict[tuple[str, int], int] = {}
-        for config, _ in self._targets:
+        for config, _ in self.registry.entries():
             for portal in config.portals:
                 portals.setdefault((portal.ip, portal.port), config.tpgt)
         return portals
@@ -189,6 +188,32 @@ class IscsiServer:
         if bound:
             self.registry.use_bound_ports(bound)
         self._ticker = asyncio.ensure_future(self._tick_forever())
+
+    def set_target(self, config: TargetConfig, scsi_target: Any) -> None:
+        """Publish a new or changed target to logins and discovery (live configuration)."""
+        self.registry.set_target(config, scsi_target)
+
+    def remove_target(self, target_name: str) -> None:
+        self.registry.remove_target(target_name)
+
+    async def add_portal(self, ip: str, port: int, tpgt: int) -> None:
+        """Start listening on one more portal. Raises OSError when it cannot be bound."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _ConnectionProtocol(self, tpgt), host=ip, port=port,
+                                          reuse_address=True)
+        self._servers.append(server)
+        log.info("iSCSI portal listening on %s:%d (added live)", ip, port)
+
+    def remove_portal(self, ip: str, port: int) -> None:
+        """Stop listening on a portal; sessions that came in through it keep running.
+
+        Does not wait for ``wait_closed``: uvloop's waits for the portal's sessions too.
+        """
+        for server in list(self._servers):
+            if (ip, port) in [sock.getsockname()[:2] for sock in server.sockets]:
+                server.close()
+                self._servers.remove(server)
+                log.info("iSCSI portal %s:%d closed (removed live)", ip, port)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

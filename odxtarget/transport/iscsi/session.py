@@ -135,6 +135,18 @@ class SessionRegistry:
     def targets(self) -> list[TargetConfig]:
         return [config for config, _ in self._targets.values()]
 
+    def entries(self) -> list[tuple[TargetConfig, Any]]:
+        """Every published (configuration, SCSI target) pair."""
+        return list(self._targets.values())
+
+    def set_target(self, config: TargetConfig, scsi_target: Any) -> None:
+        """Publish a new or changed target: logins and discovery see it from now on."""
+        self._targets[config.iqn] = (config, scsi_target)
+
+    def remove_target(self, target_name: str) -> None:
+        """Unpublish a target (its sessions are the caller's business)."""
+        self._targets.pop(target_name, None)
+
     def use_bound_ports(self, bound: dict[tuple[str, int], int]) -> None:
         """Report the real port of portals configured with port 0 ((ip, 0) -> port), e.g. in SendTargets."""
         for name, (config, scsi_target) in list(self._targets.items()):

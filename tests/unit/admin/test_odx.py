@@ -130,6 +130,8 @@ def test_deleting_a_storage_object_revokes_its_tokens(odx):
     populate(run, [(0, 8)])
     token = manager.tokens.active()[0].token
     admin.call("lun.delete", iqn=IQN, lun=0)
+    ua = run(TEST_UNIT_READY, lun=1)  # the LUN map changed: SPC-4 6.33 unit attention first
+    assert (ua.sense[2] & 0xF, ua.sense[12], ua.sense[13]) == (0x6, 0x3F, 0x0E)
     admin.call("extent.delete", name="disk0")
     assert admin.call("odx.tokens") == []
     result = write_using(run, token, [(0, 8)], list_id=2)
