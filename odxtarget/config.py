@@ -46,6 +46,8 @@ class StorageObjectConfig:
     serial: str | None = None   # default derived from name, stable across restarts
     wwn: str | None = None      # NAA-6 designator (32 hex digits); default derived from serial
     write_cache: bool = True
+    physical_block_size: int | None = None  # e.g. 4096 on a 512-byte LUN (512e); None: block_size
+    removable: bool = False                 # report removable medium (RMB=1): START STOP UNIT ejects
 
 
 @dataclass(slots=True)
@@ -106,6 +108,8 @@ DEFAULT_CONFIG_PATH = "/etc/odxtarget/config.json"
 SUPPORTED_FRONTENDS = ("native",)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 BLOCK_SIZES = (512, 4096)
+#: READ CAPACITY(16) reports logical blocks per physical block as a 4-bit exponent (SBC-4 5.20.2).
+MAX_BLOCKS_PER_PHYSICAL_BLOCK = 1 << 15
 MAX_LUN = 16383                 # SAM-5 4.7.7: the single-level flat LUN space
 MAX_TPGT = 65535                # RFC 7143 13.9: a 16-bit tag
 MAX_PORT = 65535
@@ -345,6 +349,8 @@ def _dump_storage_object(so: StorageObjectConfig) -> dict[str, Any]:
         "serial": so.serial,
         "wwn": so.wwn,
         "write_cache": so.write_cache,
+        **({"physical_block_size": so.physical_block_size} if so.physical_block_size else {}),
+        **({"removable": True} if so.removable else {}),
         "extents": [
             {"path": e.path, "offset": e.offset, "length": e.length} for e in so.extents
         ],
@@ -423,7 +429,8 @@ class _Parser:
     """One validation pass: builds the model and collects problems and warnings."""
 
     TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets")
-    STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache", "extents")
+    STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
+                    "physical_block_size", "removable", "extents")
     EXTENT_KEYS = ("path", "offset", "length")
     TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls")
     PORTAL_KEYS = ("ip", "port")
@@ -603,6 +610,19 @@ class _Parser:
                 )
         read_only = self.boolean(item, "read_only", path, False)
         write_cache = self.boolean(item, "write_cache", path, True)
+        removable = self.boolean(item, "removable", path, False)
+        physical_block_size = None
+        if item.get("physical_block_size") is not None:
+            physical_block_size = self.integer(item, "physical_block_size", path, None, block_size)
+        if physical_block_size is not None:
+            ratio = physical_block_size // block_size
+            if (physical_block_size % block_size or ratio & (ratio - 1)
+                    or ratio > MAX_BLOCKS_PER_PHYSICAL_BLOCK):
+                self.problem(
+                    _join(path, "physical_block_size"),
+                    f"must be block_size ({block_size}) times a power of two up to"
+                    f" {MAX_BLOCKS_PER_PHYSICAL_BLOCK}, got {physical_block_size}",
+                )
         serial = self.string(item, "serial", path, None, nullable=True)
         if serial is not None and (len(serial) > MAX_SERIAL_CHARS or not SERIAL.fullmatch(serial)):
             self.problem(
@@ -624,6 +644,7 @@ class _Parser:
         return StorageObjectConfig(
             name=name, size=size, extents=extents, block_size=block_size, read_only=read_only,
             serial=serial, wwn=wwn, write_cache=write_cache,
+            physical_block_size=physical_block_size, removable=removable,
         )
 
     def extents(self, item: dict, path: str, name: str | None, state_dir: str,

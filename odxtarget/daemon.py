@@ -76,6 +76,7 @@ def default_factories() -> Factories:
         return LogicalUnit(LogicalUnitConfig(
             name=so.name, backend=backend, block_size=so.block_size, read_only=so.read_only,
             serial=so.serial, wwn=so.wwn, write_cache=so.write_cache,
+            physical_block_size=so.physical_block_size, removable=so.removable,
         ))
 
     def scsi_target(name: str, luns: dict[int, Any]) -> Any:

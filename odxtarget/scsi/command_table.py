@@ -49,6 +49,9 @@ class CommandFlags(enum.IntFlag):
     WRITES_MEDIUM = 0x04
     #: Works for a LUN that has no logical unit behind it (SPC-4 table on LUN 0 / absent LUs).
     WORKS_WITHOUT_LU = 0x08
+    #: Runs while a removable medium is ejected (SBC-4 4.x: everything else is NOT READY,
+    #: MEDIUM NOT PRESENT): discovery, mode pages, reservations, loading the medium.
+    WORKS_WITHOUT_MEDIUM = 0x10
 
 
 #: The protection field of SBC-4 CDBs (byte 1, bits 7..5), refused as a whole.

@@ -9,10 +9,12 @@ Theory of operation
    (INQUIRY, REPORT LUNS, REQUEST SENSE) -- before even looking at the opcode, since an
    unsupported command must report the unit attention too;
 3. the command table lookup (INVALID COMMAND OPERATION CODE for unknown opcodes);
-4. SPC-2 reservation conflict;
-5. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
-6. write protection (read-only LU or SWP) for commands that change the medium;
-7. the handler.
+4. NOT READY, MEDIUM NOT PRESENT while a removable medium is ejected (START STOP UNIT,
+   discovery, mode pages and reservations still run);
+5. SPC-2 reservation conflict;
+6. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
+7. write protection (read-only LU or SWP) for commands that change the medium;
+8. the handler.
 
 Handlers raise ``ScsiError``; here it becomes status and sense in the format the control
 mode page's D_SENSE bit selects. ``NoDataOut`` ends the command GOOD. Anything else is a bug:
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from odxtarget.scsi.command_table import CommandFlags
 from odxtarget.scsi.dataout import NoDataOut
-from odxtarget.scsi.errors import (InternalTargetFailure, ReservationConflict, ScsiError,
+from odxtarget.scsi.errors import (InternalTargetFailure, MediumNotPresent, ReservationConflict, ScsiError,
                                    SoftwareWriteProtected, UnitAttention, WriteProtected)
 from odxtarget.scsi.types import ScsiCommand, ScsiResult, Status
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 _IGNORES_UA = int(CommandFlags.IGNORES_UNIT_ATTENTION)
 _ALLOWED_WHEN_RESERVED = int(CommandFlags.ALLOWED_WHEN_RESERVED)
 _WRITES = int(CommandFlags.WRITES_MEDIUM)
+_WORKS_WITHOUT_MEDIUM = int(CommandFlags.WORKS_WITHOUT_MEDIUM)
 
 
 def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
@@ -60,6 +63,8 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
         if spec is None:
             raise lookup_error
         flags = spec.flag_bits
+        if not lu.medium_present and not flags & _WORKS_WITHOUT_MEDIUM:
+            raise MediumNotPresent()
         holder = lu.reservation_holder
         if holder is not None and holder != nexus and not flags & _ALLOWED_WHEN_RESERVED:
             raise ReservationConflict()

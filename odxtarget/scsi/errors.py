@@ -117,3 +117,17 @@ class SavingParametersNotSupported(ScsiError):
     def __init__(self, byte: int, bit: int | None = None):
         super().__init__(_sense(SenseKey.ILLEGAL_REQUEST, 0x39, 0x00, field_pointer=FieldPointer(True, byte, bit)),
                          "saving parameters not supported")
+
+
+class MediumNotPresent(ScsiError):
+    """A removable medium is ejected (SBC-4 4.x): NOT READY, MEDIUM NOT PRESENT."""
+
+    def __init__(self):
+        super().__init__(_sense(SenseKey.NOT_READY, 0x3A, 0x00), "medium not present")
+
+
+class MediumRemovalPrevented(ScsiError):
+    """Eject refused while an I_T nexus prevents medium removal (SBC-4 5.x)."""
+
+    def __init__(self):
+        super().__init__(_sense(SenseKey.ILLEGAL_REQUEST, 0x53, 0x02), "medium removal prevented")

@@ -32,6 +32,8 @@ from odxtarget.storage.backend import Backend
 log = logging.getLogger(__name__)
 
 SUPPORTED_BLOCK_SIZES = (512, 4096)
+#: The exponent field of READ CAPACITY(16) has 4 bits (SBC-4 5.20.2).
+MAX_BLOCKS_PER_PHYSICAL_BLOCK = 1 << 15
 #: Pending unit attentions kept per nexus; older ones beyond this are dropped (SAM-5 5.14.1
 #: lets a device server report only the highest priority one).
 MAX_PENDING_UNIT_ATTENTIONS = 4
@@ -68,6 +70,8 @@ class LogicalUnitConfig:
     serial: str | None = None
     wwn: str | None = None
     write_cache: bool = True
+    physical_block_size: int | None = None  # None: same as block_size (512e LUNs say 4096)
+    removable: bool = False                 # RMB=1: START STOP UNIT can eject and load the medium
     vendor: str = "ODXTGT"
     product: str = "odxtarget"
     revision: str = _default_revision()
@@ -113,7 +117,17 @@ class LogicalUnit:
         from odxtarget.scsi.handlers import standard_command_table
         from odxtarget.scsi.handlers.inquiry import standard_vpd_pages
 
+        physical = config.physical_block_size or config.block_size
+        ratio = physical // config.block_size
+        if physical % config.block_size or ratio & (ratio - 1) or ratio > MAX_BLOCKS_PER_PHYSICAL_BLOCK:
+            raise ValueError(f"physical block size {physical} is not a power-of-two multiple of {config.block_size}")
         self.config = config
+        #: LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT of READ CAPACITY(16) (SBC-4 5.20.2).
+        self.blocks_per_physical_block_exponent = ratio.bit_length() - 1
+        self.removable = config.removable
+        self.medium_present = True
+        #: Nexuses that sent PREVENT ALLOW MEDIUM REMOVAL with PREVENT=01b (SBC-4 5.x).
+        self.preventing_removal: set[ItNexus] = set()
         self.name = config.name
         self.backend = config.backend
         self.block_size = config.block_size
@@ -227,6 +241,7 @@ class LogicalUnit:
         """LOGICAL UNIT RESET or target reset (SAM-5 6.3): clear the SPC-2 reservation, restore
         default mode parameters, unit attention for every nexus (the issuer included)."""
         self.reservation_holder = None
+        self.preventing_removal.clear()
         self.mode = self.default_mode.copy()
         self.establish_unit_attention(condition, replace=True)
         self._notify("reset", None)
@@ -235,6 +250,7 @@ class LogicalUnit:
         """The nexus failed: drop its reservation; it sees I_T NEXUS LOSS when it comes back."""
         if self.reservation_holder == nexus:
             self.reservation_holder = None
+        self.preventing_removal.discard(nexus)
         if len(self._known_nexuses) >= MAX_REMEMBERED_NEXUSES and nexus not in self._known_nexuses:
             self._forget_idle_nexuses()
         self._known_nexuses.add(nexus)
@@ -245,6 +261,7 @@ class LogicalUnit:
         """Clean logout: release its reservation and forget it."""
         if self.reservation_holder == nexus:
             self.reservation_holder = None
+        self.preventing_removal.discard(nexus)
         self._known_nexuses.discard(nexus)
         self._unit_attentions.pop(nexus, None)
         self._notify("nexus_lost", nexus)

@@ -1,10 +1,12 @@
 """libiscsi's iscsi-test-cu (Debian 1.19.0) against the real daemon, one pytest test per suite.
 
-Three iscsi-test-cu runs, each against a fresh daemon, each run once and cached for the session:
+Several iscsi-test-cu runs, each against a fresh daemon, each run once and cached for the session:
 
 * ``scsi``     -- ``--test=SCSI --dataloss`` on a read-write LUN, with the same LUN given again as
                   the second (multipath) URL for the MultipathIO suite;
 * ``readonly`` -- ``--test=SCSI.ReadOnly*`` on a read-only LUN;
+* ``removable-*`` -- StartStopUnit, PreventAllow and NoMedia on a removable LUN;
+* ``512e-*``    -- the tests that need 2+ logical blocks per physical block, on a 512e LUN;
 * ``iscsi``    -- ``--test=iSCSI --dataloss`` (CmdSN/DataSN handling, residuals, task management).
 
 A suite passes when every test in it passed, apart from skips allowed by allowed_skips.txt.
@@ -45,6 +47,11 @@ class CuRun:
     extra_allowed_skips: tuple[cu.PatternEntry, ...] = field(default_factory=tuple)
 
 
+#: iscsi-test-cu patterns (with their test counts) that only run on a removable LU, and those
+#: that only run when READ CAPACITY(16) reports more than one logical block per physical block.
+REMOVABLE_PATTERNS = {"SCSI.StartStopUnit.*": 3, "SCSI.PreventAllow.*": 8, "SCSI.NoMedia.*": 1}
+MULTI_BLOCK_PHYSICAL_PATTERNS = {"SCSI.*.InvalidDataOutSize": 3, "SCSI.WriteSame1*.UnmapUnaligned": 2}
+
 RUNS: dict[str, CuRun] = {
     run.name: run
     for run in (
@@ -57,8 +64,32 @@ RUNS: dict[str, CuRun] = {
             timeout_seconds=1200,
             extra_allowed_skips=(
                 cu.PatternEntry("SCSI.ReadOnly.*", "needs a write-protected LU: covered by the 'readonly' run"),
+                *(cu.PatternEntry(pattern, "needs removable media (RMB=1): covered by a 'removable' run")
+                  for pattern in REMOVABLE_PATTERNS),
+                *(cu.PatternEntry(pattern, "needs 2+ logical blocks per physical block: covered by a '512e' run")
+                  for pattern in MULTI_BLOCK_PHYSICAL_PATTERNS),
             ),
         ),
+        # A removable LU (RMB=1) is what these suites are about; a SAN disk is not removable.
+        *(CuRun(
+            name=f"removable-{pattern.split('.')[1]}",
+            pattern=pattern,
+            spec=DaemonSpec(luns=[LunSpec(lun=0, size=64 * MIB, removable=True)]),
+            urls=lambda daemon: [daemon.url(0)],
+            expected_tests=count,
+            timeout_seconds=300,
+        ) for pattern, count in REMOVABLE_PATTERNS.items()),
+        # 512-byte logical blocks on 4096-byte physical blocks (512e). Not used for the whole
+        # family: GetLBAStatus.UnmapSingle in libiscsi 1.19.0 expects, for LBPPB > 1, a first
+        # descriptor that does not cover the requested LBA, which SBC-4 5.8 forbids.
+        *(CuRun(
+            name=f"512e-{pattern.split('.')[-1]}",
+            pattern=pattern,
+            spec=DaemonSpec(luns=[LunSpec(lun=0, size=64 * MIB, physical_block_size=4096)]),
+            urls=lambda daemon: [daemon.url(0)],
+            expected_tests=count,
+            timeout_seconds=300,
+        ) for pattern, count in MULTI_BLOCK_PHYSICAL_PATTERNS.items()),
         CuRun(
             name="readonly",
             pattern="SCSI.ReadOnly*",

@@ -36,6 +36,8 @@ class LunSpec:
     block_size: int = 512
     read_only: bool = False
     name: str | None = None          # storage object name; default disk<lun>
+    physical_block_size: int | None = None   # e.g. 4096 on a 512-byte LUN (512e)
+    removable: bool = False
 
     @property
     def storage_name(self) -> str:
@@ -108,6 +110,8 @@ def build_config(spec: DaemonSpec, directory: Path, port: int) -> dict[str, Any]
             "size": lun.size,
             "block_size": lun.block_size,
             "read_only": lun.read_only,
+            **({"physical_block_size": lun.physical_block_size} if lun.physical_block_size else {}),
+            **({"removable": True} if lun.removable else {}),
             "extents": [{"path": str(image), "offset": 0, "length": None}],
         })
     demo_mode = spec.demo_mode if spec.demo_mode is not None else not spec.acls

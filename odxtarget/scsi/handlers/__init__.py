@@ -101,7 +101,9 @@ def _mode_select_10_out(cdb: bytes, block_size: int) -> int:
 
 _IO_TIMEOUTS = dict(nominal_timeout=1, recommended_timeout=30)
 _SLOW_TIMEOUTS = dict(nominal_timeout=5, recommended_timeout=120)
-_NO_UA = F.IGNORES_UNIT_ATTENTION | F.ALLOWED_WHEN_RESERVED | F.WORKS_WITHOUT_LU
+_NO_UA = F.IGNORES_UNIT_ATTENTION | F.ALLOWED_WHEN_RESERVED | F.WORKS_WITHOUT_LU | F.WORKS_WITHOUT_MEDIUM
+#: Commands that run while a removable medium is ejected (besides the _NO_UA ones).
+_NO_MEDIUM = F.WORKS_WITHOUT_MEDIUM
 
 
 def standard_commands() -> list[CommandSpec]:
@@ -118,14 +120,17 @@ def standard_commands() -> list[CommandSpec]:
                     direction=IN, flags=_NO_UA),
         CommandSpec("MODE SELECT(6)", mode.mode_select_6,
                     _u(Opcode.MODE_SELECT_6, mode.PAGE_FORMAT | mode.SAVE_PAGES, 0, 0, 0xFF, CONTROL),
-                    direction=OUT, data_out_length=_mode_select_6_out),
-        CommandSpec("RESERVE(6)", reservations.reserve, _u(Opcode.RESERVE_6, 0, 0, 0, 0, CONTROL)),
+                    direction=OUT, flags=_NO_MEDIUM, data_out_length=_mode_select_6_out),
+        CommandSpec("RESERVE(6)", reservations.reserve, _u(Opcode.RESERVE_6, 0, 0, 0, 0, CONTROL), flags=_NO_MEDIUM),
         CommandSpec("RELEASE(6)", reservations.release, _u(Opcode.RELEASE_6, 0, 0, 0, 0, CONTROL),
-                    flags=F.ALLOWED_WHEN_RESERVED),
+                    flags=F.ALLOWED_WHEN_RESERVED | _NO_MEDIUM),
         CommandSpec("MODE SENSE(6)", mode.mode_sense_6, _u(Opcode.MODE_SENSE_6, mode.DBD, 0xFF, 0xFF, 0xFF, CONTROL),
-                    direction=IN),
+                    direction=IN, flags=_NO_MEDIUM),
         CommandSpec("START STOP UNIT", misc.start_stop_unit,
-                    _u(Opcode.START_STOP_UNIT, misc.START_STOP_IMMED, 0, 0x0F, 0xF7, CONTROL), **_SLOW_TIMEOUTS),
+                    _u(Opcode.START_STOP_UNIT, misc.START_STOP_IMMED, 0, 0x0F, 0xF7, CONTROL), flags=_NO_MEDIUM,
+                    **_SLOW_TIMEOUTS),
+        CommandSpec("PREVENT ALLOW MEDIUM REMOVAL", misc.prevent_allow_medium_removal,
+                    _u(Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0, misc.PREVENT_FIELD, CONTROL), flags=_NO_MEDIUM),
         CommandSpec("READ CAPACITY(10)", provisioning.read_capacity_10,
                     _u(Opcode.READ_CAPACITY_10, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, CONTROL), direction=IN),
         CommandSpec("READ(10)", rw.read_10, _lba10(Opcode.READ_10, READ_FLAGS), direction=IN, **_IO_TIMEOUTS),
@@ -148,13 +153,14 @@ def standard_commands() -> list[CommandSpec]:
                     direction=OUT, flags=F.WRITES_MEDIUM, data_out_length=_unmap_out, **_SLOW_TIMEOUTS),
         CommandSpec("MODE SELECT(10)", mode.mode_select_10,
                     _u(Opcode.MODE_SELECT_10, mode.PAGE_FORMAT | mode.SAVE_PAGES, 0, 0, 0, 0, 0, 0xFF, 0xFF, CONTROL),
-                    direction=OUT, data_out_length=_mode_select_10_out),
-        CommandSpec("RESERVE(10)", reservations.reserve, _u(Opcode.RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, CONTROL)),
+                    direction=OUT, flags=_NO_MEDIUM, data_out_length=_mode_select_10_out),
+        CommandSpec("RESERVE(10)", reservations.reserve, _u(Opcode.RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, CONTROL),
+                    flags=_NO_MEDIUM),
         CommandSpec("RELEASE(10)", reservations.release, _u(Opcode.RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, CONTROL),
-                    flags=F.ALLOWED_WHEN_RESERVED),
+                    flags=F.ALLOWED_WHEN_RESERVED | _NO_MEDIUM),
         CommandSpec("MODE SENSE(10)", mode.mode_sense_10,
                     _u(Opcode.MODE_SENSE_10, mode.LLBAA | mode.DBD, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, CONTROL),
-                    direction=IN),
+                    direction=IN, flags=_NO_MEDIUM),
         CommandSpec("READ(16)", rw.read_16, _lba16(Opcode.READ_16, READ_FLAGS), direction=IN, **_IO_TIMEOUTS),
         CommandSpec("COMPARE AND WRITE", rw.compare_and_write,
                     _u(Opcode.COMPARE_AND_WRITE, WRITE_FLAGS, *([0xFF] * 8), 0, 0, 0, 0xFF, GROUP, CONTROL),
@@ -186,7 +192,7 @@ def standard_commands() -> list[CommandSpec]:
                     _u(Opcode.MAINTENANCE_IN, MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES,
                        opcodes.RCTD | opcodes.REPORTING_OPTIONS_MASK, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                        0, CONTROL),
-                    service_action=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES, direction=IN),
+                    service_action=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES, direction=IN, flags=_NO_MEDIUM),
         CommandSpec("READ(12)", rw.read_12, _lba12(Opcode.READ_12, READ_FLAGS), direction=IN, **_IO_TIMEOUTS),
         CommandSpec("WRITE(12)", rw.write_12, _lba12(Opcode.WRITE_12, WRITE_FLAGS), direction=OUT,
                     flags=F.WRITES_MEDIUM, data_out_length=_blocks_out(_decode_12), **_IO_TIMEOUTS),

@@ -89,9 +89,14 @@ def _ascii(text: str, length: int) -> bytes:
     return text.encode("ascii", "replace")[:length].ljust(length, b" ")
 
 
+#: Standard INQUIRY byte 1 bit 7, RMB (SPC-4 6.6.2).
+REMOVABLE_MEDIUM = 0x80
+
+
 def standard_inquiry(lu) -> bytes:
     data = bytearray(STANDARD_INQUIRY_LENGTH)
     data[0] = PERIPHERAL_DIRECT_ACCESS
+    data[1] = REMOVABLE_MEDIUM if lu.removable else 0
     data[2] = SPC_4_VERSION
     data[3] = HISUP | RESPONSE_DATA_FORMAT
     data[4] = STANDARD_INQUIRY_LENGTH - 5

@@ -1,5 +1,5 @@
-"""Small commands: TEST UNIT READY, REQUEST SENSE, START STOP UNIT, READ DEFECT DATA(10/12),
-REPORT LUNS (SPC-4 6.x, SBC-4 5.x)."""
+"""Small commands: TEST UNIT READY, REQUEST SENSE, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL,
+READ DEFECT DATA(10/12), REPORT LUNS (SPC-4 6.x, SBC-4 5.x)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 
 from odxtarget.scsi.cdb import U16, U32
 from odxtarget.scsi.constants import Ascq, LunReportSelect
-from odxtarget.scsi.errors import InvalidFieldInCdb
+from odxtarget.scsi.errors import InvalidFieldInCdb, MediumRemovalPrevented
 from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ScsiResult, Status
 
@@ -15,6 +15,11 @@ GOOD = Status.GOOD
 DESC = 0x01
 #: START STOP UNIT byte 1 (its IMMED is bit 0, unlike the READ/WRITE family).
 START_STOP_IMMED = 0x01
+START_STOP_LOEJ = 0x02
+POWER_CONDITION_FIELD = 0xF0
+START_STOP_START = 0x01
+#: PREVENT field of PREVENT ALLOW MEDIUM REMOVAL byte 4 (01b prevents; 1xb is for changers).
+PREVENT_FIELD = 0x01
 #: READ DEFECT DATA: REQ_PLIST, REQ_GLIST and DEFECT LIST FORMAT bits (SBC-4 5.x).
 DEFECT_REQUEST_BITS = 0x1F
 #: Single-level LUN structures (SAM-5 4.7.7): peripheral device addressing up to 255, flat
@@ -45,7 +50,24 @@ def request_sense(lu, command, target) -> ScsiResult:
 
 
 def start_stop_unit(lu, command, target) -> ScsiResult:
-    """Accepted and ignored: the medium is not removable and always ready (SBC-4 5.x)."""
+    """SBC-4 5.x. With LOEJ=1 a removable LU ejects (START=0) or loads (START=1) its medium;
+    power conditions and a fixed disk's spin up/down are accepted and have no effect. A non-zero
+    POWER CONDITION field makes the device server ignore LOEJ and START."""
+    flags = command.cdb[4]
+    if lu.removable and flags & START_STOP_LOEJ and not flags & POWER_CONDITION_FIELD:
+        if lu.preventing_removal:  # the medium may neither leave nor change while prevented
+            raise MediumRemovalPrevented()
+        lu.medium_present = bool(flags & START_STOP_START)
+    return ScsiResult()
+
+
+def prevent_allow_medium_removal(lu, command, target) -> ScsiResult:
+    """SBC-4 5.x: PREVENT=01b stops START STOP UNIT from ejecting until every nexus that
+    prevented allows again (or loses its nexus, or the LU is reset)."""
+    if command.cdb[4] & PREVENT_FIELD:
+        lu.preventing_removal.add(command.nexus)
+    else:
+        lu.preventing_removal.discard(command.nexus)
     return ScsiResult()
 
 

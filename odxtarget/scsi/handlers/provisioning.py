@@ -62,7 +62,7 @@ def read_capacity_16(lu, command, target) -> ScsiResult:
     allocation_length = U32.unpack_from(command.cdb, 10)[0]
     data = bytearray(READ_CAPACITY_16_LENGTH)
     struct.pack_into(">QI", data, 0, lu.block_count - 1, lu.block_size)
-    data[13] = 0  # P_I_EXPONENT 0, LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0
+    data[13] = lu.blocks_per_physical_block_exponent  # P_I_EXPONENT 0 in the high nibble
     data[14] = LBPME | LBPRZ
     return _cut(data, allocation_length)
 
