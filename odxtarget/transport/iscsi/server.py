@@ -178,7 +178,7 @@ class IscsiServer:
                 self._servers.append(server)
                 if port == 0 and server.sockets:
                     bound[(ip, port)] = server.sockets[0].getsockname()[1]
-                log.info("iSCSI portal listening on %s", ", ".join(f"{a[0]}:{a[1]}" for a in
+                log.debug("iSCSI portal listening on %s", ", ".join(f"{a[0]}:{a[1]}" for a in
                                                                   (s.getsockname() for s in server.sockets)))
         except OSError:
             for server in self._servers:
