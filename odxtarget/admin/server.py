@@ -88,7 +88,7 @@ class ControlServer:
             os.chmod(self.path, SOCKET_MODE)
         except OSError as error:
             raise ControlSocketError(f"control socket {self.path}: {error.strerror or error}") from None
-        log.info("control socket listening on %s", self.path)
+        log.info("control socket listening on %s (odxtargetcli --socket %s)", self.path, self.path)
 
     async def close(self) -> None:
         if self._server is None:
