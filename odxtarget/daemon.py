@@ -131,9 +131,10 @@ class Daemon:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
                 self.backends[so.name] = backend
                 try:
-                    self.logical_units[so.name] = factories.logical_unit(so, backend)
+                    self.logical_units[so.name] = lu = factories.logical_unit(so, backend)
                 except ValueError as error:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
+                restore_reservations(lu, self.config.state_dir)
             if factories.copy_manager is not None:
                 self.copy_manager = factories.copy_manager(self.config)
                 for lu in self.logical_units.values():
@@ -320,6 +321,16 @@ def run(config: DaemonConfig, factories: Factories | None = None, *,
         asyncio.run(serve(config, factories, admin=admin if admin is not None else ADMIN_SETTINGS.get()))
     except asyncio.CancelledError:
         log.warning("shutdown was cut short; storage was synced")
+
+
+def restore_reservations(lu: Any, state_dir: str) -> None:
+    """Persistent reservations with APTPL live in ``<state_dir>/reservations/<name>.json``
+    (SPC-4 5.13.5); read them back before the LU serves its first command."""
+    persist = getattr(lu, "persist_reservations", None)
+    if persist is not None:
+        from odxtarget.storage.reservation_file import ReservationFile
+
+        persist(ReservationFile.for_logical_unit(state_dir, lu.name))
 
 
 def format_address(address: Any) -> str:

@@ -264,38 +264,42 @@ class CopyManager:
             return bytes((into, action, 0, 0, 0, 0, 0, 0, 0, 0, *length_4, 0, 0))
 
         A, I = CopyOutAction, CopyInAction
+        # Persistent reservations (SBC-4 4.17 / SPC-4 5.13.1 tables): POPULATE TOKEN and the
+        # 84h status commands read -- allowed through Write Exclusive types; WRITE USING TOKEN
+        # and EXTENDED COPY (which may write this LU) have no PR flag and conflict with all.
+        READS = CommandFlags.PR_READ
         return [
             CommandSpec("EXTENDED COPY(LID1)", self._extended_copy,
                         bytes((out, A.EXTENDED_COPY_LID1, *([0] * 8), *length_4, 0, 0)),
                         service_action=A.EXTENDED_COPY_LID1, direction=OUT,
                         data_out_length=_parameter_list_length, **COPY_TIMEOUTS),
             CommandSpec("POPULATE TOKEN", self._populate_token, token_usage(A.POPULATE_TOKEN),
-                        service_action=A.POPULATE_TOKEN, direction=OUT,
+                        service_action=A.POPULATE_TOKEN, direction=OUT, flags=READS,
                         data_out_length=_parameter_list_length, **COPY_TIMEOUTS),
             CommandSpec("WRITE USING TOKEN", self._write_using_token, token_usage(A.WRITE_USING_TOKEN),
                         service_action=A.WRITE_USING_TOKEN, direction=OUT, flags=CommandFlags.WRITES_MEDIUM,
                         data_out_length=_parameter_list_length, **COPY_TIMEOUTS),
             CommandSpec("COPY OPERATION ABORT", self._copy_operation_abort,
                         bytes((out, A.COPY_OPERATION_ABORT, *list_id_4, *([0] * 9), 0)),
-                        service_action=A.COPY_OPERATION_ABORT),
+                        service_action=A.COPY_OPERATION_ABORT, flags=READS),
             CommandSpec("RECEIVE COPY STATUS(LID1)", self._receive_copy_status_lid1,
                         lid1_in(I.RECEIVE_COPY_STATUS_LID1), service_action=I.RECEIVE_COPY_STATUS_LID1,
-                        direction=IN),
+                        direction=IN, flags=READS),
             CommandSpec("RECEIVE COPY OPERATING PARAMETERS", self._receive_copy_operating_parameters,
                         plain_in(I.RECEIVE_COPY_OPERATING_PARAMETERS),
-                        service_action=I.RECEIVE_COPY_OPERATING_PARAMETERS, direction=IN),
+                        service_action=I.RECEIVE_COPY_OPERATING_PARAMETERS, direction=IN, flags=READS),
             CommandSpec("RECEIVE COPY FAILURE DETAILS(LID1)", self._receive_copy_failure_details,
                         lid1_in(I.RECEIVE_COPY_FAILURE_DETAILS_LID1),
-                        service_action=I.RECEIVE_COPY_FAILURE_DETAILS_LID1, direction=IN),
+                        service_action=I.RECEIVE_COPY_FAILURE_DETAILS_LID1, direction=IN, flags=READS),
             CommandSpec("RECEIVE COPY STATUS(LID4)", self._receive_copy_status_lid4,
                         lid4_in(I.RECEIVE_COPY_STATUS_LID4), service_action=I.RECEIVE_COPY_STATUS_LID4,
-                        direction=IN),
+                        direction=IN, flags=READS),
             CommandSpec("RECEIVE ROD TOKEN INFORMATION", self._receive_rod_token_information,
                         lid4_in(I.RECEIVE_ROD_TOKEN_INFORMATION),
-                        service_action=I.RECEIVE_ROD_TOKEN_INFORMATION, direction=IN),
+                        service_action=I.RECEIVE_ROD_TOKEN_INFORMATION, direction=IN, flags=READS),
             CommandSpec("REPORT ALL ROD TOKENS", self._report_all_rod_tokens,
                         plain_in(I.REPORT_ALL_ROD_TOKENS), service_action=I.REPORT_ALL_ROD_TOKENS,
-                        direction=IN),
+                        direction=IN, flags=READS),
         ]
 
     # -- POPULATE TOKEN (SBC-4 5.x) ---------------------------------------------------------

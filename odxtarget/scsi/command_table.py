@@ -11,7 +11,7 @@ DATA of SPC-4 6.35.3: a one bit marks a bit the device server looks at. The same
 * are returned by REPORT SUPPORTED OPERATION CODES, together with the timeouts.
 
 ``flags`` carry the gates the dispatcher applies before the handler runs (unit attention,
-SPC-2 reservation conflict, write protection). More rows (the copy manager's 83h/84h service
+SPC-2 reservation conflict, persistent reservation access class, write protection). More rows (the copy manager's 83h/84h service
 actions) are added at run time with ``CommandTable.register``; nothing in the core has to change.
 """
 
@@ -52,6 +52,13 @@ class CommandFlags(enum.IntFlag):
     #: Runs while a removable medium is ejected (SBC-4 4.x: everything else is NOT READY,
     #: MEDIUM NOT PRESENT): discovery, mode pages, reservations, loading the medium.
     WORKS_WITHOUT_MEDIUM = 0x10
+    #: Persistent reservations (SPC-4 5.13.1 and SBC-4 4.17 tables "commands and persistent
+    #: reservations"): allowed whatever reservation another I_T nexus holds. A command with
+    #: neither PR flag conflicts with every reservation type it is not a registrant/holder of.
+    PR_ALLOWED = 0x20
+    #: Persistent reservations: reads without changing the medium -- allowed through Write
+    #: Exclusive types, RESERVATION CONFLICT through Exclusive Access types.
+    PR_READ = 0x40
 
 
 #: The protection field of SBC-4 CDBs (byte 1, bits 7..5), refused as a whole.

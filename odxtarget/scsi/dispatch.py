@@ -11,7 +11,9 @@ Theory of operation
 3. the command table lookup (INVALID COMMAND OPERATION CODE for unknown opcodes);
 4. NOT READY, MEDIUM NOT PRESENT while a removable medium is ejected (START STOP UNIT,
    discovery, mode pages and reservations still run);
-5. SPC-2 reservation conflict;
+5. SPC-2 reservation conflict, then the persistent reservation's access rule for the
+   command's class (``PR_ALLOWED`` / ``PR_READ`` / neither; SPC-4 5.13.1), tested only while a
+   persistent reservation is held;
 6. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
 7. write protection (read-only LU or SWP) for commands that change the medium;
 8. the handler.
@@ -42,6 +44,7 @@ _IGNORES_UA = int(CommandFlags.IGNORES_UNIT_ATTENTION)
 _ALLOWED_WHEN_RESERVED = int(CommandFlags.ALLOWED_WHEN_RESERVED)
 _WRITES = int(CommandFlags.WRITES_MEDIUM)
 _WORKS_WITHOUT_MEDIUM = int(CommandFlags.WORKS_WITHOUT_MEDIUM)
+_PR_ALLOWED = int(CommandFlags.PR_ALLOWED)
 
 
 def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
@@ -67,6 +70,9 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
             raise MediumNotPresent()
         holder = lu.reservation_holder
         if holder is not None and holder != nexus and not flags & _ALLOWED_WHEN_RESERVED:
+            raise ReservationConflict()
+        reservation = lu.pr_reservation
+        if reservation is not None and not flags & _PR_ALLOWED and reservation.conflicts(nexus, flags):
             raise ReservationConflict()
         if len(cdb) < spec.cdb_length or int.from_bytes(cdb[:spec.cdb_length], "big") & spec.reserved_mask:
             spec.check_reserved_bits(cdb)

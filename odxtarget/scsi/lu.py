@@ -9,7 +9,9 @@ State that SAM-5/SPC-4 keep per I_T nexus lives here, keyed by ``ItNexus``:
   known nexus 29h/03h, a target reset 29h/00h, a lost nexus 29h/07h when it returns; MODE
   SELECT gives the *other* nexuses MODE PARAMETERS CHANGED (2Ah/01h); ``capacity_changed``
   gives everyone CAPACITY DATA HAS CHANGED (2Ah/09h);
-* the SPC-2 reservation holder (RESERVE/RELEASE), released by reset, logout and nexus loss.
+* the SPC-2 reservation holder (RESERVE/RELEASE), released by reset, logout and nexus loss;
+* persistent reservations (``persistent_reservations``, SPC-4 5.13), which survive all three;
+  ``pr_reservation`` mirrors the reservation held (None: none) for the dispatcher's fast path.
 
 Mode parameters are shared by all nexuses (one set per LU). A LU may be mapped into several
 targets; all of its state is here, so that works. Commands are run by ``dispatch.execute``.
@@ -26,6 +28,7 @@ from odxtarget.scsi.command_table import CommandTable
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.errors import MediumError
 from odxtarget.scsi.mode_pages import ModeState
+from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult
 from odxtarget.storage.backend import Backend
 
@@ -150,6 +153,9 @@ class LogicalUnit:
         self.max_unmap_descriptors = MAX_UNMAP_DESCRIPTORS
         self.granularity_blocks = max(1, PREFERRED_GRANULARITY_BYTES // self.block_size)
         self.reservation_holder: ItNexus | None = None
+        #: The persistent reservation held, if any: what the dispatcher tests on every command.
+        self.pr_reservation: Reservation | None = None
+        self.persistent_reservations = PersistentReservations(self._publish_pr_reservation)
         self._known_nexuses: set[ItNexus] = set()
         self._unit_attentions: dict[ItNexus, list[Ascq]] = {}
 
@@ -208,6 +214,29 @@ class LogicalUnit:
             elif condition not in queue and len(queue) < MAX_PENDING_UNIT_ATTENTIONS:
                 queue.append(condition)
 
+    def queue_unit_attention(self, nexus: ItNexus, condition: Ascq) -> None:
+        """Queue ``condition`` for one nexus (persistent reservation events, SPC-4 5.13.11).
+        A nexus not seen since its logout gets the power-on condition when it returns instead."""
+        if nexus not in self._known_nexuses:
+            return
+        queue = self._unit_attentions.get(nexus)
+        if queue is None:
+            self._unit_attentions[nexus] = [condition]
+        elif condition not in queue and len(queue) < MAX_PENDING_UNIT_ATTENTIONS:
+            queue.append(condition)
+
+    def _publish_pr_reservation(self, reservation: Reservation | None) -> None:
+        self.pr_reservation = reservation
+
+    def persist_reservations(self, store: ReservationStore) -> bool:
+        """Keep persistent reservations with APTPL in ``store`` and restore what it holds
+        (daemon start); True when a saved state was restored."""
+        restored = self.persistent_reservations.attach_store(store)
+        if restored:
+            log.info("%s: restored %d persistent reservation registration(s)", self.name,
+                     len(self.persistent_reservations.registrations))
+        return restored
+
     def replace_backend(self, backend, *, read_only: bool) -> None:
         """Put reopened storage under this LU (live resize, read-only flag).
 
@@ -239,7 +268,8 @@ class LogicalUnit:
 
     def reset(self, condition: Ascq = Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED) -> None:
         """LOGICAL UNIT RESET or target reset (SAM-5 6.3): clear the SPC-2 reservation, restore
-        default mode parameters, unit attention for every nexus (the issuer included)."""
+        default mode parameters, unit attention for every nexus (the issuer included).
+        Persistent reservations are not touched (SPC-4 5.13.1)."""
         self.reservation_holder = None
         self.preventing_removal.clear()
         self.mode = self.default_mode.copy()
@@ -247,7 +277,8 @@ class LogicalUnit:
         self._notify("reset", None)
 
     def nexus_lost(self, nexus: ItNexus) -> None:
-        """The nexus failed: drop its reservation; it sees I_T NEXUS LOSS when it comes back."""
+        """The nexus failed: drop its SPC-2 reservation (its persistent reservation registration
+        stays, SPC-4 5.13.1); it sees I_T NEXUS LOSS when it comes back."""
         if self.reservation_holder == nexus:
             self.reservation_holder = None
         self.preventing_removal.discard(nexus)

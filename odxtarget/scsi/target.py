@@ -7,6 +7,7 @@ management, I_T nexus events.
     response = target.task_management(TaskManagementFunction.LOGICAL_UNIT_RESET, nexus, lun=0)
     target.nexus_lost(nexus)        # session ended / connection dropped without logout
     target.nexus_logged_out(nexus)  # clean logout (same effect on SPC-2 reservations)
+    target.set_task_aborter(abort)  # front end: abort(lu, nexuses) for PREEMPT AND ABORT
 
 Rules every implementation keeps:
 * ``execute`` never raises: every failure is a status (+ sense) in the ScsiResult;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from typing import Callable
 
 from odxtarget.scsi.constants import Ascq, Opcode
 from odxtarget.scsi.dispatch import error_result
@@ -50,6 +52,7 @@ class ScsiTarget:
     def __init__(self, name: str, luns: dict[int, LogicalUnit] | None = None):
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns or {})
+        self._task_aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None = None
 
     # -- configuration --------------------------------------------------------------------
 
@@ -68,6 +71,10 @@ class ScsiTarget:
 
     def remove_lun(self, lun: int) -> LogicalUnit:
         return self._luns.pop(lun)
+
+    def logical_unit(self, lun: int) -> LogicalUnit | None:
+        """The LU mapped at ``lun`` (None: none), without copying the map like ``luns``."""
+        return self._luns.get(lun)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -137,8 +144,21 @@ class ScsiTarget:
         # ABORT TASK / ABORT TASK SET / CLEAR TASK SET: no core state to change.
         return TmfResponse.FUNCTION_COMPLETE
 
+    def set_task_aborter(self, aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None) -> None:
+        """The front end's ``aborter(lu, nexuses)``: abort the tasks those I_T nexuses have queued
+        for ``lu``, wherever it is mapped. The core holds no queued tasks of its own."""
+        self._task_aborter = aborter
+
+    def abort_tasks(self, lu: LogicalUnit, nexuses: frozenset[ItNexus]) -> None:
+        """PREEMPT AND ABORT (SPC-4 5.13.11.5): the preempted nexuses' tasks for ``lu`` end
+        without a response. A front end that registered no aborter runs commands one at a
+        time and has nothing queued."""
+        if self._task_aborter is not None and nexuses:
+            self._task_aborter(lu, nexuses)
+
     def nexus_lost(self, nexus: ItNexus) -> None:
-        """I_T nexus loss (SAM-5 6.3.4): reservations released, 29h/07h when it returns."""
+        """I_T nexus loss (SAM-5 6.3.4): SPC-2 reservations released (persistent reservation
+        registrations stay), 29h/07h when it returns."""
         for lu in set(self._luns.values()):
             lu.nexus_lost(nexus)
 

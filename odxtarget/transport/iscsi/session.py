@@ -122,7 +122,7 @@ class SessionRegistry:
                  command_window: int = DEFAULT_COMMAND_WINDOW):
         self._targets: dict[str, tuple[TargetConfig, Any]] = {}
         for config, scsi_target in targets or []:
-            self._targets[config.iqn] = (config, scsi_target)
+            self.set_target(config, scsi_target)
         self.command_window = command_window
         self._by_tsih: dict[int, Session] = {}
         self._next_tsih = 1
@@ -142,6 +142,9 @@ class SessionRegistry:
     def set_target(self, config: TargetConfig, scsi_target: Any) -> None:
         """Publish a new or changed target: logins and discovery see it from now on."""
         self._targets[config.iqn] = (config, scsi_target)
+        attach = getattr(scsi_target, "set_task_aborter", None)
+        if attach is not None:
+            attach(self.abort_tasks_of)
 
     def remove_target(self, target_name: str) -> None:
         """Unpublish a target (its sessions are the caller's business)."""
@@ -161,6 +164,19 @@ class SessionRegistry:
     def scsi_target(self, target_name: str):
         entry = self._targets.get(target_name)
         return entry[1] if entry else None
+
+    def abort_tasks_of(self, lu: Any, nexuses: frozenset[ItNexus]) -> int:
+        """PREEMPT AND ABORT (SPC-4 5.13.11.5): the tasks the sessions of ``nexuses`` hold for
+        ``lu`` (waiting for data-out or their CmdSN) end without a SCSI Response, like an ABORT
+        TASK SET on their behalf. The LU may sit at a different LUN in each session's target."""
+        aborted = 0
+        for session in list(self._by_tsih.values()):
+            connection, scsi_target = session.connection, session.scsi_target
+            if session.nexus in nexuses and connection is not None and scsi_target is not None:
+                aborted += connection.abort_tasks(lambda task: scsi_target.logical_unit(task.lun) is lu)
+        if aborted:
+            log.info("PREEMPT AND ABORT: %d queued task(s) of %d I_T nexus(es) aborted", aborted, len(nexuses))
+        return aborted
 
     # sessions --------------------------------------------------------------------------------
     def sessions(self) -> list[Session]:

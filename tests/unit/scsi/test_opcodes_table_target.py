@@ -86,7 +86,7 @@ def test_unknown_opcode_and_service_action():
     assert (h.check(bytes((0xC1,)) + bytes(15)).asc, 0x20) == (0x20, 0x20)
     sense = h.check(bytes((0x9E, 0x11)) + bytes(14))
     assert sense.asc == 0x24 and sense.field_pointer[1] == 1
-    assert h.check(bytes((0x5E, 0)) + bytes(8)).asc == 0x20                # PRIN: skips in libiscsi
+    assert h.check(bytes((0x3B, 0)) + bytes(8)).asc == 0x20                # WRITE BUFFER: not offered
 
 
 def test_registration_api():
