@@ -131,10 +131,9 @@ class Daemon:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
                 self.backends[so.name] = backend
                 try:
-                    self.logical_units[so.name] = lu = factories.logical_unit(so, backend)
+                    self.logical_units[so.name] = self.build_logical_unit(so, backend)
                 except ValueError as error:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
-                restore_reservations(lu, self.config.state_dir)
             if factories.copy_manager is not None:
                 self.copy_manager = factories.copy_manager(self.config)
                 for lu in self.logical_units.values():
@@ -142,6 +141,13 @@ class Daemon:
         except BaseException:
             self.close_storage()
             raise
+
+    def build_logical_unit(self, so: StorageObjectConfig, backend: Any) -> Any:
+        """A logical unit over ``backend`` with its persisted reservations (APTPL) restored:
+        at start-up and for storage objects created live alike."""
+        lu = self._get_factories().logical_unit(so, backend)
+        restore_reservations(lu, self.config.state_dir)
+        return lu
 
     def build_targets(self) -> list[tuple[TargetConfig, Any]]:
         factories = self._get_factories()

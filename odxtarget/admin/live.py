@@ -107,7 +107,7 @@ class LiveState:
                         raise AdminError(f'storage object "{name}": {error}') from None
                 if before is None:
                     try:
-                        created_lus[name] = self.daemon._get_factories().logical_unit(so, opened[name])
+                        created_lus[name] = self.daemon.build_logical_unit(so, opened[name])
                     except ValueError as error:
                         raise AdminError(f'storage object "{name}": {error}') from None
             bound = await self._bind_portals(new)

@@ -224,3 +224,23 @@ def test_odx_operations_say_clearly_when_there_is_no_copy_manager(admin):
     admin.daemon.copy_manager = None            # as a daemon built without third-party copy
     assert admin.call("status")["odx"] is False
     assert refused(admin, "odx.tokens") == "ODX copy offload is not running in this daemon (no copy manager)"
+
+
+def test_a_storage_object_created_live_keeps_persistent_reservations_across_restarts(admin):
+    """APTPL needs the LU's reservation file: live-created LUs get it like those loaded at start."""
+    import struct
+
+    from odxtarget.scsi.types import ScsiCommand, Status
+
+    build_target(admin, luns=("disk0",))
+    lu = admin.daemon.logical_units["disk0"]
+    target = admin.ops.live.scsi_target(IQN)
+    for _ in range(3):  # clear unit attentions
+        target.execute(ScsiCommand(bytes(6), NEXUS, 0))
+    register_aptpl = struct.pack(">QQ4xB3x", 0, 0x1234, 0x01)  # SERVICE ACTION KEY, APTPL=1
+    cdb = struct.pack(">BBB2xIBB", 0x5F, 0x00, 0, len(register_aptpl), 0, 0)
+    result = target.execute(ScsiCommand(cdb, NEXUS, 0, register_aptpl, len(register_aptpl)))
+    assert result.status == Status.GOOD, result.sense.hex()
+    saved = os.path.join(admin.daemon.config.state_dir, "reservations")
+    assert os.listdir(saved), "the APTPL registration must be on disk"
+    assert lu.persistent_reservations.registrations
