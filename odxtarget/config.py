@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,28 @@ class TargetConfig:
 
 
 @dataclass(slots=True)
+class OdxConfig:
+    """Copy manager limits (``odxtarget.copy.CopyLimits`` fields); None keeps the default.
+
+    Kept as plain values so that reading a config never imports the copy manager.
+    """
+
+    max_range_descriptors: int | None = None
+    default_inactivity_timeout: int | None = None     # seconds
+    max_inactivity_timeout: int | None = None         # seconds
+    max_token_transfer_bytes: int | None = None
+    optimal_transfer_bytes: int | None = None
+    write_using_token_budget: float | None = None     # seconds per synchronous WRITE USING TOKEN
+    max_rod_bytes: int | None = None
+    background_step_bytes: int | None = None
+
+    def limits_overrides(self) -> dict[str, int | float]:
+        """The fields that are set, as ``CopyLimits(**overrides)`` keyword arguments."""
+        values = ((item.name, getattr(self, item.name)) for item in fields(self))
+        return {name: value for name, value in values if value is not None}
+
+
+@dataclass(slots=True)
 class DaemonConfig:
     storage_objects: list[StorageObjectConfig] = field(default_factory=list)
     targets: list[TargetConfig] = field(default_factory=list)
@@ -99,6 +121,7 @@ class DaemonConfig:
     state_dir: str = "/var/lib/odxtarget"
     schema_version: int = 1
     log_level: str = "info"
+    odx: OdxConfig = field(default_factory=OdxConfig)   # the optional "odx" section
 
 
 # -- limits and vocabularies --------------------------------------------------------------------
@@ -122,6 +145,17 @@ MAX_SERIAL_CHARS = 64
 STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SERIAL = re.compile(r"[\x21-\x7e]+")         # printable ASCII without spaces (SPC-4 7.8.16)
 NAA6_WWN = re.compile(r"6[0-9a-fA-F]{31}")    # SPC-4 7.8.6.6.4: IEEE Registered Extended
+# The "odx" section (docs/configuration.md); the defaults repeat odxtarget.copy.CopyLimits'.
+ODX_INTEGER_KEYS = ("max_range_descriptors", "default_inactivity_timeout", "max_inactivity_timeout")
+ODX_SIZE_KEYS = ("max_token_transfer_bytes", "optimal_transfer_bytes", "max_rod_bytes", "background_step_bytes")
+ODX_SIZE_GRANULE = 4096               # every block size divides it
+MAX_RANGE_DESCRIPTORS = 0xFFFF        # the VPD 8Fh field is 16 bits
+MAX_INACTIVITY_TIMEOUT = 0xFFFF_FFFE  # 32 bits; FFFFFFFFh means "no maximum"
+MAX_WRITE_USING_TOKEN_BUDGET = 60.0   # past this, initiators time the command out anyway
+DEFAULT_INACTIVITY_TIMEOUT = 60
+DEFAULT_MAX_INACTIVITY_TIMEOUT = 600
+DEFAULT_OPTIMAL_TRANSFER_BYTES = 64 << 20
+DEFAULT_MAX_TOKEN_TRANSFER_BYTES = 256 << 20
 SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 SIZE_TEXT = re.compile(r"\s*(\d+)\s*([KMGTkmgt]?)\s*")
 
@@ -277,7 +311,17 @@ def dump_config(config: DaemonConfig) -> dict[str, Any]:
         "log_level": config.log_level,
         "storage_objects": [_dump_storage_object(so) for so in config.storage_objects],
         "targets": [_dump_target(target) for target in config.targets],
+        **_dump_odx(config.odx),
     }
+
+
+def _dump_odx(odx: OdxConfig) -> dict[str, Any]:
+    """``{"odx": {...}}`` with the limits that are set; nothing when all are defaults."""
+    overrides = odx.limits_overrides()
+    for key in ODX_SIZE_KEYS:
+        if key in overrides:
+            overrides[key] = format_size(overrides[key])
+    return {"odx": overrides} if overrides else {}
 
 
 def save_config(obj: DaemonConfig | dict[str, Any], path: str) -> None:
@@ -428,7 +472,8 @@ def _join(path: str, key: str) -> str:
 class _Parser:
     """One validation pass: builds the model and collects problems and warnings."""
 
-    TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets")
+    TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets", "odx")
+    ODX_KEYS = ODX_INTEGER_KEYS + ODX_SIZE_KEYS + ("write_using_token_budget",)
     STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
                     "physical_block_size", "removable", "extents")
     EXTENT_KEYS = ("path", "offset", "length")
@@ -555,6 +600,8 @@ class _Parser:
         )
         state_dir = self.string(obj, "state_dir", "", config.state_dir)
         config.state_dir = self.resolve_path(state_dir)
+        if obj.get("odx") is not None:
+            config.odx = self.odx(obj["odx"], "odx")
 
         indexed_objects: list[tuple[int, StorageObjectConfig]] = []
         for index, item in enumerate(self.array(obj, "storage_objects", "") or []):
@@ -581,6 +628,45 @@ class _Parser:
             if so.name not in mapped:
                 self.warnings.append(f'storage object "{so.name}" is not mapped by any target')
         return config
+
+    # -- copy manager limits ------------------------------------------------------------------
+
+    def odx(self, value: Any, path: str) -> OdxConfig:
+        """The "odx" section: CopyLimits overrides, checked by the rules CopyLimits enforces."""
+        odx = OdxConfig()
+        if self.object(value, path, self.ODX_KEYS) is None:
+            return odx
+        problems_before = len(self.problems)
+        odx.max_range_descriptors = self.integer(value, "max_range_descriptors", path, None, 1,
+                                                 MAX_RANGE_DESCRIPTORS)
+        for key in ("default_inactivity_timeout", "max_inactivity_timeout"):
+            setattr(odx, key, self.integer(value, key, path, None, 1, MAX_INACTIVITY_TIMEOUT))
+        for key in ODX_SIZE_KEYS:
+            size = self.size(value, key, path, None)
+            if isinstance(size, int) and (size == 0 or size % ODX_SIZE_GRANULE):
+                self.problem(_join(path, key), f"must be a positive multiple of {ODX_SIZE_GRANULE}, got {size}")
+            elif isinstance(size, int):
+                setattr(odx, key, size)
+        budget = value.get("write_using_token_budget")
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+                    or not 0 < budget <= MAX_WRITE_USING_TOKEN_BUDGET:
+                self.problem(_join(path, "write_using_token_budget"),
+                             f"expected seconds, more than 0 and at most {MAX_WRITE_USING_TOKEN_BUDGET},"
+                             f" got {_describe(budget)}")
+            else:
+                odx.write_using_token_budget = float(budget)
+        if len(self.problems) > problems_before:
+            return odx
+        default_timeout = odx.default_inactivity_timeout or DEFAULT_INACTIVITY_TIMEOUT
+        if default_timeout > (odx.max_inactivity_timeout or DEFAULT_MAX_INACTIVITY_TIMEOUT):
+            self.problem(_join(path, "default_inactivity_timeout"),
+                         "must not exceed max_inactivity_timeout (default 600)")
+        optimal = odx.optimal_transfer_bytes or DEFAULT_OPTIMAL_TRANSFER_BYTES
+        if optimal > (odx.max_token_transfer_bytes or DEFAULT_MAX_TOKEN_TRANSFER_BYTES):
+            self.problem(_join(path, "optimal_transfer_bytes"),
+                         "must not exceed max_token_transfer_bytes (default 256M)")
+        return odx
 
     # -- storage objects ----------------------------------------------------------------------
 

@@ -86,13 +86,17 @@ def default_factories() -> Factories:
         return IscsiServer(targets)
 
     def copy_manager(config: DaemonConfig) -> Any:
-        from odxtarget.copy import CopyManager
+        from odxtarget.copy import CopyLimits, CopyManager
 
         try:
             os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
         except OSError as error:
             raise DaemonError(f"state directory {config.state_dir}: {error.strerror or error}") from None
-        manager = CopyManager(config.state_dir)
+        try:
+            limits = CopyLimits(**config.odx.limits_overrides())
+        except ValueError as error:
+            raise DaemonError(f"odx: {error}") from None
+        manager = CopyManager(config.state_dir, limits)
         removed = manager.startup_cleanup()
         if removed:
             log.info("removed %d ROD file(s) left behind by an earlier run", removed)

@@ -69,6 +69,10 @@ DEFAULT_UPDATE_DELAY_MS = 500
 #: Nominal / recommended command timeouts reported by REPORT SUPPORTED OPERATION CODES.
 COPY_TIMEOUTS = {"nominal_timeout": 4, "recommended_timeout": 60}
 GROUP_NUMBER = 0x1F
+#: A synchronous copy aims for steps of budget / this long (``_run_within_budget``) ...
+STEP_TARGET_FRACTION = 20
+#: ... and lets a step grow at most this many times over the previous one.
+MAX_STEP_GROWTH = 16
 
 
 def _parameter_list_length(cdb: bytes, block_size: int) -> int:
@@ -401,16 +405,33 @@ class CopyManager:
             running.background = True
             self._background.append(running)
             return _good(transfer_length=length)
-        deadline = self.clock() + self.limits.write_using_token_budget
-        job = running.job
-        while not job.done:
-            job.step(self.limits.background_step_bytes)
-            if not job.done and self.clock() >= deadline:
-                break
+        self._run_within_budget(running.job)
         error = self._finish(running)
         if error is not None:
             raise error
         return _good(transfer_length=length)
+
+    def _run_within_budget(self, job: CopyJob) -> None:
+        """Step a synchronous copy until done or out of time (then it ends truncated).
+
+        Steps start at ``background_step_bytes`` and are resized towards a twentieth of the
+        budget (growing at most ``MAX_STEP_GROWTH`` times per step): a reflink of 64 MiB costs
+        about what one of 8 MiB does, so fast methods make few calls, while a slow method
+        keeps steps short enough that the budget is overrun by about a twentieth.
+        """
+        budget = self.limits.write_using_token_budget
+        deadline = self.clock() + budget
+        target = budget / STEP_TARGET_FRACTION
+        step_bytes = self.limits.background_step_bytes
+        while not job.done:
+            started = self.clock()
+            moved = job.step(step_bytes)
+            finished = self.clock()
+            if job.done or finished >= deadline:
+                break
+            elapsed = finished - started
+            growth = MAX_STEP_GROWTH if elapsed <= 0 else min(MAX_STEP_GROWTH, target / elapsed)
+            step_bytes = max(self.limits.background_step_bytes, int(max(moved, 1) * growth))
 
     def _prepare_write(self, lu, operation: CopyOperation, request: params.WriteUsingTokenRequest,
                        now: float) -> _Running:
