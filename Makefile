@@ -10,7 +10,7 @@ DEMO_CONFIG := $(RUN_DIR)/odxtarget.json
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all setup run test test-unit test-conformance bench clean distclean
+.PHONY: all setup run test test-unit test-conformance vm-test bench clean distclean
 
 all: test
 
@@ -25,9 +25,17 @@ run: setup
 	fi
 	exec $(PYTHON) -m odxtarget serve --config "$(DEMO_CONFIG)"
 
-# The whole suite: unit, property, integration and conformance tests.
+# The whole suite: unit, property, integration and conformance tests; in CI (CI=true) or with
+# VM=1 also the guest suite (vm-test), which takes several minutes and fails the build when
+# the guest fails or runs no test. Developers' plain `make test` stays quick.
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	@if [[ "$(CI)" == true || "$(VM)" == 1 ]]; then $(MAKE) --no-print-directory vm-test; fi
+
+# The guest suite (tests/vm): Debian's kernel under QEMU with LIO, TCMU and open-iscsi, odxtarget
+# in LIO mode and natively (docs/lio.md). VM_PYTEST_ARGS selects tests inside the guest.
+vm-test: setup
+	scripts/vm-test
 
 test-unit: setup
 	$(PYTHON) -m pytest tests/unit tests/property $(PYTEST_ARGS)

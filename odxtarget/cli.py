@@ -85,10 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  blocks  number of logical blocks (default: to the end of the LU; when only one side\n"
                "          gives blocks, that count is used for both; when both do, they must match)\n"
                "  PORT defaults to 3260; USER%PASSWORD are CHAP credentials.\n"
+               "A /dev/sgN or /dev/sdX path (with the same ?lba=N&blocks=M) sends the commands through\n"
+               "the kernel's SG_IO ioctl instead, to LUs the kernel's initiator has attached.\n"
                "Source and destination must have the same block size; ranges on one LUN must not overlap.\n"
                "Prints one line: bytes, seconds and method (odx, fallback, or odx+fallback).",
     )
-    copy.add_argument("urls", nargs="+", metavar="URL", help="SRC DST, or just DST with --zero")
+    copy.add_argument("urls", nargs="+", metavar="URL",
+                      help="SRC DST, or just DST with --zero (iscsi:// URLs or /dev/sgN, /dev/sdX)")
     copy.add_argument("--zero", action="store_true",
                       help="zero DST with the block device zero ROD token (FFFF0001h)")
     copy.add_argument("--no-fallback", action="store_true",
@@ -182,7 +185,7 @@ def command_demo_config(arguments: argparse.Namespace) -> int:
 
 
 def command_copy(arguments: argparse.Namespace) -> int:
-    from odxtarget.initiator.odx_copy import CopyError, copy_range, parse_iscsi_url, progress_stream, zero_range
+    from odxtarget.initiator.odx_copy import CopyError, copy_range, parse_copy_url, progress_stream, zero_range
 
     expected = 1 if arguments.zero else 2
     if len(arguments.urls) != expected:
@@ -195,7 +198,7 @@ def command_copy(arguments: argparse.Namespace) -> int:
     if arguments.initiator_name:
         options["initiator_name"] = arguments.initiator_name
     try:
-        urls = [parse_iscsi_url(url) for url in arguments.urls]
+        urls = [parse_copy_url(url) for url in arguments.urls]
         summary = zero_range(urls[0], **options) if arguments.zero else copy_range(urls[0], urls[1], **options)
     except CopyError as error:
         return _fail(str(error))

@@ -117,7 +117,7 @@ class OdxConfig:
 class DaemonConfig:
     storage_objects: list[StorageObjectConfig] = field(default_factory=list)
     targets: list[TargetConfig] = field(default_factory=list)
-    frontend: str = "native"          # "native" (asyncio iSCSI) or "lio" (TCMU, later)
+    frontend: str = "native"          # "native" (asyncio iSCSI) or "lio" (kernel LIO + TCMU, docs/lio.md)
     state_dir: str = "/var/lib/odxtarget"
     schema_version: int = 1
     log_level: str = "info"
@@ -128,7 +128,7 @@ class DaemonConfig:
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG_PATH = "/etc/odxtarget/config.json"
-SUPPORTED_FRONTENDS = ("native",)
+SUPPORTED_FRONTENDS = ("native", "lio")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 BLOCK_SIZES = (512, 4096)
 #: READ CAPACITY(16) reports logical blocks per physical block as a 4-bit exponent (SBC-4 5.20.2).

@@ -64,6 +64,9 @@ class Factories:
     server: Callable[[list[tuple[TargetConfig, Any]]], Any]
     #: Builds the daemon-wide ODX copy manager (None: no third-party copy).
     copy_manager: Callable[[DaemonConfig], Any] | None = None
+    #: Builds the LIO front end (``"frontend": "lio"``) over the logical units by storage
+    #: object name; it replaces ``server`` (None: the LIO front end is not available).
+    lio_frontend: Callable[[DaemonConfig, dict[str, Any]], Any] | None = None
 
 
 def default_factories() -> Factories:
@@ -102,14 +105,19 @@ def default_factories() -> Factories:
             log.info("removed %d ROD file(s) left behind by an earlier run", removed)
         return manager
 
-    return Factories(logical_unit, scsi_target, server, copy_manager)
+    def lio_frontend(config: DaemonConfig, logical_units: dict[str, Any]) -> Any:
+        from odxtarget.transport.tcmu.frontend import LioFrontend
+
+        return LioFrontend(config, logical_units)
+
+    return Factories(logical_unit, scsi_target, server, copy_manager, lio_frontend)
 
 
 class Daemon:
     """Owns every backend, logical unit, target and the server of one configuration."""
 
     def __init__(self, config: DaemonConfig, factories: Factories | None = None):
-        if config.frontend != "native":
+        if config.frontend not in ("native", "lio"):
             raise DaemonError(f'frontend "{config.frontend}" is not implemented')
         self.config = config
         self._factories = factories
@@ -171,14 +179,17 @@ class Daemon:
         """
         self.open_storage()
         try:
-            self.build_targets()
-            self.server = self._get_factories().server(self.targets)
-            try:
-                await self.server.start()
-            except OSError as error:
-                raise DaemonError(
-                    f"cannot start the iSCSI server: {error.strerror or error}"
-                ) from None
+            if self.config.frontend == "lio":
+                await self._start_lio_frontend()
+            else:
+                self.build_targets()
+                self.server = self._get_factories().server(self.targets)
+                try:
+                    await self.server.start()
+                except OSError as error:
+                    raise DaemonError(
+                        f"cannot start the iSCSI server: {error.strerror or error}"
+                    ) from None
         except BaseException:
             self.server = None
             self.close_storage()
@@ -192,6 +203,23 @@ class Daemon:
             log.info("listening on %s", address)
         for line in summary_lines(self.config):
             log.info("%s", line)
+
+    async def _start_lio_frontend(self) -> None:
+        """Kernel LIO speaks iSCSI; we serve its ``user:`` backstores over TCMU (docs/lio.md).
+        The SCSI core sees one LU per TCMU device, so no ScsiTargets are built here."""
+        build = self._get_factories().lio_frontend
+        if build is None:
+            raise DaemonError('frontend "lio" is not available in this build')
+        try:
+            self.server = build(self.config, self.logical_units)
+        except ImportError as error:
+            raise DaemonError(f"the LIO front end needs rtslib-fb and pyudev: {error}") from None
+        try:
+            await self.server.start()
+        except DaemonError:
+            raise
+        except Exception as error:  # rtslib's RTSLibError, OSError from configfs or uio
+            raise DaemonError(f"cannot start the LIO front end: {error}") from None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop the server (letting commands drain for ``grace`` seconds), then sync storage."""

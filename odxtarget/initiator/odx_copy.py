@@ -30,7 +30,7 @@ from typing import TextIO
 from odxtarget.copy.constants import ROD_TOKEN_SIZE, CopyInAction, CopyOutAction
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.copy.token import make_zero_token
-from odxtarget.initiator import libiscsi
+from odxtarget.initiator import libiscsi, sg_io
 
 DEFAULT_ISCSI_PORT = 3260
 COPY_INITIATOR_NAME = "iqn.2026-11.org.odxtarget:copy"
@@ -158,6 +158,17 @@ def parse_iscsi_url(url: str) -> IscsiUrl:
     return IscsiUrl(host, port, iqn, lun, user, password, lba, blocks)
 
 
+def parse_copy_url(argument: str) -> IscsiUrl | sg_io.DeviceUrl:
+    """An iscsi:// URL (libiscsi does the I/O) or a /dev/sgN, /dev/sdX path (SG_IO), either
+    with an optional ?lba=N&blocks=M range."""
+    if sg_io.is_device_path(argument):
+        try:
+            return sg_io.parse_device_url(argument)
+        except sg_io.SgIoError as error:
+            raise UrlError(str(error)) from None
+    return parse_iscsi_url(argument)
+
+
 # --------------------------------------------------------------------------------------------
 # progress and results
 # --------------------------------------------------------------------------------------------
@@ -272,13 +283,15 @@ class ListIds:
 class Endpoint:
     """One side of a copy: a session, a LUN, its geometry and its ODX limits."""
 
-    url: IscsiUrl
-    session: libiscsi.IscsiSession
+    url: IscsiUrl | sg_io.DeviceUrl
+    session: libiscsi.IscsiSession | sg_io.SgIoSession
     block_count: int = 0
     block_size: int = 0
     limits: TokenLimits | None = None
 
     def describe(self) -> str:
+        if isinstance(self.url, sg_io.DeviceUrl):
+            return self.url.describe()
         return f"{self.url.host}:{self.url.port}/{self.url.iqn}/{self.url.lun}"
 
 
@@ -287,15 +300,18 @@ class Sessions:
 
     def __init__(self, initiator_name: str) -> None:
         self.initiator_name = initiator_name
-        self._open: dict[tuple[object, ...], libiscsi.IscsiSession] = {}
+        self._open: dict[tuple[object, ...], libiscsi.IscsiSession | sg_io.SgIoSession] = {}
 
-    def endpoint(self, url: IscsiUrl) -> Endpoint:
+    def endpoint(self, url: IscsiUrl | sg_io.DeviceUrl) -> Endpoint:
         session = self._open.get(url.target_key)
         if session is None:
-            chap = (url.user, url.password or "") if url.user is not None else None
             try:
-                session = libiscsi.connect(url.host, url.port, url.iqn, url.lun,
-                                           initiator_name=self.initiator_name, chap=chap)
+                if isinstance(url, sg_io.DeviceUrl):
+                    session = sg_io.SgIoSession(url.path)
+                else:
+                    chap = (url.user, url.password or "") if url.user is not None else None
+                    session = libiscsi.connect(url.host, url.port, url.iqn, url.lun,
+                                               initiator_name=self.initiator_name, chap=chap)
             except libiscsi.LibiscsiError as error:
                 raise CopyError(str(error)) from None
             self._open[url.target_key] = session
@@ -549,7 +565,7 @@ def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallbac
     return CopySummary(copy.done * copy.block_size, time.monotonic() - started, copy.method())
 
 
-def copy_range(source_url: IscsiUrl, destination_url: IscsiUrl, *, allow_fallback: bool = True,
+def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True,
                progress: TextIO | None = None,
                initiator_name: str = COPY_INITIATOR_NAME) -> CopySummary:
     """Copy the source range onto the destination range, by ODX when both ends offer it."""
@@ -573,7 +589,7 @@ def copy_range(source_url: IscsiUrl, destination_url: IscsiUrl, *, allow_fallbac
         sessions.close()
 
 
-def zero_range(destination_url: IscsiUrl, *, allow_fallback: bool = True, progress: TextIO | None = None,
+def zero_range(destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True, progress: TextIO | None = None,
                initiator_name: str = COPY_INITIATOR_NAME) -> CopySummary:
     """Zero the destination range with the block device zero ROD token (SBC-4 4.28.4)."""
     sessions = Sessions(initiator_name)

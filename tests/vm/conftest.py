@@ -1,15 +1,15 @@
 """Fixtures of the guest test suite: runs only inside the vm-test guest (scripts/vm-test).
 
 On the host (no LIO, no configfs) nothing here is collected. In the guest, one session-wide
-odxtarget runs in LIO mode on a 64 MiB sparse LUN, and open-iscsi logs in to it on
-127.0.0.1:3260; the tests use the resulting /dev/sdX and /dev/sgN.
+``odxtarget serve`` runs with ``"frontend": "lio"``: target TARGET_IQN has two LUNs (64 and
+32 MiB, sparse) that open-iscsi logs in to on 127.0.0.1:3260, and target CU_TARGET_IQN has the
+LUN iscsi-test-cu may destroy. The tests use the resulting /dev/sdX and /dev/sgN.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -17,47 +17,84 @@ IN_GUEST = os.environ.get("ODXTARGET_IN_GUEST") == "1"
 if not IN_GUEST:
     collect_ignore_glob = ["test_*.py", "guest_support.py"]
 else:
-    from tests.vm.guest_support import (DEVICE_TIMEOUT, PORTAL, STORAGE_OBJECT, TARGET_IQN,
-                                        WORKDIR, LUN_BYTES, IscsiDisk, LioDaemon,
-                                        find_session_disk, run)
+    from tests.vm.guest_support import (CU_LUN_BYTES, CU_STORAGE_OBJECT, CU_TARGET_IQN, LIO_PORT,
+                                        LUN_BYTES, PORTAL, SECOND_LUN_BYTES, SECOND_STORAGE_OBJECT,
+                                        STORAGE_OBJECT, TARGET_IQN, WORKDIR, BackgroundCu,
+                                        CU_PATTERN, CU_TIMEOUT_SECONDS, RESULTS_DIR, IscsiDisk,
+                                        OdxtargetDaemon, login, logout, storage_object,
+                                        wait_for_disks)
+
+
+def pytest_collection_modifyitems(config, items):
+    """iscsi-test-cu runs in the background from the start (lio_daemon) and is judged after
+    the other tests; the SIGKILL test comes last, once iscsi-test-cu, which uses the same
+    daemon, has finished."""
+    def order(item) -> int:
+        if "iscsi_test_cu" in item.nodeid:
+            return 1
+        return 2 if "sigkill" in item.nodeid else 0
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
-def lio_daemon():
+def lio_config_path():
     WORKDIR.mkdir(parents=True, exist_ok=True)
-    image = WORKDIR / f"{STORAGE_OBJECT}.img"
-    image.unlink(missing_ok=True)
+    for name in (STORAGE_OBJECT, SECOND_STORAGE_OBJECT, CU_STORAGE_OBJECT):
+        (WORKDIR / f"{name}.img").unlink(missing_ok=True)
+    portals = [{"ip": "127.0.0.1", "port": LIO_PORT}]
     config = {
-        "schema_version": 1, "frontend": "lio", "state_dir": str(WORKDIR), "log_level": "debug",
-        "storage_objects": [{"name": STORAGE_OBJECT, "size": LUN_BYTES, "block_size": 512,
-                             "extents": [{"path": str(image)}]}],
-        "targets": [{"iqn": TARGET_IQN, "portals": [{"ip": "127.0.0.1", "port": 3260}],
-                     "luns": [{"lun": 0, "storage_object": STORAGE_OBJECT}],
-                     "demo_mode": True}],
+        "schema_version": 1, "frontend": "lio", "state_dir": str(WORKDIR / "lio-state"),
+        "log_level": "info",
+        "storage_objects": [storage_object(STORAGE_OBJECT, LUN_BYTES, WORKDIR),
+                            storage_object(SECOND_STORAGE_OBJECT, SECOND_LUN_BYTES, WORKDIR),
+                            # like the host's conformance LUN: 512e and removable, so the
+                            # LBPPB >= 2 and removable-medium tests run instead of skipping
+                            {**storage_object(CU_STORAGE_OBJECT, CU_LUN_BYTES, WORKDIR),
+                             "physical_block_size": 4096, "removable": True}],
+        "targets": [
+            {"iqn": TARGET_IQN, "portals": portals, "demo_mode": True,
+             "luns": [{"lun": 0, "storage_object": STORAGE_OBJECT},
+                      {"lun": 1, "storage_object": SECOND_STORAGE_OBJECT}]},
+            {"iqn": CU_TARGET_IQN, "portals": portals, "demo_mode": True,
+             "luns": [{"lun": 0, "storage_object": CU_STORAGE_OBJECT}]},
+        ],
     }
-    config_path = WORKDIR / "config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-    daemon = LioDaemon(config_path)
+    path = WORKDIR / "lio.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+@pytest.fixture(scope="session")
+def lio_daemon(lio_config_path):
+    daemon = OdxtargetDaemon(lio_config_path, "lio")
     daemon.start()
-    daemon.image = image
+    cu_url = f"iscsi://127.0.0.1:{LIO_PORT}/{CU_TARGET_IQN}/0"
+    daemon.iscsi_test_cu = BackgroundCu([cu_url, cu_url], CU_PATTERN, RESULTS_DIR / "iscsi-test-cu-lio.log",
+                                        CU_TIMEOUT_SECONDS)
     yield daemon
+    daemon.iscsi_test_cu.stop()
     daemon.stop()
-    from odxtarget.transport.tcmu.__main__ import load_lio_config
+    from odxtarget.config import load_config
     from odxtarget.transport.tcmu.lio_config import LioConfigurator
 
-    LioConfigurator(load_lio_config(str(config_path))).remove()
+    LioConfigurator(load_config(str(lio_config_path))).remove()
 
 
 @pytest.fixture(scope="session")
-def iscsi_disk(lio_daemon):
-    run("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", PORTAL)
-    run("iscsiadm", "-m", "node", "-T", TARGET_IQN, "-p", PORTAL, "--login")
-    deadline = time.monotonic() + DEVICE_TIMEOUT
-    found = find_session_disk()
-    while found is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-        found = find_session_disk()
-    if found is None:
-        pytest.fail("no /dev/sdX after iSCSI login")
-    yield IscsiDisk(found[0], found[1], lio_daemon.image)
-    run("iscsiadm", "-m", "node", "-T", TARGET_IQN, "-p", PORTAL, "--logout", check=False)
+def iscsi_disks(lio_daemon) -> dict[int, IscsiDisk]:
+    login(TARGET_IQN, PORTAL)
+    found = wait_for_disks(TARGET_IQN, 2)
+    if sorted(found) != [0, 1]:
+        pytest.fail(f"expected LUNs 0 and 1 as /dev/sdX after the iSCSI login, found {found}")
+    disks = {
+        0: IscsiDisk(*found[0], WORKDIR / f"{STORAGE_OBJECT}.img", LUN_BYTES),
+        1: IscsiDisk(*found[1], WORKDIR / f"{SECOND_STORAGE_OBJECT}.img", SECOND_LUN_BYTES),
+    }
+    yield disks
+    logout(TARGET_IQN, PORTAL)
+
+
+@pytest.fixture(scope="session")
+def iscsi_disk(iscsi_disks) -> IscsiDisk:
+    return iscsi_disks[0]

@@ -9,7 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.vm.guest_support import STORAGE_OBJECT, find_session_disk, run
+from tests.vm.guest_support import (STORAGE_OBJECT, TARGET_IQN, aligned as _aligned, run,
+                                    session_disks)
 
 MIB = 1 << 20
 
@@ -106,16 +107,7 @@ def test_sigkill_during_io_then_restart_resumes_with_data_intact(lio_daemon, isc
     finally:
         os.close(fd)
     assert bytes(readback) == data
-    assert find_session_disk() is not None
+    assert 0 in session_disks(TARGET_IQN)
     d_state = subprocess.run(["sh", "-c", "ps -eo stat,comm | awk '$1 ~ /^D/'"],
                              capture_output=True, text=True).stdout
     assert d_state.strip() == "", f"tasks in uninterruptible sleep: {d_state}"
-
-
-def _aligned(data: bytes) -> memoryview:
-    """A page-aligned buffer (O_DIRECT) holding ``data``."""
-    import mmap
-
-    buffer = mmap.mmap(-1, max(len(data), 4096))
-    buffer[:len(data)] = data
-    return memoryview(buffer)[:len(data)]
