@@ -83,6 +83,10 @@ class LiveState:
         Raises:
             AdminError: the change cannot be made live; nothing has changed.
         """
+        if new.frontend == "lio" and (old.targets != new.targets or old.storage_objects != new.storage_objects):
+            raise AdminError(
+                'frontend "lio": LIO owns targets, portals and LUNs; change the configuration file'
+                " (or use targetcli) and restart odxtarget (docs/lio.md)")
         old_objects = {so.name: so for so in old.storage_objects}
         new_objects = {so.name: so for so in new.storage_objects}
         for name, so in new_objects.items():

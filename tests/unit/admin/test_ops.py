@@ -244,3 +244,11 @@ def test_a_storage_object_created_live_keeps_persistent_reservations_across_rest
     saved = os.path.join(admin.daemon.config.state_dir, "reservations")
     assert os.listdir(saved), "the APTPL registration must be on disk"
     assert lu.persistent_reservations.registrations
+
+
+def test_live_topology_changes_are_refused_in_lio_mode(admin):
+    """Under LIO the kernel owns targets and LUNs: refuse up front, change nothing."""
+    admin.daemon.config.frontend = "lio"
+    message = refused(admin, "extent.create", name="disk0", size="4M")
+    assert message.startswith('frontend "lio": LIO owns targets, portals and LUNs')
+    assert "disk0" not in admin.daemon.logical_units
