@@ -70,9 +70,9 @@ class InvalidTokenLength(TokenError):
 class OperationInProgress(ScsiError):
     """A list identifier that is still active on this I_T nexus (SPC-4 5.16.4.2): 00h/16h."""
 
-    def __init__(self, list_id: int):
+    def __init__(self, list_id: int, why: str = "is still in use"):
         super().__init__(SenseData(SenseKey.ILLEGAL_REQUEST, 0x00, 0x16),
-                         f"list identifier {list_id:#x} is still in use")
+                         f"list identifier {list_id:#x} {why}")
 
 
 class TooManySegmentDescriptors(ScsiError):

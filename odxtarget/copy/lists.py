@@ -8,14 +8,19 @@ FDh is the same operation as 000000FDh. Rules kept here (the reference's section
   reusing a completed one replaces the old results;
 * completed results are dropped once delivered, after ``retention`` seconds, on I_T nexus
   loss and on LU reset, and the oldest completed ones when a nexus holds too many;
-* COPY OPERATION ABORT does not drop results: they say status 60h.
+* COPY OPERATION ABORT does not drop results: they say status 60h;
+* on a shared nexus (LIO: one synthetic nexus for every initiator of an LU) a POPULATE TOKEN
+  whose token was not yet retrieved also keeps its identifier in use. Otherwise a second
+  host reusing the id would replace the token, and the first host's RECEIVE ROD TOKEN
+  INFORMATION would return the second host's token: a copy of the wrong data. The second
+  host gets OPERATION IN PROGRESS instead and falls back to reads and writes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from odxtarget.copy.constants import CopyStatus, Lid1Status, SAM_GOOD
+from odxtarget.copy.constants import CopyOutAction, CopyStatus, Lid1Status, SAM_GOOD
 
 _IN_PROGRESS = (CopyStatus.IN_PROGRESS_FOREGROUND, CopyStatus.IN_PROGRESS_BACKGROUND)
 
@@ -74,11 +79,23 @@ class ListRegistry:
         existing = self._operations.get(key)
         if existing is not None and existing.active:
             raise OperationInProgress(list_id)
+        if (existing is not None and getattr(nexus, "shared", False) and self._token_pending(existing)
+                and not self._expired(existing, now)):
+            raise OperationInProgress(
+                list_id, "holds a ROD token not yet retrieved, and this nexus is shared by all "
+                         "initiators of the LU (LIO), so the id cannot be reused until it is")
         operation = CopyOperation(list_id, service_action, lu, started_at=now)
         self._operations.pop(key, None)
         self._operations[key] = operation
         self._bound(nexus, lu)
         return operation
+
+    def _expired(self, operation: CopyOperation, now: float) -> bool:
+        return operation.completed_at is not None and now - operation.completed_at >= self.retention
+
+    @staticmethod
+    def _token_pending(operation: CopyOperation) -> bool:
+        return operation.service_action == CopyOutAction.POPULATE_TOKEN and operation.token is not None
 
     def _bound(self, nexus, lu) -> None:
         mine = [(key, operation) for key, operation in self._operations.items()
@@ -105,8 +122,7 @@ class ListRegistry:
                 del self._operations[key]
 
     def expire(self, now: float) -> None:
-        stale = [key for key, operation in self._operations.items()
-                 if operation.completed_at is not None and now - operation.completed_at >= self.retention]
+        stale = [key for key, operation in self._operations.items() if self._expired(operation, now)]
         for key in stale:
             del self._operations[key]
 

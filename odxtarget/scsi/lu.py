@@ -266,14 +266,17 @@ class LogicalUnit:
     def mode_parameters_changed(self, by: ItNexus) -> None:
         self.establish_unit_attention(Ascq.MODE_PARAMETERS_CHANGED, exclude=by)
 
-    def reset(self, condition: Ascq = Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED) -> None:
+    def reset(self, condition: Ascq = Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED, *,
+              unit_attention: bool = True) -> None:
         """LOGICAL UNIT RESET or target reset (SAM-5 6.3): clear the SPC-2 reservation, restore
         default mode parameters, unit attention for every nexus (the issuer included).
-        Persistent reservations are not touched (SPC-4 5.13.1)."""
+        Persistent reservations are not touched (SPC-4 5.13.1). ``unit_attention=False`` is for
+        a front end whose fabric reports the reset to the nexuses itself (LIO)."""
         self.reservation_holder = None
         self.preventing_removal.clear()
         self.mode = self.default_mode.copy()
-        self.establish_unit_attention(condition, replace=True)
+        if unit_attention:
+            self.establish_unit_attention(condition, replace=True)
         self._notify("reset", None)
 
     def nexus_lost(self, nexus: ItNexus) -> None:

@@ -124,13 +124,15 @@ class ScsiTarget:
 
     # -- task management and nexus events ---------------------------------------------------
 
-    def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None) -> int:
+    def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None,
+                        *, unit_attention: bool = True) -> int:
         """Apply a task management function's effect on core state (SAM-5 7.x); returns the
-        RFC 7143 11.6.1 response code. Aborting queued commands is the front end's job."""
+        RFC 7143 11.6.1 response code. Aborting queued commands is the front end's job.
+        ``unit_attention=False``: the front end's fabric reports resets to the nexuses itself."""
         function = int(function)
         if function in (TaskManagementFunction.TARGET_WARM_RESET, TaskManagementFunction.TARGET_COLD_RESET):
             for lu in set(self._luns.values()):
-                lu.reset(Ascq.POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+                lu.reset(Ascq.POWER_ON_RESET_OR_BUS_DEVICE_RESET, unit_attention=unit_attention)
             return TmfResponse.FUNCTION_COMPLETE
         if function == TaskManagementFunction.TASK_REASSIGN or function == TaskManagementFunction.CLEAR_ACA:
             return TmfResponse.NOT_SUPPORTED
@@ -140,7 +142,7 @@ class ScsiTarget:
         if lu is None:
             return TmfResponse.LUN_DOES_NOT_EXIST
         if function == TaskManagementFunction.LOGICAL_UNIT_RESET:
-            lu.reset(Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+            lu.reset(Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED, unit_attention=unit_attention)
         # ABORT TASK / ABORT TASK SET / CLEAR TASK SET: no core state to change.
         return TmfResponse.FUNCTION_COMPLETE
 

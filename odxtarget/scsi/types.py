@@ -15,12 +15,17 @@ class ItNexus:
     ``"<target iqn>,t,0x<TPGT>"``. Unit attentions, reservations and ODX list
     identifiers are all kept per nexus, so both names must be stable for the life
     of a session and differ between sessions of different initiators.
+
+    ``shared`` marks a nexus that stands for every initiator of an LU because the front end
+    cannot tell them apart (a TCMU ring carries no nexus): state kept per nexus is then
+    shared, and the copy manager refuses what would hand one host another host's results.
     """
 
     initiator_port: str
     target_port: str
     relative_target_port_id: int = 1
     target_port_group: int = 1
+    shared: bool = False
 
     @property
     def initiator_name(self) -> str:

@@ -168,3 +168,50 @@ def test_ddpt_097_odx_beyond_the_lun_is_lba_out_of_range(disks):
     assert "out of range" in output.lower(), output
     assert image_bytes(destination) == destination_before
     assert image_bytes(source) == source_before
+
+
+# -- two hosts on one LUN: the nexus LIO does not pass on ---------------------------------------
+
+def test_two_hosts_reusing_a_list_id_behind_lio_cannot_swap_tokens(disks):
+    """Behind LIO every initiator of a LUN shares one nexus in odxtarget, so list identifiers
+    collide across hosts (docs/lio.md). Host B reusing the id of host A's unretrieved token
+    must be refused, and A must still receive its own token and copy its own data."""
+    from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
+    from odxtarget.initiator.libiscsi import STATUS_CHECK_CONDITION, IscsiSession
+    from tests.unit.copy.odx_helpers import pt_cdb, rrti_cdb, wut_cdb
+    from tests.vm.guest_support import LIO_PORT, TARGET_IQN
+
+    lun, count = 1, 16
+    base = disks[lun].size // BLOCK_SIZE - 3 * count
+    data_a, data_b = os.urandom(count * BLOCK_SIZE), os.urandom(count * BLOCK_SIZE)
+    host_a = IscsiSession(TARGET_IQN, initiator_name="iqn.2026-11.org.odxtarget:vm-host-a")
+    host_b = IscsiSession(TARGET_IQN, initiator_name="iqn.2026-11.org.odxtarget:vm-host-b")
+    with host_a.connect("127.0.0.1", LIO_PORT, lun), host_b.connect("127.0.0.1", LIO_PORT, lun):
+        host_a.checked("write A", lun, _write16(base, count), data_a)
+        host_a.checked("write B", lun, _write16(base + count, count), data_b)
+        list_id = 0x0D0C0005
+        populate_a = build_populate_token_list([(base, count)])
+        host_a.checked("A: POPULATE TOKEN", lun, pt_cdb(list_id, len(populate_a)), populate_a)
+        populate_b = build_populate_token_list([(base + count, count)])
+        refused = host_b.scsi_command(lun, pt_cdb(list_id, len(populate_b)), populate_b)
+        assert refused.status == STATUS_CHECK_CONDITION, refused.describe()
+        assert (refused.sense_key, refused.asc, refused.ascq) == (0x5, 0x00, 0x16), refused.describe()
+        info = host_a.checked("A: RRTI", lun, rrti_cdb(list_id), data_in_len=1024).data
+        assert len(info) == 550, len(info)           # 38-byte header + the 512-byte token
+        token = info[38:550]
+        write = build_write_using_token_list(token, [(base + 2 * count, count)])
+        host_a.checked("A: WRITE USING TOKEN", lun, wut_cdb(list_id + 1, len(write)), write)
+        copied = host_a.checked("read back", lun, _read16(base + 2 * count, count),
+                                data_in_len=count * BLOCK_SIZE).data
+        assert copied == data_a, "host A's WRITE USING TOKEN did not copy host A's ranges"
+        # A has its token: the identifier is free for B now
+        host_b.checked("B: POPULATE TOKEN again", lun, pt_cdb(list_id, len(populate_b)), populate_b)
+        host_b.checked("B: RRTI", lun, rrti_cdb(list_id), data_in_len=1024)
+
+
+def _write16(lba: int, blocks: int) -> bytes:
+    return bytes((0x8A, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)
+
+
+def _read16(lba: int, blocks: int) -> bytes:
+    return bytes((0x88, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)

@@ -50,8 +50,10 @@ _RESETS = {
 
 
 def lu_nexus(device_name: str, target_port: str = "lio") -> ItNexus:
-    """The synthetic I_T nexus of a TCMU device: stable across restarts, one per LU."""
-    return ItNexus(initiator_port=f"tcmu:{device_name},i,0x0", target_port=f"{target_port},t,0x1")
+    """The synthetic I_T nexus of a TCMU device: stable across restarts, one per LU, shared by
+    every initiator LIO lets in."""
+    return ItNexus(initiator_port=f"tcmu:{device_name},i,0x0", target_port=f"{target_port},t,0x1",
+                   shared=True)
 
 
 class CommandProcessor:
@@ -145,12 +147,15 @@ class CommandProcessor:
 
     def _on_tmr(self, tmr: TmrNotification) -> None:
         """LIO ran a task management function: complete the aborted commands we still hold
-        (LIO answers them itself; the status is not seen) and apply resets to core state."""
+        (LIO answers them itself; the status is not seen) and apply resets to core state.
+
+        No unit attention of ours for a reset: LIO reports it to the nexuses it knows, and one
+        on our shared nexus would go to whichever initiator sends the next command."""
         for cmd_id in tmr.cmd_ids:
             self.abort_deferred(cmd_id)
         function = _RESETS.get(tmr.tmr_type)
         if function is not None:
-            self.target.task_management(function, self.nexus, DEVICE_LUN)
+            self.target.task_management(function, self.nexus, DEVICE_LUN, unit_attention=False)
 
     def abort_deferred(self, cmd_id: int) -> bool:
         """Cancel a deferred command and complete it as aborted; False if not deferred."""

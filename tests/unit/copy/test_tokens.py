@@ -10,7 +10,7 @@ import pytest
 from odxtarget.copy.limits import CopyLimits, MiB
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.copy.token import make_zero_token
-from odxtarget.scsi.types import Status
+from odxtarget.scsi.types import ItNexus, Status
 from tests.unit.copy.odx_helpers import (
     NEXUS, OTHER_NEXUS, Env, coa_cdb, information, pattern, pt_cdb, rrti_cdb, sense_triplet, wut_cdb,
 )
@@ -435,3 +435,52 @@ def test_background_copy_from_cancelled_live_token_stops(ext4_env):
     info = bytes(env.ok(rrti_cdb(7)).data_in)
     assert info[5] == 0x03 and info[32 + 2] & 0x0F == COPY_ABORTED
     assert 0 < struct.unpack_from(">Q", info, 16)[0] < 8192
+
+
+# -- a nexus shared by every initiator (LIO/TCMU) ------------------------------------------------
+
+SHARED = ItNexus("tcmu:lu0,i,0x0", "lio,t,0x1", shared=True)
+
+
+def _shared_env(env) -> None:
+    env.add_lu(0)
+    env.write(0, 0, pattern(64 * 512, 21))
+    env.run(bytes(6), nexus=SHARED)          # TEST UNIT READY: the shared nexus' power-on UA
+
+
+def test_shared_nexus_keeps_an_unretrieved_token_id_in_use(env):
+    """Host B's POPULATE TOKEN must not replace host A's token that A has not read yet: on a
+    shared nexus RRTI cannot tell A from B, so A would get B's token."""
+    _shared_env(env)
+    assert env.populate(0, [(0, 8)], list_id=5, nexus=SHARED).status == Status.GOOD
+    check(env.populate(0, [(32, 8)], list_id=5, nexus=SHARED), ILLEGAL, 0x00, 0x16)
+    token = bytes(env.ok(rrti_cdb(5), nexus=SHARED).data_in)[-512:]
+    assert env.write_using(0, token, [(100, 8)], list_id=6, nexus=SHARED).status == Status.GOOD
+    assert env.read(0, 100, 8) == env.read(0, 0, 8)          # A's ranges, not B's
+    # retrieved: the id is free again
+    assert env.populate(0, [(32, 8)], list_id=5, nexus=SHARED).status == Status.GOOD
+
+
+def test_shared_nexus_frees_an_unretrieved_token_id_after_retention(env):
+    _shared_env(env)
+    assert env.populate(0, [(0, 8)], list_id=5, nexus=SHARED).status == Status.GOOD
+    env.clock.advance(env.limits.result_retention + 1)
+    assert env.populate(0, [(32, 8)], list_id=5, nexus=SHARED).status == Status.GOOD
+
+
+def test_shared_nexus_reuses_ids_without_a_pending_token(env):
+    """Completed WRITE USING TOKEN results and failed POPULATE TOKENs hold no token: reusable."""
+    _shared_env(env)
+    token = env.token(0, [(0, 8)], list_id=1, nexus=SHARED)
+    assert env.write_using(0, token, [(100, 8)], list_id=7, nexus=SHARED).status == Status.GOOD
+    assert env.write_using(0, token, [(200, 8)], list_id=7, nexus=SHARED).status == Status.GOOD
+    check(env.populate(0, [(1 << 40, 8)], list_id=8, nexus=SHARED), ILLEGAL, 0x21, 0x00)
+    assert env.populate(0, [(0, 8)], list_id=8, nexus=SHARED).status == Status.GOOD
+
+
+def test_per_initiator_nexus_still_replaces_completed_results(env):
+    """SPC-4 on a real nexus: reusing a completed id replaces its results."""
+    env.add_lu(0)
+    env.write(0, 0, pattern(64 * 512, 22))
+    assert env.populate(0, [(0, 8)], list_id=5).status == Status.GOOD
+    assert env.populate(0, [(32, 8)], list_id=5).status == Status.GOOD

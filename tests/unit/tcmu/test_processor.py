@@ -204,8 +204,8 @@ class SlowCopyTarget:
     def data_out_length(self, cdb, lun=0):
         return self.inner.data_out_length(cdb, lun)
 
-    def task_management(self, function, nexus, lun=None):
-        return self.inner.task_management(function, nexus, lun)
+    def task_management(self, function, nexus, lun=None, **options):
+        return self.inner.task_management(function, nexus, lun, **options)
 
 
 def _slow_rig() -> Rig:
@@ -251,11 +251,29 @@ def test_tmr_abort_completes_the_deferred_command_once():
         rig.close()
 
 
-def test_tmr_lun_reset_reaches_core_state_as_a_unit_attention(rig):
-    rig.kernel.queue_tmr(r.TmrType.LUN_RESET, [])
-    rig.step()
-    completion = rig.run(TUR)
-    assert completion.status == CHECK and sense_key_asc(completion.sense) == (6, 0x29, 0x03)
+PREVENT_REMOVAL = bytes((0x1E, 0, 0, 0, 1, 0))
+EJECT = bytes((0x1B, 0, 0, 0, 0x02, 0))
+
+
+def test_tmr_lun_reset_reaches_core_state_without_a_unit_attention_of_ours():
+    """LUN RESET clears the PREVENT state; the unit attention is LIO's to report (to the
+    nexuses it knows): ours would reach whichever initiator sends the next command."""
+    rig = Rig()
+    try:
+        rig.lu = LogicalUnit(LogicalUnitConfig(name="disk0", backend=rig.backend, block_size=BLOCK,
+                                               removable=True))
+        rig.target = rig.processor.target = ScsiTarget("lio:disk0", {0: rig.lu})
+        rig.clear_power_on_attention()
+        assert rig.run(PREVENT_REMOVAL).status == GOOD
+        refused = rig.run(EJECT)
+        assert refused.status == CHECK and sense_key_asc(refused.sense) == (5, 0x53, 0x02)
+        rig.kernel.queue_tmr(r.TmrType.LUN_RESET, [])
+        rig.step()
+        assert rig.run(EJECT).status == GOOD                  # no unit attention, no prevention
+        gone = rig.run(TUR)
+        assert gone.status == CHECK and sense_key_asc(gone.sense) == (2, 0x3A, 0x00)
+    finally:
+        rig.close()
 
 
 def test_tmr_abort_of_commands_already_completed_is_ignored(rig):
@@ -269,3 +287,11 @@ def test_tmr_abort_of_commands_already_completed_is_ignored(rig):
 def test_unsupported_opcode_answers_illegal_request(rig):
     completion = rig.run(bytes([0xD9] + [0] * 9))
     assert completion.status == CHECK and sense_key_asc(completion.sense) == (5, 0x20, 0x00)
+
+
+def test_the_synthetic_nexus_is_marked_shared_and_stable():
+    """Every initiator behind LIO arrives on this one nexus: the copy manager must know it is
+    shared (ODX list ids cannot be told apart by host), and it must survive a restart."""
+    nexus = lu_nexus("disk0")
+    assert nexus.shared
+    assert nexus == lu_nexus("disk0") and nexus != lu_nexus("disk1")
