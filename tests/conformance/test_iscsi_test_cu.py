@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import iscsi_test_cu as cu
+from tests.support.iscsi_test_cu import MULTI_BLOCK_PHYSICAL_PATTERNS, REMOVABLE_PATTERNS
 from tests.support.daemon import MIB, DaemonProcess, DaemonSpec, LunSpec
 
 HERE = Path(__file__).parent
@@ -46,11 +47,6 @@ class CuRun:
     timeout_seconds: float
     extra_allowed_skips: tuple[cu.PatternEntry, ...] = field(default_factory=tuple)
 
-
-#: iscsi-test-cu patterns (with their test counts) that only run on a removable LU, and those
-#: that only run when READ CAPACITY(16) reports more than one logical block per physical block.
-REMOVABLE_PATTERNS = {"SCSI.StartStopUnit.*": 3, "SCSI.PreventAllow.*": 8, "SCSI.NoMedia.*": 1}
-MULTI_BLOCK_PHYSICAL_PATTERNS = {"SCSI.*.InvalidDataOutSize": 3, "SCSI.WriteSame1*.UnmapUnaligned": 2}
 
 RUNS: dict[str, CuRun] = {
     run.name: run

@@ -37,6 +37,12 @@ FAILED = "failed"
 SKIPPED = "skipped"
 NOT_RUN = "not run"
 
+#: iscsi-test-cu patterns (with their test counts) that only run on a removable LU, and those
+#: that only run when READ CAPACITY(16) reports more than one logical block per physical block:
+#: the conformance runs give them LUs of their own.
+REMOVABLE_PATTERNS = {"SCSI.StartStopUnit.*": 3, "SCSI.PreventAllow.*": 8, "SCSI.NoMedia.*": 1}
+MULTI_BLOCK_PHYSICAL_PATTERNS = {"SCSI.*.InvalidDataOutSize": 3, "SCSI.WriteSame1*.UnmapUnaligned": 2}
+
 _SUITE_LINE = re.compile(r"^Suite: (?P<suite>\S+)\s*$")
 _TEST_LINE = re.compile(r"^  Test: (?P<test>.+?) \.\.\.(?P<rest>.*)$")
 _VERDICT = re.compile(r"^(?P<verdict>passed|FAILED)(?=\s|$)(?P<rest>.*)$")

@@ -2,8 +2,9 @@
 
 On the host (no LIO, no configfs) nothing here is collected. In the guest, one session-wide
 ``odxtarget serve`` runs with ``"frontend": "lio"``: target TARGET_IQN has two LUNs (64 and
-32 MiB, sparse) that open-iscsi logs in to on 127.0.0.1:3260, and target CU_TARGET_IQN has the
-LUN iscsi-test-cu may destroy. The tests use the resulting /dev/sdX and /dev/sgN.
+32 MiB, sparse) that open-iscsi logs in to on 127.0.0.1:3260, and the targets of CU_LUNS each
+have one LUN that iscsi-test-cu may destroy (plain, 512e, removable, read-only). The tests use
+the resulting /dev/sdX and /dev/sgN.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ IN_GUEST = os.environ.get("ODXTARGET_IN_GUEST") == "1"
 if not IN_GUEST:
     collect_ignore_glob = ["test_*.py", "guest_support.py"]
 else:
-    from tests.vm.guest_support import (CU_LUN_BYTES, CU_STORAGE_OBJECT, CU_TARGET_IQN, LIO_PORT,
-                                        LUN_BYTES, PORTAL, SECOND_LUN_BYTES, SECOND_STORAGE_OBJECT,
-                                        STORAGE_OBJECT, TARGET_IQN, WORKDIR, BackgroundCu,
-                                        CU_PATTERN, CU_TIMEOUT_SECONDS, RESULTS_DIR, IscsiDisk,
-                                        OdxtargetDaemon, login, logout, storage_object,
+    from tests.vm.guest_support import (CU_LUN_BYTES, CU_LUNS, CU_RERUN_ON_FAILURE,
+                                        CU_TIMEOUT_SECONDS, LIO_PORT, LUN_BYTES, PORTAL,
+                                        SECOND_LUN_BYTES, SECOND_STORAGE_OBJECT, STORAGE_OBJECT,
+                                        TARGET_IQN, WORKDIR, BackgroundCuRuns, IscsiDisk,
+                                        OdxtargetDaemon, cu_runs, login, logout, storage_object,
                                         wait_for_disks)
 
 
@@ -40,24 +41,27 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def lio_config_path():
     WORKDIR.mkdir(parents=True, exist_ok=True)
-    for name in (STORAGE_OBJECT, SECOND_STORAGE_OBJECT, CU_STORAGE_OBJECT):
+    names = [STORAGE_OBJECT, SECOND_STORAGE_OBJECT, *(lun.storage_object for lun in CU_LUNS)]
+    for name in names:
         (WORKDIR / f"{name}.img").unlink(missing_ok=True)
+    for lun in CU_LUNS:
+        if dict(lun.options).get("read_only"):     # odxtarget opens, never creates, a read-only LU
+            with open(WORKDIR / f"{lun.storage_object}.img", "wb") as image:
+                image.truncate(CU_LUN_BYTES)
     portals = [{"ip": "127.0.0.1", "port": LIO_PORT}]
     config = {
         "schema_version": 1, "frontend": "lio", "state_dir": str(WORKDIR / "lio-state"),
         "log_level": "info",
         "storage_objects": [storage_object(STORAGE_OBJECT, LUN_BYTES, WORKDIR),
                             storage_object(SECOND_STORAGE_OBJECT, SECOND_LUN_BYTES, WORKDIR),
-                            # like the host's conformance LUN: 512e and removable, so the
-                            # LBPPB >= 2 and removable-medium tests run instead of skipping
-                            {**storage_object(CU_STORAGE_OBJECT, CU_LUN_BYTES, WORKDIR),
-                             "physical_block_size": 4096, "removable": True}],
+                            *({**storage_object(lun.storage_object, CU_LUN_BYTES, WORKDIR), **dict(lun.options)}
+                              for lun in CU_LUNS)],
         "targets": [
             {"iqn": TARGET_IQN, "portals": portals, "demo_mode": True,
              "luns": [{"lun": 0, "storage_object": STORAGE_OBJECT},
                       {"lun": 1, "storage_object": SECOND_STORAGE_OBJECT}]},
-            {"iqn": CU_TARGET_IQN, "portals": portals, "demo_mode": True,
-             "luns": [{"lun": 0, "storage_object": CU_STORAGE_OBJECT}]},
+            *({"iqn": lun.target_iqn, "portals": portals, "demo_mode": True,
+               "luns": [{"lun": 0, "storage_object": lun.storage_object}]} for lun in CU_LUNS),
         ],
     }
     path = WORKDIR / "lio.json"
@@ -69,9 +73,7 @@ def lio_config_path():
 def lio_daemon(lio_config_path):
     daemon = OdxtargetDaemon(lio_config_path, "lio")
     daemon.start()
-    cu_url = f"iscsi://127.0.0.1:{LIO_PORT}/{CU_TARGET_IQN}/0"
-    daemon.iscsi_test_cu = BackgroundCu([cu_url, cu_url], CU_PATTERN, RESULTS_DIR / "iscsi-test-cu-lio.log",
-                                        CU_TIMEOUT_SECONDS)
+    daemon.iscsi_test_cu = BackgroundCuRuns(cu_runs(), CU_RERUN_ON_FAILURE, CU_TIMEOUT_SECONDS)
     yield daemon
     daemon.iscsi_test_cu.stop()
     daemon.stop()
