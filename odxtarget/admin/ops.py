@@ -17,6 +17,8 @@ make the saved file unloadable is refused with the same message, nothing changed
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import inspect
 import ipaddress
@@ -256,7 +258,7 @@ class AdminOperations:
         try:
             await self.live.apply(old, new)
         except AdminError:
-            empty = DaemonConfig(state_dir=old.state_dir, log_level=old.log_level)
+            empty = _without_objects(old)
             await self.live.apply(old, empty)
             try:
                 await self.live.apply(empty, new)
@@ -648,6 +650,12 @@ class AdminOperations:
         if not confirm:
             raise AdminError("clearconfig removes every target and storage object; repeat with confirm=true")
         old = self.config
-        await self._replace(DaemonConfig(state_dir=old.state_dir, log_level=old.log_level))
+        await self._replace(_without_objects(old))
         self.unsaved_changes = True
         return {}
+
+
+def _without_objects(config: DaemonConfig) -> DaemonConfig:
+    """``config`` with no storage objects or targets: every other setting (front end, state
+    directory, log level, odx limits) stays."""
+    return dataclasses.replace(config, storage_objects=[], targets=[])
