@@ -77,13 +77,13 @@ class ListRegistry:
 
         key = self._key(nexus, lu, list_id)
         existing = self._operations.get(key)
-        if existing is not None and existing.active:
-            raise OperationInProgress(list_id)
-        if (existing is not None and getattr(nexus, "shared", False) and self._token_pending(existing)
-                and not self._expired(existing, now)):
-            raise OperationInProgress(
-                list_id, "holds a ROD token not yet retrieved, and this nexus is shared by all "
-                         "initiators of the LU (LIO), so the id cannot be reused until it is")
+        if existing is not None:
+            if existing.active:
+                raise OperationInProgress(list_id)
+            if nexus.shared and self._token_pending(existing) and not self._expired(existing, now):
+                raise OperationInProgress(
+                    list_id, "holds a ROD token not yet retrieved, and this nexus is shared by all "
+                             "initiators of the LU (LIO), so the id cannot be reused until it is")
         operation = CopyOperation(list_id, service_action, lu, started_at=now)
         self._operations.pop(key, None)
         self._operations[key] = operation
@@ -108,9 +108,6 @@ class ListRegistry:
                 del self._operations[key]
                 excess -= 1
 
-    def forget(self, nexus, lu, list_id: int) -> None:
-        self._operations.pop(self._key(nexus, lu, list_id), None)
-
     def get(self, nexus, lu, list_id: int) -> CopyOperation | None:
         return self._operations.get(self._key(nexus, lu, list_id))
 
@@ -126,25 +123,17 @@ class ListRegistry:
         for key in stale:
             del self._operations[key]
 
-    def active_operations(self) -> list[CopyOperation]:
-        return [operation for operation in self._operations.values() if operation.active]
-
     def nexus_lost(self, nexus) -> list[CopyOperation]:
         """Drop a lost nexus' results; returns its still-running operations (to abort)."""
-        running = []
-        for key in [key for key in self._operations if key[0] == nexus]:
-            operation = self._operations.pop(key)
-            if operation.active:
-                running.append(operation)
-        return running
+        return self._drop(lambda key: key[0] == nexus)
 
     def lu_reset(self, lu) -> list[CopyOperation]:
+        return self._drop(lambda key: key[1] == id(lu))
+
+    def _drop(self, matches) -> list[CopyOperation]:
         running = []
-        for key in [key for key in self._operations if key[1] == id(lu)]:
+        for key in [key for key in self._operations if matches(key)]:
             operation = self._operations.pop(key)
             if operation.active:
                 running.append(operation)
         return running
-
-    def __len__(self) -> int:
-        return len(self._operations)

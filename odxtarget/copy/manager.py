@@ -660,6 +660,7 @@ class CopyManager:
                                          CopyOutAction.EXTENDED_COPY_LID1, now)
             operation.requested = len(plan)
         transferred = 0
+        unflushed = {}                      # id(LU) -> backend written with the write cache off
         for number, (source_lu, destination_lu, source_range, destination_range) in enumerate(plan):
             source = live_source(inner_backend(source_lu.backend), [source_range], source_lu.block_size)
             destination = inner_backend(destination_lu.backend)
@@ -682,7 +683,9 @@ class CopyManager:
                                        SAM_CHECK_CONDITION)
                 raise error
             if not destination_lu.mode.write_cache:
-                destination.flush()
+                unflushed[id(destination_lu)] = destination
+        for destination in unflushed.values():
+            destination.flush()
         if operation is not None:
             operation.transfer_count = transferred
             operation.segments_processed = len(plan)

@@ -23,6 +23,7 @@ belong to no test.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import shutil
@@ -142,12 +143,17 @@ def split_pattern(pattern: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+@functools.cache
+def _listing(binary: str) -> str:
+    """``iscsi-test-cu --list``: the same for the whole session, so asked once."""
+    return subprocess.run([binary, "--list"], check=True, capture_output=True, text=True).stdout
+
+
 def list_tests(pattern: str, binary: str = BINARY) -> list[str]:
     """The tests iscsi-test-cu would run for ``--test=pattern``, from its own ``--list``."""
     family_glob, suite_glob, test_glob = split_pattern(pattern)
-    listing = subprocess.run([binary, "--list"], check=True, capture_output=True, text=True).stdout
     selected: list[str] = []
-    for line in listing.splitlines():
+    for line in _listing(binary).splitlines():
         parts = line.strip().split(".")
         if len(parts) != 3:
             continue
@@ -207,8 +213,14 @@ def run(
     errors = stderr.decode(errors="replace")
     if log_path is not None:
         log_path.write_text(f"$ {' '.join(command)}\n{output}\n--- stderr ---\n{errors}")
-    family = split_pattern(pattern)[0]
-    outcomes = parse_verbose_output(output, family)
+    return result_of(command, pattern, returncode, output, errors, timed_out, log_path, binary)
+
+
+def result_of(command: list[str], pattern: str, returncode: int | None, output: str, errors: str,
+              timed_out: bool, log_path: Path | None, binary: str = BINARY) -> RunResult:
+    """Parse one run's verbose output; tests ``--list`` names for ``pattern`` but the output
+    lacks are NOT_RUN, so a crash, a hang or a suite whose setup failed cannot pass silently."""
+    outcomes = parse_verbose_output(output, split_pattern(pattern)[0])
     for name in list_tests(pattern, binary):
         outcomes.setdefault(name, CaseOutcome(name, NOT_RUN, ["absent from iscsi-test-cu output"]))
     return RunResult(command, returncode, output, errors, outcomes, timed_out, log_path)

@@ -245,12 +245,8 @@ class BackgroundCuRuns:
                 timed_out = True
                 self._process.kill()
                 self._process.wait()
-        output = log_path.read_bytes().decode(errors="replace")
-        outcomes = cu.parse_verbose_output(output, pattern.split(".")[0])
-        for name in cu.list_tests(pattern):
-            outcomes.setdefault(name, cu.CaseOutcome(name, cu.NOT_RUN, ["absent from iscsi-test-cu output"]))
-        errors = errors_path.read_bytes().decode(errors="replace")
-        return cu.RunResult(command, returncode, output, errors, outcomes, timed_out, log_path)
+        return cu.result_of(command, pattern, returncode, log_path.read_bytes().decode(errors="replace"),
+                            errors_path.read_bytes().decode(errors="replace"), timed_out, log_path)
 
     def wait(self) -> None:
         self._thread.join(timeout=max(1.0, self._remaining() + 30))

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from tests.vm.guest_support import (BLOCK_SIZE, MIB, assert_unchanged_outside, blocks,
-                                    digest, direct_write, image_bytes, run)
+from tests.vm.guest_support import (BLOCK_SIZE, LIO_PORT, MIB, TARGET_IQN, assert_unchanged_outside,
+                                    blocks, digest, direct_write, image_bytes, run)
 
 ODX_LBA_SHIFT = 8                # ddpt 0.97's misplaced range descriptors (see the ddpt tests)
 NUMBER_OF_BLOCKS_BITS = 24
@@ -178,8 +178,7 @@ def test_two_hosts_reusing_a_list_id_behind_lio_cannot_swap_tokens(disks):
     must be refused, and A must still receive its own token and copy its own data."""
     from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
     from odxtarget.initiator.libiscsi import STATUS_CHECK_CONDITION, IscsiSession
-    from tests.unit.copy.odx_helpers import pt_cdb, rrti_cdb, wut_cdb
-    from tests.vm.guest_support import LIO_PORT, TARGET_IQN
+    from tests.unit.copy.odx_helpers import pt_cdb, read16, rrti_cdb, write16, wut_cdb
 
     lun, count = 1, 16
     base = disks[lun].size // BLOCK_SIZE - 3 * count
@@ -187,8 +186,8 @@ def test_two_hosts_reusing_a_list_id_behind_lio_cannot_swap_tokens(disks):
     host_a = IscsiSession(TARGET_IQN, initiator_name="iqn.2026-11.org.odxtarget:vm-host-a")
     host_b = IscsiSession(TARGET_IQN, initiator_name="iqn.2026-11.org.odxtarget:vm-host-b")
     with host_a.connect("127.0.0.1", LIO_PORT, lun), host_b.connect("127.0.0.1", LIO_PORT, lun):
-        host_a.checked("write A", lun, _write16(base, count), data_a)
-        host_a.checked("write B", lun, _write16(base + count, count), data_b)
+        host_a.checked("write A", lun, write16(base, count), data_a)
+        host_a.checked("write B", lun, write16(base + count, count), data_b)
         list_id = 0x0D0C0005
         populate_a = build_populate_token_list([(base, count)])
         host_a.checked("A: POPULATE TOKEN", lun, pt_cdb(list_id, len(populate_a)), populate_a)
@@ -201,17 +200,9 @@ def test_two_hosts_reusing_a_list_id_behind_lio_cannot_swap_tokens(disks):
         token = info[38:550]
         write = build_write_using_token_list(token, [(base + 2 * count, count)])
         host_a.checked("A: WRITE USING TOKEN", lun, wut_cdb(list_id + 1, len(write)), write)
-        copied = host_a.checked("read back", lun, _read16(base + 2 * count, count),
+        copied = host_a.checked("read back", lun, read16(base + 2 * count, count),
                                 data_in_len=count * BLOCK_SIZE).data
         assert copied == data_a, "host A's WRITE USING TOKEN did not copy host A's ranges"
         # A has its token: the identifier is free for B now
         host_b.checked("B: POPULATE TOKEN again", lun, pt_cdb(list_id, len(populate_b)), populate_b)
         host_b.checked("B: RRTI", lun, rrti_cdb(list_id), data_in_len=1024)
-
-
-def _write16(lba: int, blocks: int) -> bytes:
-    return bytes((0x8A, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)
-
-
-def _read16(lba: int, blocks: int) -> bytes:
-    return bytes((0x88, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)

@@ -36,12 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from odxtarget.config import ChapConfig, DaemonConfig, StorageObjectConfig, TargetConfig
+from odxtarget.scsi.lu import MAX_TRANSFER_BYTES, derive_serial  # the core's MAXIMUM TRANSFER LENGTH
+from odxtarget.transport.tcmu.device import SUBTYPE
 
 log = logging.getLogger(__name__)
 
-SUBTYPE = "odx"
-#: SBC-4 6.6.4 MAXIMUM TRANSFER LENGTH the core reports, in bytes (odxtarget.scsi.lu).
-MAX_TRANSFER_BYTES = 16 * 1024 * 1024
 #: Data area per device: 16 commands of the maximum size in flight.
 MAX_DATA_AREA_MB = 256
 #: Seconds a command may sit on the ring of an absent handler before LIO fails it.
@@ -77,8 +76,6 @@ class BackstoreSpec:
 
 
 def backstore_spec(so: StorageObjectConfig) -> BackstoreSpec:
-    from odxtarget.scsi.lu import derive_serial
-
     return BackstoreSpec(
         name=so.name,
         config=f"{SUBTYPE}/{so.name}",

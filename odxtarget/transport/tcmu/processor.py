@@ -67,7 +67,6 @@ class CommandProcessor:
         self._defer = defer
         self._memory = ring.memory
         self._deferred: dict[int, Any] = {}   # cmd_id -> the handle defer() returned
-        self.completed = 0
 
     @property
     def deferred_ids(self) -> list[int]:
@@ -102,12 +101,10 @@ class CommandProcessor:
         if type(result) is ScsiResult:
             self.finish(command, result)
         elif inspect.isawaitable(result) and self._defer is not None:
-            self._deferred[command.cmd_id] = None
             self._deferred[command.cmd_id] = self._defer(command, result)
         else:
             log.error("command %s: executor returned %r", command.cdb[:1].hex(), type(result))
             self.ring.complete(command.cmd_id, _CHECK_CONDITION, _INTERNAL_TARGET_FAILURE)
-            self.completed += 1
 
     def finish_deferred(self, command: RingCommand, result: ScsiResult) -> bool:
         """Complete a deferred command; False (and nothing written) if a TMR aborted it
@@ -136,7 +133,6 @@ class CommandProcessor:
         status = int(result.status)
         self.ring.complete(command.cmd_id, status, result.sense if status == _CHECK_CONDITION else b"",
                            read_len)
-        self.completed += 1
 
     def _is_data_in(self, command: RingCommand) -> bool:
         return self.target.data_out_length(command.cdb, DEVICE_LUN) is None
@@ -166,7 +162,6 @@ class CommandProcessor:
         if cancel is not None:
             cancel()
         self.ring.complete(cmd_id, _TASK_ABORTED)
-        self.completed += 1
         return True
 
 
