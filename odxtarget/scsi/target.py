@@ -18,7 +18,6 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Callable
 
@@ -28,22 +27,9 @@ from odxtarget.scsi.errors import InternalTargetFailure, InvalidOpcode, LogicalU
 from odxtarget.scsi.handlers import inquiry as inquiry_handlers
 from odxtarget.scsi.handlers import misc
 from odxtarget.scsi.lu import LogicalUnit
-from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status, TaskManagementFunction
+from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status, TaskManagementFunction, TmfResponse
 
 log = logging.getLogger(__name__)
-
-
-class TmfResponse(enum.IntEnum):
-    """Task management function response codes (RFC 7143 11.6.1)."""
-
-    FUNCTION_COMPLETE = 0
-    TASK_DOES_NOT_EXIST = 1
-    LUN_DOES_NOT_EXIST = 2
-    TASK_STILL_ALLEGIANT = 3
-    REASSIGNMENT_NOT_SUPPORTED = 4
-    NOT_SUPPORTED = 5
-    AUTHORIZATION_FAILED = 6
-    REJECTED = 255
 
 
 class ScsiTarget:

@@ -97,3 +97,21 @@ class TaskManagementFunction(enum.IntEnum):
     TARGET_WARM_RESET = 6
     TARGET_COLD_RESET = 7
     TASK_REASSIGN = 8
+
+
+class TmfResponse(enum.IntEnum):
+    """Task management function response codes (RFC 7143 11.6.1), shared by the core and the
+    iSCSI PDU layer; the second spelling of a code is an alias of the first."""
+
+    FUNCTION_COMPLETE = 0
+    TASK_DOES_NOT_EXIST = 1
+    LUN_DOES_NOT_EXIST = 2
+    TASK_STILL_ALLEGIANT = 3
+    REASSIGNMENT_NOT_SUPPORTED = 4
+    TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED = 4
+    NOT_SUPPORTED = 5
+    FUNCTION_NOT_SUPPORTED = 5
+    AUTHORIZATION_FAILED = 6
+    FUNCTION_AUTHORIZATION_FAILED = 6
+    FUNCTION_REJECTED = 255
+    REJECTED = 255

@@ -41,6 +41,7 @@ from typing import Any
 from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ScsiCommand, Status
 from odxtarget.transport.iscsi import pdu as P
+from odxtarget.transport.iscsi.discovery import SESSION_TYPE_DISCOVERY, SESSION_TYPE_NORMAL
 from odxtarget.transport.iscsi.pdu import Opcode, RejectReason, RESERVED_TAG
 from odxtarget.transport.iscsi.session import CommandWindow, Session, SessionRegistry
 from odxtarget.transport.iscsi.task import R2tState, ScsiTask
@@ -60,8 +61,6 @@ _GOOD = int(Status.GOOD)
 
 DEFAULT_TARGET_MRDSL = 262144
 LOGIN_TIMEOUT = 30.0            # seconds a connection may spend in the login phase
-SESSION_TYPE_NORMAL = "Normal"
-SESSION_TYPE_DISCOVERY = "Discovery"
 
 # RFC 7143 11.4.7.2 iSCSI conditions: sense key ABORTED COMMAND with these ASC/ASCQ.
 PROTOCOL_SERVICE_CRC_ERROR = (0x47, 0x05)

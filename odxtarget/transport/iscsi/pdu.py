@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import crc32c as _crc32c
 
+from odxtarget.scsi.types import TmfResponse  # noqa: F401  (one enum for core and PDUs: P.TmfResponse)
+
 BHS_SIZE = 48
 DIGEST_SIZE = 4
 RESERVED_TAG = 0xFFFFFFFF           # RFC 7143 11.2.1.6 / 11.18: "no tag"
@@ -492,19 +494,6 @@ class ScsiResponse:
 def sense_segment(sense: bytes) -> bytes:
     """RFC 7143 11.4.7: the data segment of a SCSI Response that carries sense data."""
     return struct.pack(">H", len(sense)) + sense if sense else b""
-
-
-class TmfResponse(enum.IntEnum):
-    """RFC 7143 11.6.1."""
-
-    FUNCTION_COMPLETE = 0
-    TASK_DOES_NOT_EXIST = 1
-    LUN_DOES_NOT_EXIST = 2
-    TASK_STILL_ALLEGIANT = 3
-    TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED = 4
-    FUNCTION_NOT_SUPPORTED = 5
-    FUNCTION_AUTHORIZATION_FAILED = 6
-    FUNCTION_REJECTED = 255
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from odxtarget.config import TargetConfig
 from odxtarget.scsi.types import ItNexus
@@ -48,11 +48,6 @@ def serial_lt(a: int, b: int) -> bool:
 
 def serial_le(a: int, b: int) -> bool:
     return a == b or serial_lt(a, b)
-
-
-class TargetDirectory(Protocol):
-    def lookup(self, target_name: str) -> TargetConfig | None: ...
-    def targets(self) -> list[TargetConfig]: ...
 
 
 class CommandWindow:
