@@ -66,6 +66,24 @@ def test_split_pattern_fills_missing_parts_with_wildcards():
     assert cu.split_pattern("iSCSI.iSCSITMF.LUNResetSimpleAsync") == ("iSCSI", "iSCSITMF", "LUNResetSimpleAsync")
 
 
+def test_comma_separated_patterns_select_the_union_of_one_family():
+    both = cu.list_tests("SCSI.Inquiry,SCSI.ReadOnly")
+    assert both and both == [name for name in cu.list_tests("SCSI")
+                             if name.startswith(("SCSI.Inquiry.", "SCSI.ReadOnly."))]
+    assert cu.family_of("SCSI.Inquiry,SCSI.ReadOnly") == "SCSI"
+    with pytest.raises(ValueError, match="one family"):
+        cu.patterns_of("SCSI.Inquiry,iSCSI.iSCSITMF")
+
+
+def test_suites_except_leaves_out_exactly_the_named_suites():
+    remaining = set(cu.list_tests(cu.suites_except("SCSI", ["ReceiveCopyResults"])))
+    assert set(cu.list_tests("SCSI")) - remaining == {"SCSI.ReceiveCopyResults.CopyStatus",
+                                                      "SCSI.ReceiveCopyResults.OpParams"}
+    assert remaining < set(cu.list_tests("SCSI"))
+    with pytest.raises(ValueError, match="NoSuchSuite"):
+        cu.suites_except("SCSI", ["NoSuchSuite"])
+
+
 def test_suites_of_keeps_first_seen_order():
     assert cu.suites_of(["A.B.x", "A.B.y", "A.C.z", "A.B.w"]) == ["A.B", "A.C"]
 

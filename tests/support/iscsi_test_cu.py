@@ -143,6 +143,19 @@ def split_pattern(pattern: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def patterns_of(pattern: str) -> list[str]:
+    """``--test`` takes several patterns separated by commas; one run parses a single family."""
+    patterns = [part for part in pattern.split(",") if part]
+    families = {split_pattern(part)[0] for part in patterns}
+    if len(families) != 1:
+        raise ValueError(f"--test={pattern!r}: give patterns of exactly one family, not {sorted(families)}")
+    return patterns
+
+
+def family_of(pattern: str) -> str:
+    return split_pattern(patterns_of(pattern)[0])[0]
+
+
 @functools.cache
 def _listing(binary: str) -> str:
     """``iscsi-test-cu --list``: the same for the whole session, so asked once."""
@@ -151,19 +164,25 @@ def _listing(binary: str) -> str:
 
 def list_tests(pattern: str, binary: str = BINARY) -> list[str]:
     """The tests iscsi-test-cu would run for ``--test=pattern``, from its own ``--list``."""
-    family_glob, suite_glob, test_glob = split_pattern(pattern)
+    globs = [split_pattern(part) for part in patterns_of(pattern)]
     selected: list[str] = []
     for line in _listing(binary).splitlines():
         parts = line.strip().split(".")
-        if len(parts) != 3:
+        if len(parts) != 3 or parts[0] == "ALL":
             continue
-        family, suite, test = parts
-        if family == "ALL":
-            continue
-        if (fnmatch.fnmatchcase(family, family_glob) and fnmatch.fnmatchcase(suite, suite_glob)
-                and fnmatch.fnmatchcase(test, test_glob)):
+        if any(all(fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, three)) for three in globs):
             selected.append(line.strip())
     return selected
+
+
+def suites_except(family: str, excluded: Iterable[str], binary: str = BINARY) -> str:
+    """A ``--test`` value naming every suite of ``family`` but the ``excluded`` ones
+    (iscsi-test-cu has no way to exclude)."""
+    left_out = {f"{family}.{suite}" for suite in excluded}
+    suites = [suite for suite in suites_of(list_tests(family, binary)) if suite not in left_out]
+    if len(suites) + len(left_out) != len(suites_of(list_tests(family, binary))):
+        raise ValueError(f"{sorted(left_out)}: not all are suites of {family}")
+    return ",".join(suites)
 
 
 def suites_of(test_names: Iterable[str]) -> list[str]:
@@ -220,7 +239,7 @@ def result_of(command: list[str], pattern: str, returncode: int | None, output: 
               timed_out: bool, log_path: Path | None, binary: str = BINARY) -> RunResult:
     """Parse one run's verbose output; tests ``--list`` names for ``pattern`` but the output
     lacks are NOT_RUN, so a crash, a hang or a suite whose setup failed cannot pass silently."""
-    outcomes = parse_verbose_output(output, split_pattern(pattern)[0])
+    outcomes = parse_verbose_output(output, family_of(pattern))
     for name in list_tests(pattern, binary):
         outcomes.setdefault(name, CaseOutcome(name, NOT_RUN, ["absent from iscsi-test-cu output"]))
     return RunResult(command, returncode, output, errors, outcomes, timed_out, log_path)

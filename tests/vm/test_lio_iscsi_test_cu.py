@@ -13,8 +13,12 @@ What LIO itself decides is listed with its reason in guest_support:
 * PreventAllow runs on the removable LU, where ITNexusLoss and Logout are known failures
   (strict): a prevention should end with its nexus, and a TCMU command carries none. The
   foundation issue allows PreventAllow to skip, which it does on the plain LU of the main run;
-* Reserve6.Logout races with LIO's asynchronous session teardown and is rerun alone when it
-  fails (guest_support.CU_RERUN_ON_FAILURE); every attempt is reported.
+* Reserve6.Logout and Reserve6.ITNexusLoss race with LIO's asynchronous session teardown
+  and are rerun alone when they fail (guest_support.CU_RERUN_ON_FAILURE); every attempt is
+  reported;
+* every initiator of an LU shares one nexus in odxtarget behind LIO, so ReceiveCopyResults
+  (which first asks for a list identifier "with no copy in progress") runs on an LU of its
+  own, where the ExtendedCopy suite's copies did not leave results under that identifier.
 
 The runs start in the background with the session's daemon (conftest.lio_daemon), on LUNs of
 their own whose data they destroy (--dataloss); these tests wait for them.
@@ -82,7 +86,8 @@ def test_run_is_complete(run_name, cu_background):
     result = _result(cu_background, run)
     counts = result.counts()
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
-    print(f"iscsi-test-cu {run.pattern} against LIO ({run.name}): {summary}")
+    print(f"iscsi-test-cu against LIO, run {run.name} "
+          f"({len(cu.suites_of(cu.list_tests(run.pattern)))} suites): {summary}")
     assert not result.timed_out, f"hit the {CU_TIMEOUT_SECONDS} s timeout ({summary})"
     assert result.returncode is not None and result.returncode >= 0, result.errors[-4000:]
     assert "Run Summary" in result.output, summary
