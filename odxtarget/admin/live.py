@@ -96,6 +96,9 @@ class LiveState:
                     f'storage object "{name}": the block size cannot change while it exists'
                     " (delete it and create it again)"
                 )
+        limits = None
+        if old.odx != new.odx and self.odx is not None and self.odx.available:
+            limits = self.odx.limits_for(new.odx)
         opened: dict[str, FileExtentBackend] = {}
         created_lus: dict[str, Any] = {}
         bound: list[Portal] = []
@@ -121,6 +124,9 @@ class LiveState:
             await self._unbind_portals(bound)
             raise
         self._commit(old, new, old_objects, new_objects, opened, created_lus)
+        if limits is not None:
+            self.odx.use(limits)
+            log.info("odx limits now: %s", new.odx.limits_overrides() or "the defaults")
         await self._unbind_portals(self._unused_portals(new))
 
     def _commit(self, old: DaemonConfig, new: DaemonConfig,

@@ -8,12 +8,13 @@ the only admin module that knows the manager's attributes (``limits``, ``tokens`
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from odxtarget.admin.protocol import AdminError
+from odxtarget.config import OdxConfig
 
-#: The limits an administrator may change: admin name -> (CopyLimits field, type, help).
+#: The limits an administrator may change: admin name -> (CopyLimits field, which is also the
+#: config file's "odx" key; type; help).
 TUNABLE_LIMITS: dict[str, tuple[str, type, str]] = {
     "default_inactivity_timeout": (
         "default_inactivity_timeout", int,
@@ -66,29 +67,39 @@ class OdxView:
         limits = self._require().limits
         return {name: getattr(limits, field) for name, (field, _, _) in TUNABLE_LIMITS.items()}
 
-    def set_limits(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Replace the manager's limits; the new values apply to the next command.
+    def config_values(self, changes: dict[str, Any]) -> dict[str, int | float]:
+        """Admin names and values -> the config file's "odx" keys (CopyLimits field names).
 
         Raises:
-            AdminError: an unknown name, a bad value, or an inconsistent combination.
+            AdminError: no copy manager, an unknown name or a value that is not positive.
         """
-        manager = self._require()
-        fields: dict[str, Any] = {}
+        self._require()
+        values: dict[str, int | float] = {}
         for name, value in changes.items():
             if name not in TUNABLE_LIMITS:
                 raise AdminError(f"unknown ODX limit {name!r} (expected one of: {', '.join(TUNABLE_LIMITS)})")
             field, kind, _ = TUNABLE_LIMITS[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise AdminError(f"{name}: must be a positive number, got {value!r}")
-            fields[field] = kind(value)
+            values[field] = kind(value)
+        return values
+
+    def limits_for(self, odx: OdxConfig) -> Any:
+        """The copy manager's limits for a config's "odx" section, as the daemon builds them.
+
+        Raises:
+            AdminError: a combination the copy manager refuses.
+        """
+        from odxtarget.copy import CopyLimits
+
         try:
-            limits = dataclasses.replace(manager.limits, **fields)
+            return CopyLimits(**odx.limits_overrides())
         except ValueError as error:
-            raise AdminError(str(error)) from None
-        if limits.default_inactivity_timeout > limits.max_inactivity_timeout:
-            raise AdminError("default_inactivity_timeout must not exceed max_inactivity_timeout")
-        manager.limits = limits
-        return self.limits()
+            raise AdminError(f"odx: {error}") from None
+
+    def use(self, limits: Any) -> None:
+        """New limits apply to the next copy command; running ones keep theirs."""
+        self._require().limits = limits
 
     # -- tokens -----------------------------------------------------------------------------
 

@@ -586,14 +586,17 @@ class AdminOperations:
                              max_token_transfer_size: Size | None = None,
                              optimal_transfer_size: Size | None = None,
                              time_budget: float | None = None) -> dict[str, Any]:
-        """Change copy limits; they apply to the next copy command (not saved in the config file)."""
+        """Change copy limits: they apply to the next copy command, and saveconfig keeps them
+        (the config file's "odx" section)."""
         changes = {k: v for k, v in dict(
             default_inactivity_timeout=default_inactivity_timeout, max_inactivity_timeout=max_inactivity_timeout,
             max_token_transfer_size=max_token_transfer_size, optimal_transfer_size=optimal_transfer_size,
             time_budget=time_budget).items() if v is not None}
         if not changes:
             raise AdminError("odx.set_limits: give at least one limit to change")
-        return self.odx_view.set_limits(changes)
+        values = self.odx_view.config_values(changes)
+        await self._change(lambda document: document.setdefault("odx", {}).update(values))
+        return self.odx_view.limits()
 
     @operation("odx.tokens")
     async def odx_tokens(self) -> list[dict[str, Any]]:

@@ -10,11 +10,12 @@ Why these defaults (docs/odx.md, "Limits"):
   WRITE USING TOKEN as min(MTTS, OTC) (64 MiB here), which even the read/write fallback moves
   in well under a second on local storage, and the time budget truncates the rest, so no
   command comes near Windows' 4 s expectation.
-* 0.5 s WRITE USING TOKEN time budget: a synchronous WRITE USING TOKEN runs on the daemon's
-  one event loop and holds every other session while it runs, so the budget is what bounds
-  that stall. Truncation is partial success to Windows (it continues from INFORMATION) and
-  to ``odxtarget copy``, so a short budget costs one round trip per budget, not a failure;
-  it stays far under Windows' 4 s either way.
+* 3 s WRITE USING TOKEN time budget: under Windows' 4 s per command. A synchronous WRITE
+  USING TOKEN on the native front end runs on the daemon's one event loop and holds every
+  other session while it runs, so the budget also bounds that stall; lower it (the config's
+  ``odx.write_using_token_budget``) where slow storage makes stalls matter. Truncation is
+  partial success to Windows (it continues from INFORMATION) and to ``odxtarget copy``, so a
+  short budget costs one round trip per budget, not a failure.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from odxtarget.admin.protocol import AdminError
+from odxtarget.config import dump_config, load_config
 from odxtarget.copy import CopyLimits, CopyManager
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
@@ -123,6 +124,36 @@ def test_limits_can_be_read_and_changed_and_bad_values_are_refused(odx):
     with pytest.raises(AdminError, match="default_inactivity_timeout <?=? ?max_inactivity_timeout|must not exceed max_inactivity_timeout"):
         admin.call("odx.set_limits", default_inactivity_timeout=10_000)
     assert manager.limits.optimal_transfer_bytes == 32 * MIB
+
+
+def test_changed_limits_are_saved_and_restore_brings_back_the_saved_ones(odx):
+    admin, manager, _, _ = odx
+    assert admin.call("status")["unsaved_changes"]          # the fixture's objects
+    admin.call("config.save")
+    admin.call("odx.set_limits", time_budget="0.5", max_token_transfer_size="128M")
+    assert admin.call("status")["unsaved_changes"]
+    admin.call("config.save")
+    saved = load_config(str(admin.config_path)).odx
+    assert (saved.write_using_token_budget, saved.max_token_transfer_bytes) == (0.5, 128 * MIB)
+    assert saved.default_inactivity_timeout is None          # untouched limits stay defaults
+
+    admin.call("odx.set_limits", time_budget="2")
+    assert manager.limits.write_using_token_budget == 2.0
+    admin.call("config.restore", confirm=True)
+    assert manager.limits.write_using_token_budget == 0.5
+    assert manager.limits.max_token_transfer_bytes == 128 * MIB
+    admin.call("config.clear", confirm=True)                 # objects go, limits stay
+    assert manager.limits.write_using_token_budget == 0.5
+
+
+def test_a_refused_limit_change_leaves_config_and_manager_alone(odx):
+    admin, manager, _, _ = odx
+    before = (dump_config(admin.daemon.config), manager.limits)
+    with pytest.raises(AdminError, match="write_using_token_budget"):
+        admin.call("odx.set_limits", time_budget=100)       # over the config's 60 s ceiling
+    with pytest.raises(AdminError, match="unknown parameter 'max_rod_size'"):
+        admin.call("odx.set_limits", max_rod_size=1)
+    assert (dump_config(admin.daemon.config), manager.limits) == before
 
 
 def test_deleting_a_storage_object_revokes_its_tokens(odx):
