@@ -133,27 +133,5 @@ class CopyAborted(ScsiError):
 
     def __init__(self, asc: int, ascq: int, message: str, segment: int | None = None,
                  target_sense: bytes = b""):
-        super().__init__(_CopyAbortedSense(asc, ascq, segment, target_sense), message)
-
-
-class _CopyAbortedSense:
-    """Fixed/descriptor sense with the copy target's sense appended (SPC-4 6.3.4.3)."""
-
-    def __init__(self, asc: int, ascq: int, segment: int | None, target_sense: bytes):
-        self.key = SenseKey.COPY_ABORTED
-        self.asc = asc
-        self.ascq = ascq
-        self.information = None
-        self._base = SenseData(SenseKey.COPY_ABORTED, asc, ascq, command_specific=segment)
-        self._target_sense = target_sense
-
-    def pack(self, descriptor_format: bool = False) -> bytes:
-        if descriptor_format or not self._target_sense:
-            return self._base.pack(descriptor_format)
-        fixed = bytearray(self._base.fixed())
-        fixed += self._target_sense  # the copy target's own sense, as additional sense bytes
-        fixed[7] = len(fixed) - 8
-        return bytes(fixed)
-
-    def fixed(self) -> bytes:
-        return self.pack(False)
+        super().__init__(SenseData(SenseKey.COPY_ABORTED, asc, ascq, command_specific=segment,
+                                   additional=target_sense), message)

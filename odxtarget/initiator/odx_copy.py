@@ -31,6 +31,7 @@ from odxtarget.copy.constants import ROD_TOKEN_SIZE, CopyInAction, CopyOutAction
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.copy.token import make_zero_token
 from odxtarget.initiator import libiscsi, sg_io
+from odxtarget.scsi.sense import SenseData
 
 DEFAULT_ISCSI_PORT = 3260
 COPY_INITIATOR_NAME = "iqn.2026-11.org.odxtarget:copy"
@@ -51,11 +52,6 @@ MAX_UNIT_ATTENTIONS = 8
 SENSE_COPY_ABORTED = 0x0A
 ASC_COPY_TARGET_UNDERRUN = (0x0D, 0x04)
 ASC_OPERATION_IN_PROGRESS = (0x00, 0x16)
-SENSE_VALID = 0x80
-SENSE_FIXED_FORMATS = (0x70, 0x71)
-SENSE_DESCRIPTOR_FORMATS = (0x72, 0x73)
-SENSE_DESCRIPTOR_HEADER_SIZE = 8
-INFORMATION_DESCRIPTOR = 0x00
 
 RRTI_HEADER_SIZE = 32
 RRTI_STATUS_OFFSET = 5
@@ -247,19 +243,12 @@ def parse_token_limits(page: bytes) -> TokenLimits | None:
     return None
 
 
-def sense_information(sense: bytes) -> int | None:
-    """The INFORMATION field of fixed (VALID=1) or descriptor format sense (SPC-4 4.5.2.2/4.5.3)."""
-    if len(sense) >= 7 and sense[0] & 0x7F in SENSE_FIXED_FORMATS:
-        return struct.unpack_from(">I", sense, 3)[0] if sense[0] & SENSE_VALID else None
-    if len(sense) >= SENSE_DESCRIPTOR_HEADER_SIZE and sense[0] & 0x7F in SENSE_DESCRIPTOR_FORMATS:
-        end = min(len(sense), SENSE_DESCRIPTOR_HEADER_SIZE + sense[7])
-        offset = SENSE_DESCRIPTOR_HEADER_SIZE
-        while offset + 2 <= end:
-            kind, length = sense[offset], sense[offset + 1]
-            if kind == INFORMATION_DESCRIPTOR and offset + 12 <= end and sense[offset + 2] & SENSE_VALID:
-                return struct.unpack_from(">Q", sense, offset + 4)[0]
-            offset += 2 + length
-    return None
+def _information(sense: bytes) -> int:
+    """The sense INFORMATION field (blocks written by a truncated WUT), 0 when absent."""
+    parsed = SenseData.parse(sense)
+    if parsed is None or parsed.information is None:
+        return 0
+    return parsed.information
 
 
 def _third_party_copy_cdb(opcode: int, action: int, list_id: int, length: int) -> bytes:
@@ -471,7 +460,7 @@ class _Copy:
                 and result.sense_key == SENSE_COPY_ABORTED):
             # Truncated, not failed (SBC-4 4.28.2): INFORMATION says how many blocks were
             # written; when it is absent or 0, ask RRTI (the Windows rule, reference 5.4).
-            written = sense_information(result.sense_raw) or 0
+            written = _information(result.sense_raw)
             if written == 0:
                 written = self._transfer_count(self._receive_rod_token_information(destination, list_id))
             return min(written, blocks)

@@ -23,6 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from odxtarget.initiator import libiscsi
+from odxtarget.scsi.sense import SenseData
 
 SG_IO = 0x2285                         # include/scsi/sg.h
 SG_INTERFACE_ID = ord("S")
@@ -34,8 +35,6 @@ DEFAULT_TIMEOUT_MS = 120_000           # a WRITE USING TOKEN of a whole token ma
 DRIVER_SENSE = 0x08                    # driver_status: sense data was returned (not an error)
 DRIVER_STATUS_MASK = 0x0F
 
-SENSE_FIXED_FORMATS = (0x70, 0x71)
-SENSE_DESCRIPTOR_FORMATS = (0x72, 0x73)
 
 
 class SgIoError(libiscsi.LibiscsiError):
@@ -70,15 +69,6 @@ class _SgIoHeader(ctypes.Structure):
         ("duration", ctypes.c_uint),
         ("info", ctypes.c_uint),
     ]
-
-
-def sense_key_asc_ascq(sense: bytes) -> tuple[int, int, int]:
-    """SENSE KEY, ASC and ASCQ from fixed or descriptor format sense data (SPC-4 4.5.2, 4.5.3)."""
-    if len(sense) >= 14 and sense[0] & 0x7F in SENSE_FIXED_FORMATS:
-        return sense[2] & 0x0F, sense[12], sense[13]
-    if len(sense) >= 4 and sense[0] & 0x7F in SENSE_DESCRIPTOR_FORMATS:
-        return sense[1] & 0x0F, sense[2], sense[3]
-    return 0, 0, 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +199,8 @@ class SgIoSession:
         data = b""
         if status == libiscsi.STATUS_GOOD and data_in_len:
             data = buffer.raw[:max(0, data_in_len - header.resid)]
-        sense_key, asc, ascq = (sense_key_asc_ascq(sense) if status == libiscsi.STATUS_CHECK_CONDITION
-                                else (0, 0, 0))
+        parsed = SenseData.parse(sense) if status == libiscsi.STATUS_CHECK_CONDITION else None
+        sense_key, asc, ascq = (parsed.key, parsed.asc, parsed.ascq) if parsed is not None else (0, 0, 0)
         residual = max(0, header.resid)
         return libiscsi.Result(
             status=status, data=data, sense_raw=sense if status == libiscsi.STATUS_CHECK_CONDITION else b"",

@@ -1,4 +1,5 @@
-"""Sense data (SPC-4 4.4): fixed (70h) and descriptor (72h) formats."""
+"""Sense data (SPC-4 4.5): fixed (70h) and descriptor (72h) formats, built by the core and
+read back by the initiator side (``SenseData.parse``)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ class SenseData:
     command_specific: int | None = None
     field_pointer: FieldPointer | None = None
     sense_key_specific: bytes | None = None  # 3 raw bytes, for keys other than ILLEGAL REQUEST
+    #: Bytes after byte 17 of fixed format sense: EXTENDED COPY puts the copy target's own
+    #: sense data there (SPC-4 6.3.4.3). Descriptor format has no place for them.
+    additional: bytes = b""
 
     def _sks(self) -> bytes | None:
         if self.field_pointer is not None:
@@ -76,6 +80,9 @@ class SenseData:
         sks = self._sks()
         if sks is not None:
             buf[15:18] = sks
+        if self.additional:
+            buf += self.additional[:MAX_SENSE_BYTES - len(buf)]
+            buf[7] = len(buf) - 8
         return bytes(buf)
 
     def descriptor(self) -> bytes:
@@ -93,3 +100,41 @@ class SenseData:
 
     def pack(self, descriptor_format: bool = False) -> bytes:
         return self.descriptor() if descriptor_format else self.fixed()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SenseData | None:
+        """Sense key, ASC/ASCQ and INFORMATION (when VALID) of fixed (70h/71h) or descriptor
+        (72h/73h) format sense data, as an initiator receives it; None if ``raw`` is neither.
+        Fields a short buffer lacks read as 0 (SPC-4 4.5.2.1 lets targets truncate)."""
+        if not raw:
+            return None
+        code = raw[0] & 0x7F
+        if code in FIXED_FORMATS and len(raw) >= 3:
+            information = struct.unpack_from(">I", raw, 3)[0] if raw[0] & VALID and len(raw) >= 7 else None
+            return cls(raw[2] & 0x0F, _byte(raw, 12), _byte(raw, 13), information=information)
+        if code in DESCRIPTOR_FORMATS and len(raw) >= 2:
+            return cls(raw[1] & 0x0F, _byte(raw, 2), _byte(raw, 3), information=_information_descriptor(raw))
+        return None
+
+
+FIXED_FORMATS = (0x70, 0x71)          # current, deferred
+DESCRIPTOR_FORMATS = (0x72, 0x73)
+VALID = 0x80                          # byte 0 of fixed format; byte 2 of the information descriptor
+DESCRIPTOR_HEADER_SIZE = 8
+INFORMATION_DESCRIPTOR = 0x00
+MAX_SENSE_BYTES = 252                 # SPC-4 4.5.1
+
+
+def _byte(raw: bytes, offset: int) -> int:
+    return raw[offset] if len(raw) > offset else 0
+
+
+def _information_descriptor(raw: bytes) -> int | None:
+    end = min(len(raw), DESCRIPTOR_HEADER_SIZE + _byte(raw, 7))
+    offset = DESCRIPTOR_HEADER_SIZE
+    while offset + 2 <= end:
+        kind, length = raw[offset], raw[offset + 1]
+        if kind == INFORMATION_DESCRIPTOR and offset + 12 <= end and raw[offset + 2] & VALID:
+            return struct.unpack_from(">Q", raw, offset + 4)[0]
+        offset += 2 + length
+    return None

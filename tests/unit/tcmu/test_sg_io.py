@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from odxtarget.initiator import libiscsi, odx_copy, sg_io
+from odxtarget.scsi.sense import SenseData
 
 
 class FakeKernel:
@@ -81,11 +82,14 @@ def test_check_condition_carries_sense_and_information(session):
     assert kernel.seen[0]["data_out"] == b"parameters" and kernel.seen[0]["direction"] == sg_io.SG_DXFER_TO_DEV
     assert result.status == libiscsi.STATUS_CHECK_CONDITION and result.acknowledged
     assert (result.sense_key, result.asc, result.ascq) == (0x0A, 0x0D, 0x04)
-    assert odx_copy.sense_information(result.sense_raw) == 77
+    assert SenseData.parse(result.sense_raw).information == 77
 
 
-def test_descriptor_sense_is_decoded():
-    assert sg_io.sense_key_asc_ascq(bytes([0x72, 0x05, 0x21, 0x00, 0, 0, 0, 0])) == (5, 0x21, 0)
+def test_descriptor_sense_is_decoded(session):
+    sense = bytes([0x72, 0x05, 0x21, 0x00, 0, 0, 0, 0])
+    sg, _ = session((libiscsi.STATUS_CHECK_CONDITION, b"", sense, 0, sg_io.DRIVER_SENSE, 0))
+    result = sg.test_unit_ready(0)
+    assert (result.sense_key, result.asc, result.ascq) == (5, 0x21, 0)
 
 
 def test_a_transport_failure_is_not_acknowledged(session):
