@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 from odxtarget.copy.constants import (
-    CSCD_ID_THIS_LU, DELAY_COMPLETE, ROD_MANAGEMENT_TOKEN_SIZE, ROD_TOKEN_DESCRIPTORS_LENGTH,
+    CSCD_ID_THIS_LU, ROD_MANAGEMENT_TOKEN_SIZE, ROD_TOKEN_DESCRIPTORS_LENGTH,
     UNITS_BYTES, UNITS_LOGICAL_BLOCKS, UNITS_MEBIBYTES, CopyInAction, CopyOutAction, DescriptorCode,
     RodType, ThirdPartyCopyDescriptor as D,
 )

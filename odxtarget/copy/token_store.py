@@ -28,7 +28,7 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from odxtarget.copy import errors

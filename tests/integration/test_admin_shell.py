@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from odxtarget.admin.client import AdminClient
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from tests.integration.raw_initiator import RawInitiator, sense_triplet
+from tests.support.copy_cdbs import pt_cdb, rrti_cdb, wut_cdb
 from tests.support.daemon import REPO_ROOT, DaemonProcess, DaemonSpec, LunSpec, MIB
 
 pytestmark = pytest.mark.integration
@@ -223,23 +223,19 @@ def test_tokens_and_revoke_over_iscsi(daemon, cli):
         initiator.login(daemon.iqn)
         initiator.clear_unit_attentions()
         data = build_populate_token_list([(0, 8)])
-        response, _ = initiator.command(copy_cdb(0x83, 0x10, 1, len(data)), data_out=data)
+        response, _ = initiator.command(pt_cdb(1, len(data)), data_out=data)
         assert response.status == 0
         listing = cli.ok("ls", "/odx/tokens")
         assert "1 live token" in listing and "creator disk0" in listing
         # RECEIVE ROD TOKEN INFORMATION (84h/07h): the token is the last 512 bytes of its data.
-        response, rrti = initiator.command(struct.pack(">BBI4xI2x", 0x84, 0x07, 1, 1024), data_in_len=1024)
+        response, rrti = initiator.command(rrti_cdb(1, 1024), data_in_len=1024)
         assert response.status == 0
         token = bytes(rrti[-512:])
         token_id = AdminClient(str(cli.socket_path)).call("odx.tokens")[0]["id"]
         assert f"Revoked token {token_id}" in cli.ok("/odx/tokens", "revoke", token_id)
         wut = build_write_using_token_list(token, [(16, 8)])
-        response, _ = initiator.command(copy_cdb(0x83, 0x11, 2, len(wut)), data_out=wut)
+        response, _ = initiator.command(wut_cdb(2, len(wut)), data_out=wut)
         assert sense_triplet(response.sense) == (0x5, 0x23, 0x06)
     finally:
         initiator.close()
 
-
-def copy_cdb(opcode: int, action: int, list_id: int, length: int) -> bytes:
-    """THIRD-PARTY COPY OUT: LIST IDENTIFIER at byte 6, PARAMETER LIST LENGTH at 10 (SBC-4 5.11)."""
-    return struct.pack(">BB4xII2x", opcode, action, list_id, length)

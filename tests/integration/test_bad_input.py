@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.integration.raw_initiator import (
-    DATA_OUT, IMMEDIATE, LOGIN_RSP, NOP_IN, REJECT, SCSI_RSP, SNACK_REQ, LoginFailed, RawInitiator,
+    IMMEDIATE, LOGIN_RSP, NOP_IN, REJECT, SCSI_RSP, SNACK_REQ, LoginFailed, RawInitiator,
     encode_text, sense_triplet)
 from tests.support import libiscsi
 from tests.support.daemon import AclSpec, ChapSpec, DaemonSpec, LunSpec

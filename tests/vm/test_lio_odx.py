@@ -178,7 +178,7 @@ def test_two_hosts_reusing_a_list_id_behind_lio_cannot_swap_tokens(disks):
     must be refused, and A must still receive its own token and copy its own data."""
     from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
     from odxtarget.initiator.libiscsi import STATUS_CHECK_CONDITION, IscsiSession
-    from tests.unit.copy.odx_helpers import pt_cdb, read16, rrti_cdb, write16, wut_cdb
+    from tests.support.copy_cdbs import pt_cdb, read16, rrti_cdb, write16, wut_cdb
 
     lun, count = 1, 16
     base = disks[lun].size // BLOCK_SIZE - 3 * count

@@ -1,4 +1,4 @@
-"""Shared pieces of the ODX integration tests: CDB builders, expectations as
+"""Shared pieces of the ODX integration tests: expectations as
 (status, sense key, ASC, ASCQ) the way libiscsi's test-tool writes them, and a session helper.
 
 Everything goes through the libiscsi binding to the real daemon subprocess; nothing here
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.initiator import libiscsi
+from tests.support.copy_cdbs import coa_cdb, lid4_in_cdb, pt_cdb, wut_cdb
 
 MIB = 1 << 20
 BLOCK = 512
@@ -81,26 +82,6 @@ def information(result: libiscsi.Result) -> int:
     sense = result.sense_raw
     assert sense[0] & 0x7F == 0x70 and sense[0] & 0x80, sense.hex()
     return struct.unpack_from(">I", sense, 3)[0]
-
-
-def pt_cdb(list_id: int, length: int) -> bytes:
-    return struct.pack(">BB4xII2x", 0x83, 0x10, list_id, length)
-
-
-def wut_cdb(list_id: int, length: int) -> bytes:
-    return struct.pack(">BB4xII2x", 0x83, 0x11, list_id, length)
-
-
-def coa_cdb(list_id: int) -> bytes:
-    return struct.pack(">BBI10x", 0x83, 0x1C, list_id)
-
-
-def lid4_in_cdb(action: int, list_id: int, allocation: int) -> bytes:
-    return struct.pack(">BBI4xI2x", 0x84, action, list_id, allocation)
-
-
-def rart_cdb(allocation: int) -> bytes:
-    return struct.pack(">BB8xI2x", 0x84, 0x08, allocation)
 
 
 def pattern(size: int, seed: int) -> bytes:

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from tests.integration.odx.odx_support import (
-    GOOD, TOKEN_DELETED, TOKEN_EXPIRED, TOKEN_REVOKED, OdxSession, check, rart_cdb,
+    GOOD, TOKEN_DELETED, TOKEN_EXPIRED, TOKEN_REVOKED, OdxSession, check,
 )
+from tests.support.copy_cdbs import rart_cdb
 
 pytestmark = [pytest.mark.integration]
 

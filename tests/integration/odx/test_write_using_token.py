@@ -11,10 +11,9 @@ import pytest
 
 from odxtarget.copy.params import build_write_using_token_list
 from tests.integration.odx.odx_support import (
-    ACTION_WUT, COPY_TARGET_UNDERRUN, DELAY_COMPLETE, GOOD, INVALID_FIELD_IN_PARAMETER_LIST, LBA_OUT_OF_RANGE,
-    MIB, OPERATION_IN_PROGRESS, RRTI_HEADER, STATUS_COMPLETED, STATUS_PARTIAL, TOO_MANY_SEGMENT_DESCRIPTORS,
-    UNITS_BLOCKS, OdxSession, check, information, wut_cdb,
+    ACTION_WUT, COPY_TARGET_UNDERRUN, DELAY_COMPLETE, GOOD, INVALID_FIELD_IN_PARAMETER_LIST, LBA_OUT_OF_RANGE, MIB, OPERATION_IN_PROGRESS, RRTI_HEADER, STATUS_COMPLETED, STATUS_PARTIAL, TOO_MANY_SEGMENT_DESCRIPTORS, UNITS_BLOCKS, OdxSession, check, information,
 )
+from tests.support.copy_cdbs import wut_cdb
 from tests.support.daemon import DaemonSpec, LunSpec
 
 pytestmark = [pytest.mark.integration]

@@ -4,7 +4,6 @@ INVALID TOKEN OPERATION, TOKEN REVOKED (23h/06h)."""
 
 from __future__ import annotations
 
-import struct
 
 import pytest
 
@@ -13,12 +12,11 @@ from odxtarget.config import dump_config, load_config
 from odxtarget.copy import CopyLimits, CopyManager
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
+from tests.support.copy_cdbs import pt_cdb, wut_cdb
 
 from .conftest import IQN, MIB
 
 NEXUS = ItNexus("iqn.2026-11.org.example:host1,i,0x400001370000", f"{IQN},t,0x0001")
-THIRD_PARTY_COPY_OUT = 0x83
-POPULATE_TOKEN, WRITE_USING_TOKEN = 0x10, 0x11
 TEST_UNIT_READY = bytes(6)
 ILLEGAL_REQUEST = 0x5
 
@@ -29,11 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def copy_out_cdb(action: int, list_id: int, length: int) -> bytes:
-    """THIRD-PARTY COPY OUT (SBC-4 5.11 / 5.32): LIST IDENTIFIER at 6, PARAMETER LIST LENGTH at 10."""
-    return struct.pack(">BB4xII2x", THIRD_PARTY_COPY_OUT, action, list_id, length)
 
 
 @pytest.fixture
@@ -62,13 +55,13 @@ def odx(admin):
 
 def populate(run, ranges, list_id=1, lun=0):
     data = build_populate_token_list(ranges)
-    result = run(copy_out_cdb(POPULATE_TOKEN, list_id, len(data)), data, lun)
+    result = run(pt_cdb(list_id, len(data)), data, lun)
     assert result.status == Status.GOOD, result.sense.hex()
 
 
 def write_using(run, token, ranges, list_id, lun=1):
     data = build_write_using_token_list(token, ranges)
-    return run(copy_out_cdb(WRITE_USING_TOKEN, list_id, len(data)), data, lun)
+    return run(wut_cdb(list_id, len(data)), data, lun)
 
 
 def test_tokens_lists_a_token_made_by_populate_token(odx):

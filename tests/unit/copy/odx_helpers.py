@@ -18,6 +18,7 @@ from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
 from odxtarget.scsi.target import ScsiTarget
 from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
 from odxtarget.storage.extents import FileExtentBackend
+from tests.support.copy_cdbs import pt_cdb, read16, rrti_cdb, write16, wut_cdb
 
 NEXUS = ItNexus("iqn.2026-01.org.test:init,i,0x800000000001", "iqn.2026-01.org.test:tgt,t,0x1")
 OTHER_NEXUS = ItNexus("iqn.2026-01.org.test:other,i,0x800000000002", "iqn.2026-01.org.test:tgt,t,0x1")
@@ -48,38 +49,6 @@ def pattern(length: int, seed: int) -> bytes:
         out += struct.pack(">IQ", seed, block) + bytes((seed * 31 + block + i) & 0xFF for i in range(500))
         block += 1
     return bytes(out[:length])
-
-
-def pt_cdb(list_id: int, length: int) -> bytes:
-    return struct.pack(">BB4xII2x", 0x83, 0x10, list_id, length)
-
-
-def wut_cdb(list_id: int, length: int) -> bytes:
-    return struct.pack(">BB4xII2x", 0x83, 0x11, list_id, length)
-
-
-def rrti_cdb(list_id: int, allocation: int = 1024, action: int = 0x07) -> bytes:
-    return struct.pack(">BBI4xI2x", 0x84, action, list_id, allocation)
-
-
-def coa_cdb(list_id: int) -> bytes:
-    return struct.pack(">BBI10x", 0x83, 0x1C, list_id)
-
-
-def lid1_cdb(action: int, list_id: int = 0, allocation: int = 1024) -> bytes:
-    return struct.pack(">BBB7xI2x", 0x84, action, list_id, allocation)
-
-
-def xcopy_cdb(length: int) -> bytes:
-    return struct.pack(">BB8xI2x", 0x83, 0x00, length)
-
-
-def read16(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBQIBB", 0x88, 0, lba, blocks, 0, 0)
-
-
-def write16(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBQIBB", 0x8A, 0, lba, blocks, 0, 0)
 
 
 def sense_triplet(result) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from odxtarget.copy.limits import CopyLimits, MiB
-from tests.unit.copy.odx_helpers import lid1_cdb
+from tests.support.copy_cdbs import lid1_cdb
 
 
 def inquiry(env, page: int | None, allocation: int = 1024, lun: int = 0) -> bytes:

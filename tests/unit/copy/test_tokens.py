@@ -11,9 +11,8 @@ from odxtarget.copy.limits import CopyLimits, MiB
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.copy.token import make_zero_token
 from odxtarget.scsi.types import ItNexus, Status
-from tests.unit.copy.odx_helpers import (
-    NEXUS, OTHER_NEXUS, Env, coa_cdb, information, pattern, pt_cdb, rrti_cdb, sense_triplet, wut_cdb,
-)
+from tests.unit.copy.odx_helpers import NEXUS, OTHER_NEXUS, Env, information, pattern, sense_triplet
+from tests.support.copy_cdbs import coa_cdb, pt_cdb, rrti_cdb, wut_cdb
 
 ILLEGAL, COPY_ABORTED = 0x5, 0xA
 

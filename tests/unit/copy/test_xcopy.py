@@ -8,7 +8,8 @@ import struct
 from odxtarget.copy.token import creator_descriptor
 from odxtarget.copy.xcopy import build_extended_copy
 from odxtarget.scsi.types import Status
-from tests.unit.copy.odx_helpers import lid1_cdb, pattern, sense_triplet, xcopy_cdb
+from tests.unit.copy.odx_helpers import pattern, sense_triplet
+from tests.support.copy_cdbs import lid1_cdb, xcopy_cdb
 
 ILLEGAL, COPY_ABORTED = 0x5, 0xA
 
