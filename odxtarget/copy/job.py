@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from odxtarget.storage import copy_strategies as strategies
 from odxtarget.storage.copy_strategies import CopyMethod
+from odxtarget.storage.extents import deallocate_file_range
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +344,7 @@ class CopyJob:
 
     def _zero(self, destination: Place, length: int) -> None:
         if destination.fd is not None:
-            strategies.zero_range(destination.fd, destination.offset, length)
+            deallocate_file_range(destination.fd, destination.offset, length)
         else:
             destination.backend.deallocate(destination.offset, length)
         self._account(CopyMethod.ZERO, length)

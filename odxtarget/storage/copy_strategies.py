@@ -1,4 +1,4 @@
-"""Moving and zeroing byte ranges between open files, cheapest method first.
+"""Moving byte ranges between open files, cheapest method first.
 
 Theory of operation
 -------------------
@@ -25,8 +25,7 @@ value (zeros, partial buffers) into the destination first, so an interrupted cop
 each destination block with either its old or its new contents (see docs/odx.md, "Crash
 safety").
 
-Zeroing (the block device zero ROD token) punches a hole (``FALLOC_FL_PUNCH_HOLE``), else
-zeroes the range in place (``FALLOC_FL_ZERO_RANGE``), else writes zeros.
+Zeroing (the block device zero ROD token) is UNMAP's: ``extents.deallocate_file_range``.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ import fcntl
 import os
 import struct
 
-from odxtarget.storage.fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate
 
 #: ``_IOW(0x94, 13, struct file_clone_range)`` from linux/fs.h.
 FICLONERANGE = 0x4020940D
@@ -159,27 +157,6 @@ def clone_or_copy(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, le
 
 class ReflinkUnsupported(OSError):
     """FICLONERANGE refused a correctly aligned range: this filesystem pair cannot reflink."""
-
-
-def zero_range(fd: int, offset: int, length: int) -> None:
-    """Make ``[offset, offset+length)`` read as zeros without writing zeros where possible."""
-    try:
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
-        return
-    except OSError as error:
-        if error.errno not in UNSUPPORTED_ERRNOS:
-            raise
-    try:
-        fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
-        return
-    except OSError as error:
-        if error.errno not in UNSUPPORTED_ERRNOS:
-            raise
-    zeros = bytes(min(MAX_CHUNK, length))
-    done = 0
-    while done < length:
-        chunk = min(len(zeros), length - done)
-        done += os.pwrite(fd, memoryview(zeros)[:chunk], offset + done)
 
 
 def filesystem_block_size(path: str) -> int:

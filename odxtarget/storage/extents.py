@@ -185,7 +185,7 @@ class FileExtentBackend:
             raise OSError(errno.EROFS, "deallocate refused: the logical unit is read-only")
         for extent, file_offset, piece_length in self._pieces(offset, length):
             try:
-                _deallocate_file_range(extent.fd, file_offset, piece_length)
+                deallocate_file_range(extent.fd, file_offset, piece_length)
             except OSError as error:
                 raise _with_path(error, extent.path, "cannot deallocate") from None
 
@@ -366,7 +366,7 @@ def _write_fully(fd: int, file_offset: int, view: memoryview, flags: int) -> Non
         written = os.pwritev(fd, [view], file_offset, flags)
 
 
-def _deallocate_file_range(fd: int, offset: int, length: int) -> None:
+def deallocate_file_range(fd: int, offset: int, length: int) -> None:
     """Make ``[offset, offset+length)`` of a file read as zeros, freeing whole blocks.
 
     Whole filesystem blocks are punched out; the unaligned head and tail (if any) are

@@ -1,5 +1,5 @@
 """libc ``fallocate(2)`` through ctypes: Python only wraps ``posix_fallocate``, which can
-neither punch holes nor zero ranges, and both are how unmapped blocks come to read as zeros."""
+cannot punch holes, and punching is how unmapped blocks come to read as zeros."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import os
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
 
 
 def _load_fallocate():

@@ -186,6 +186,19 @@ def test_zero_token_zeroes_without_populate(env):
     assert env.manager.counters("lu0")["bytes"]["zero"] == 15 * 4096
 
 
+def test_zero_token_on_512_byte_blocks_keeps_the_neighbours_of_unaligned_ranges(env):
+    """Ranges that start and end inside a filesystem block: the blocks around them keep their
+    data (the partial filesystem blocks are zeroed in place, only whole ones are punched)."""
+    env.add_lu(0, block_size=512)
+    env.write(0, 0, pattern(64 * 512, 7))
+    result = env.write_using(0, make_zero_token(), [(3, 2), (9, 30)])
+    assert result.status == Status.GOOD
+    expected = bytearray(pattern(64 * 512, 7))
+    expected[3 * 512:5 * 512] = bytes(2 * 512)
+    expected[9 * 512:39 * 512] = bytes(30 * 512)
+    assert env.read(0, 0, 64) == bytes(expected)
+
+
 # -- lifetime ------------------------------------------------------------------------------------
 
 def test_inactivity_timeout_restarts_with_each_use_then_expires(env):
