@@ -267,7 +267,64 @@ def portal_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class IscsiSession:
+class ScsiCommands:
+    """The commands the copy client and the tests send most, over any ``scsi_command``: both
+    the iSCSI session here and ``sg_io.SgIoSession`` (the kernel's nexus) offer them."""
+
+    #: What failed commands name as their device in error messages ("" for none).
+    device_label = ""
+
+    def scsi_command(self, lun: int, cdb: bytes, data_out: bytes | None = None,
+                     data_in_len: int = 0) -> Result:
+        raise NotImplementedError
+
+    def checked(self, what: str, lun: int, cdb: bytes, data_out: bytes | None = None,
+                data_in_len: int = 0) -> Result:
+        result = self.scsi_command(lun, cdb, data_out, data_in_len)
+        if not result.good:
+            raise ScsiCheckError(f"{self.device_label}: {what}" if self.device_label else what, result)
+        return result
+
+    def test_unit_ready(self, lun: int) -> Result:
+        return self.scsi_command(lun, bytes(6))
+
+    def inquiry(self, lun: int, page: int | None = None, allocation_length: int = 255) -> Result:
+        """INQUIRY (SPC-4 6.6): standard data, or the VPD page ``page`` (EVPD=1)."""
+        evpd = 0 if page is None else 1
+        cdb = struct.pack(">BBBHB", 0x12, evpd, page or 0, allocation_length, 0)
+        return self.scsi_command(lun, cdb, data_in_len=allocation_length)
+
+    def read_capacity(self, lun: int) -> tuple[int, int]:
+        """READ CAPACITY (16) (SBC-4 5.20): returns (number of blocks, block size)."""
+        allocation_length = 32
+        cdb = struct.pack(">BBQIBB", 0x9E, 0x10, 0, allocation_length, 0, 0)
+        result = self.checked("READ CAPACITY(16)", lun, cdb, data_in_len=allocation_length)
+        if len(result.data) < 12:
+            raise ScsiCheckError(f"READ CAPACITY(16) returned {len(result.data)} bytes", result)
+        last_lba, block_size = struct.unpack_from(">QI", result.data)
+        return last_lba + 1, block_size
+
+    def read(self, lun: int, lba: int, blocks: int, block_size: int, *, fua: bool = False) -> Result:
+        """READ (16) (SBC-4 5.16)."""
+        flags = 0x08 if fua else 0
+        cdb = struct.pack(">BBQIBB", 0x88, flags, lba, blocks, 0, 0)
+        return self.scsi_command(lun, cdb, data_in_len=blocks * block_size)
+
+    def write(self, lun: int, lba: int, data: bytes, block_size: int, *, fua: bool = False) -> Result:
+        """WRITE (16) (SBC-4 5.40); FUA=1 asks for the data to be on stable storage before GOOD."""
+        if len(data) % block_size:
+            raise ValueError("data must be a whole number of blocks")
+        flags = 0x08 if fua else 0
+        cdb = struct.pack(">BBQIBB", 0x8A, flags, lba, len(data) // block_size, 0, 0)
+        return self.scsi_command(lun, cdb, data_out=data)
+
+    def synchronize_cache(self, lun: int, lba: int = 0, blocks: int = 0) -> Result:
+        """SYNCHRONIZE CACHE (10) (SBC-4 5.24); blocks=0 means through the last LBA."""
+        cdb = struct.pack(">BBIBHB", 0x35, 0, lba, 0, blocks, 0)
+        return self.scsi_command(lun, cdb)
+
+
+class IscsiSession(ScsiCommands):
     """One logged-in iSCSI normal session (one connection) to one target.
 
     Construct, then :meth:`connect`; or use :func:`connect` which does both. Close with
@@ -411,51 +468,6 @@ class IscsiSession:
         finally:
             self._lib.scsi_free_scsi_task(completed)
             del out_buffer
-
-    def checked(self, what: str, lun: int, cdb: bytes, data_out: bytes | None = None,
-                data_in_len: int = 0) -> Result:
-        result = self.scsi_command(lun, cdb, data_out, data_in_len)
-        if not result.good:
-            raise ScsiCheckError(what, result)
-        return result
-
-    # -- helpers for the commands tests use most ----------------------------------------------
-
-    def test_unit_ready(self, lun: int) -> Result:
-        return self.scsi_command(lun, bytes(6))
-
-    def inquiry(self, lun: int, page: int | None = None, allocation_length: int = 255) -> Result:
-        """INQUIRY (SPC-4 6.6): standard data, or the VPD page ``page`` (EVPD=1)."""
-        evpd = 0 if page is None else 1
-        cdb = struct.pack(">BBBHB", 0x12, evpd, page or 0, allocation_length, 0)
-        return self.scsi_command(lun, cdb, data_in_len=allocation_length)
-
-    def read_capacity(self, lun: int) -> tuple[int, int]:
-        """READ CAPACITY (16) (SBC-4 5.20): returns (number of blocks, block size)."""
-        allocation_length = 32
-        cdb = struct.pack(">BBQIBB", 0x9E, 0x10, 0, allocation_length, 0, 0)
-        result = self.checked("READ CAPACITY(16)", lun, cdb, data_in_len=allocation_length)
-        last_lba, block_size = struct.unpack_from(">QI", result.data)
-        return last_lba + 1, block_size
-
-    def read(self, lun: int, lba: int, blocks: int, block_size: int, *, fua: bool = False) -> Result:
-        """READ (16) (SBC-4 5.16)."""
-        flags = 0x08 if fua else 0
-        cdb = struct.pack(">BBQIBB", 0x88, flags, lba, blocks, 0, 0)
-        return self.scsi_command(lun, cdb, data_in_len=blocks * block_size)
-
-    def write(self, lun: int, lba: int, data: bytes, block_size: int, *, fua: bool = False) -> Result:
-        """WRITE (16) (SBC-4 5.40); FUA=1 asks for the data to be on stable storage before GOOD."""
-        if len(data) % block_size:
-            raise ValueError("data must be a whole number of blocks")
-        flags = 0x08 if fua else 0
-        cdb = struct.pack(">BBQIBB", 0x8A, flags, lba, len(data) // block_size, 0, 0)
-        return self.scsi_command(lun, cdb, data_out=data)
-
-    def synchronize_cache(self, lun: int, lba: int = 0, blocks: int = 0) -> Result:
-        """SYNCHRONIZE CACHE (10) (SBC-4 5.24); blocks=0 means through the last LBA."""
-        cdb = struct.pack(">BBIBHB", 0x35, 0, lba, 0, blocks, 0)
-        return self.scsi_command(lun, cdb)
 
 
 def _result_from_task(task: ScsiTask) -> Result:

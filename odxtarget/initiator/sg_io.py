@@ -18,7 +18,6 @@ import ctypes
 import fcntl
 import os
 import stat
-import struct
 import urllib.parse
 from dataclasses import dataclass
 
@@ -139,11 +138,12 @@ def parse_device_url(argument: str) -> DeviceUrl:
 # the session
 # --------------------------------------------------------------------------------------------
 
-class SgIoSession:
+class SgIoSession(libiscsi.ScsiCommands):
     """One open SCSI device node; synchronous SG_IO, one command at a time."""
 
     def __init__(self, path: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
         self.path = path
+        self.device_label = path
         self.timeout_ms = timeout_ms
         try:
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)
@@ -208,36 +208,3 @@ class SgIoSession:
             residual_status=(libiscsi.ResidualStatus.UNDERFLOW if residual
                              else libiscsi.ResidualStatus.NO_RESIDUAL),
             residual=residual)
-
-    # -- the helpers libiscsi.IscsiSession offers and the copy client uses --------------------
-
-    def test_unit_ready(self, lun: int) -> libiscsi.Result:
-        return self.scsi_command(lun, bytes(6))
-
-    def inquiry(self, lun: int, page: int | None = None, allocation_length: int = 255) -> libiscsi.Result:
-        """INQUIRY (SPC-4 6.6): standard data, or the VPD page ``page`` (EVPD=1)."""
-        evpd = 0 if page is None else 1
-        cdb = struct.pack(">BBBHB", 0x12, evpd, page or 0, allocation_length, 0)
-        return self.scsi_command(lun, cdb, data_in_len=allocation_length)
-
-    def read_capacity(self, lun: int) -> tuple[int, int]:
-        """READ CAPACITY (16) (SBC-4 5.20): returns (number of blocks, block size)."""
-        allocation_length = 32
-        cdb = struct.pack(">BBQIBB", 0x9E, 0x10, 0, allocation_length, 0, 0)
-        result = self.scsi_command(lun, cdb, data_in_len=allocation_length)
-        if not result.good or len(result.data) < 12:
-            raise libiscsi.ScsiCheckError(f"{self.path}: READ CAPACITY(16)", result)
-        last_lba, block_size = struct.unpack_from(">QI", result.data)
-        return last_lba + 1, block_size
-
-    def read(self, lun: int, lba: int, blocks: int, block_size: int, *, fua: bool = False) -> libiscsi.Result:
-        """READ (16) (SBC-4 5.16)."""
-        cdb = struct.pack(">BBQIBB", 0x88, 0x08 if fua else 0, lba, blocks, 0, 0)
-        return self.scsi_command(lun, cdb, data_in_len=blocks * block_size)
-
-    def write(self, lun: int, lba: int, data: bytes, block_size: int, *, fua: bool = False) -> libiscsi.Result:
-        """WRITE (16) (SBC-4 5.40)."""
-        if len(data) % block_size:
-            raise ValueError("data must be a whole number of blocks")
-        cdb = struct.pack(">BBQIBB", 0x8A, 0x08 if fua else 0, lba, len(data) // block_size, 0, 0)
-        return self.scsi_command(lun, cdb, data_out=data)
