@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="zero DST with the block device zero ROD token (FFFF0001h)")
     copy.add_argument("--no-fallback", action="store_true",
                       help="fail instead of copying with READ/WRITE when a target refuses ODX")
+    copy.add_argument("--no-odx", action="store_true",
+                      help="copy (or zero) with READ/WRITE only, without trying ODX: to compare the two")
     copy.add_argument("--progress", action="store_true",
                       help="show percentage and MB/s on stderr even when it is not a terminal")
     copy.add_argument("--initiator-name", metavar="IQN", default=None,
@@ -191,8 +193,11 @@ def command_copy(arguments: argparse.Namespace) -> int:
     if len(arguments.urls) != expected:
         usage = "copy --zero DST" if arguments.zero else "copy SRC DST"
         return _fail(f"{usage} takes {expected} URL{'s' if expected > 1 else ''}, got {len(arguments.urls)}")
+    if arguments.no_odx and arguments.no_fallback:
+        return _fail("--no-odx and --no-fallback together leave no way to copy")
     options: dict[str, object] = {
         "allow_fallback": not arguments.no_fallback,
+        "offload": not arguments.no_odx,
         "progress": progress_stream(arguments.progress),
     }
     if arguments.initiator_name:

@@ -189,22 +189,17 @@ def range_digest(path: Path, offset: int, length: int) -> str:
 
 
 def host_copy(source_url: str, destination_url: str) -> float:
-    """READ(16)+WRITE(16) through the target: ``odxtarget copy``'s fallback, forced."""
+    """READ(16)+WRITE(16) through the target: ``odxtarget copy --no-odx``, in process."""
     from odxtarget.initiator import odx_copy
 
     os.sync()
     started = time.perf_counter()                  # like the ODX timing: logins included
-    sessions = odx_copy.Sessions(odx_copy.COPY_INITIATOR_NAME)
-    try:
-        source = sessions.endpoint(odx_copy.parse_iscsi_url(source_url))
-        destination = sessions.endpoint(odx_copy.parse_iscsi_url(destination_url))
-        count = odx_copy._resolve_count(source, destination)
-        copy = odx_copy._Copy(destination, source, count, odx_copy.ListIds(),
-                              odx_copy.Progress(count * destination.block_size))
-        copy.run_fallback()
-        return time.perf_counter() - started
-    finally:
-        sessions.close()
+    summary = odx_copy.copy_range(odx_copy.parse_iscsi_url(source_url), odx_copy.parse_iscsi_url(destination_url),
+                                  offload=False)
+    elapsed = time.perf_counter() - started
+    if summary.method != "fallback" or summary.bytes != ODX_COPY_BYTES:
+        raise RuntimeError(f"host copy did not run by READ/WRITE alone: {summary.line()}")
+    return elapsed
 
 
 def odx_copy_seconds(source_url: str, destination_url: str) -> float:

@@ -556,8 +556,9 @@ def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallbac
 
 def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True,
                progress: TextIO | None = None,
-               initiator_name: str = COPY_INITIATOR_NAME) -> CopySummary:
-    """Copy the source range onto the destination range, by ODX when both ends offer it."""
+               initiator_name: str = COPY_INITIATOR_NAME, offload: bool = True) -> CopySummary:
+    """Copy the source range onto the destination range, by ODX when both ends offer it
+    (and ``offload``: False copies by READ/WRITE only, e.g. to compare the two)."""
     sessions = Sessions(initiator_name)
     try:
         source = sessions.endpoint(source_url)
@@ -572,22 +573,23 @@ def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl
         destination.limits = read_token_limits(destination)
         missing = [side.describe() for side in (source, destination) if side.limits is None]
         copy = _Copy(destination, source, count, ListIds(), Progress(count * destination.block_size, progress))
-        return _run(copy, copy.run_odx_copy, not missing, allow_fallback,
+        return _run(copy, copy.run_odx_copy, offload and not missing, allow_fallback,
                     f"no ODX (Third-party Copy VPD page 8Fh) on {', '.join(missing)}")
     finally:
         sessions.close()
 
 
 def zero_range(destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True, progress: TextIO | None = None,
-               initiator_name: str = COPY_INITIATOR_NAME) -> CopySummary:
-    """Zero the destination range with the block device zero ROD token (SBC-4 4.28.4)."""
+               initiator_name: str = COPY_INITIATOR_NAME, offload: bool = True) -> CopySummary:
+    """Zero the destination range with the block device zero ROD token (SBC-4 4.28.4), or by
+    writing zeros when the target has no ODX or ``offload`` is False."""
     sessions = Sessions(initiator_name)
     try:
         destination = sessions.endpoint(destination_url)
         count = _resolve_count(None, destination)
         destination.limits = read_token_limits(destination)
         copy = _Copy(destination, None, count, ListIds(), Progress(count * destination.block_size, progress))
-        return _run(copy, copy.run_odx_zero, destination.limits is not None, allow_fallback,
+        return _run(copy, copy.run_odx_zero, offload and destination.limits is not None, allow_fallback,
                     f"no ODX (Third-party Copy VPD page 8Fh) on {destination.describe()}")
     finally:
         sessions.close()

@@ -136,6 +136,22 @@ def test_copy_larger_than_optimal_transfer_count_takes_several_writes(odx_daemon
 
 
 @pytest.mark.parametrize("odx_daemon", [TWO_LUNS], indirect=True)
+def test_no_odx_copies_and_zeroes_by_read_and_write_alone(odx_daemon):
+    size = 2 * MIB + 3 * BLOCK_SIZE
+    with daemon_session(odx_daemon) as session:
+        expected = write_random(session, 0, 0, size)
+        completed = run_cli("--no-odx", ranged(odx_daemon.url(0), 0, size // BLOCK_SIZE), odx_daemon.url(1))
+        assert completed.returncode == 0, completed.stderr
+        assert f"{size} bytes" in completed.stdout and "method: fallback" in completed.stdout
+        assert read_digest(session, 1, 0, size) == expected
+        completed = run_cli("--zero", "--no-odx", ranged(odx_daemon.url(1), 0, MIB // BLOCK_SIZE))
+        assert completed.returncode == 0 and "method: fallback" in completed.stdout, completed.stderr
+        assert read_digest(session, 1, 0, MIB) == zeros_digest(MIB)
+    completed = run_cli("--no-odx", "--no-fallback", odx_daemon.url(0), odx_daemon.url(1))
+    assert completed.returncode == 1 and "leave no way to copy" in completed.stderr
+
+
+@pytest.mark.parametrize("odx_daemon", [TWO_LUNS], indirect=True)
 def test_zero_token_zeroes_only_the_range(odx_daemon):
     with daemon_session(odx_daemon) as session:
         write_random(session, 1, 0, 4 * MIB)
