@@ -3,7 +3,8 @@
 On the host (no LIO, no configfs) nothing here is collected. In the guest, one session-wide
 ``odxtarget serve`` runs with ``"frontend": "lio"``: target TARGET_IQN has two LUNs (64 and
 32 MiB, sparse) that open-iscsi logs in to on 127.0.0.1:3260, and the targets of CU_LUNS each
-have one LUN that iscsi-test-cu may destroy (plain, 512e, removable, read-only). The tests use
+have one LUN that iscsi-test-cu may destroy (plain, 512e, removable, read-only, and two
+plain ones for the suites that need a fresh LU or a delayed portal: guest_support.cu_runs). The tests use
 the resulting /dev/sdX and /dev/sgN.
 """
 
@@ -20,9 +21,10 @@ if not IN_GUEST:
 else:
     from tests.vm.guest_support import (CU_LUN_BYTES, CU_LUNS, CU_RERUN_ON_FAILURE,
                                         CU_TIMEOUT_SECONDS, LIO_PORT, LUN_BYTES, PORTAL,
-                                        SECOND_LUN_BYTES, SECOND_STORAGE_OBJECT, STORAGE_OBJECT,
-                                        TARGET_IQN, WORKDIR, BackgroundCuRuns, IscsiDisk,
-                                        OdxtargetDaemon, cu_runs, login, logout, storage_object,
+                                        RESERVE_PORT, RESERVE_PORT_DELAY, SECOND_LUN_BYTES,
+                                        SECOND_STORAGE_OBJECT, STORAGE_OBJECT, TARGET_IQN, WORKDIR,
+                                        BackgroundCuRuns, IscsiDisk, OdxtargetDaemon, cu_runs,
+                                        delay_port, login, logout, storage_object, undelay_ports,
                                         wait_for_disks)
 
 
@@ -60,7 +62,7 @@ def lio_config_path():
             {"iqn": TARGET_IQN, "portals": portals, "demo_mode": True,
              "luns": [{"lun": 0, "storage_object": STORAGE_OBJECT},
                       {"lun": 1, "storage_object": SECOND_STORAGE_OBJECT}]},
-            *({"iqn": lun.target_iqn, "portals": portals, "demo_mode": True,
+            *({"iqn": lun.target_iqn, "portals": [{"ip": "127.0.0.1", "port": lun.port}], "demo_mode": True,
                "luns": [{"lun": 0, "storage_object": lun.storage_object}]} for lun in CU_LUNS),
         ],
     }
@@ -73,9 +75,11 @@ def lio_config_path():
 def lio_daemon(lio_config_path):
     daemon = OdxtargetDaemon(lio_config_path, "lio")
     daemon.start()
+    delay_port(RESERVE_PORT, RESERVE_PORT_DELAY)
     daemon.iscsi_test_cu = BackgroundCuRuns(cu_runs(), CU_RERUN_ON_FAILURE, CU_TIMEOUT_SECONDS)
     yield daemon
     daemon.iscsi_test_cu.stop()
+    undelay_ports()
     daemon.stop()
     from odxtarget.config import load_config
     from odxtarget.transport.tcmu.lio_config import LioConfigurator

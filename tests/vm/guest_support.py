@@ -32,6 +32,13 @@ SECOND_LUN_BYTES = 32 * MIB
 CU_LUN_BYTES = 64 * MIB
 CU_TIMEOUT_SECONDS = 960          # for all iscsi-test-cu runs together, started with the daemon
 
+# The Reserve6 suite's LUN is on a portal of its own whose packets the guest delays by
+# RESERVE_PORT_DELAY each way (tc netem on lo, delay_port): a network hop instead of bare
+# loopback, so that LIO has finished a logged-out session before libiscsi's next login gets
+# through (see _RESERVE_ON_LOOPBACK).
+RESERVE_PORT = 3261
+RESERVE_PORT_DELAY = "2ms"
+
 # the native front end, started inside the guest next to LIO
 NATIVE_TARGET_IQN = "iqn.2026-11.org.odxtarget:vm-native"
 NATIVE_PORT = 3262
@@ -102,9 +109,10 @@ class CuLun:
     target_iqn: str
     storage_object: str
     options: tuple[tuple[str, object], ...] = ()    # extra storage-object settings
+    port: int = LIO_PORT                             # the LIO portal of its target
 
     def url(self) -> str:
-        return f"iscsi://127.0.0.1:{LIO_PORT}/{self.target_iqn}/0"
+        return f"iscsi://127.0.0.1:{self.port}/{self.target_iqn}/0"
 
 
 @dataclass(frozen=True)
@@ -129,8 +137,16 @@ CU_512E = CuLun("iqn.2026-11.org.odxtarget:vm-cu-512e", "vmcu512e", (("physical_
 CU_REMOVABLE = CuLun("iqn.2026-11.org.odxtarget:vm-cu-removable", "vmcurmb", (("removable", True),))
 CU_READ_ONLY = CuLun("iqn.2026-11.org.odxtarget:vm-cu-readonly", "vmcuro", (("read_only", True),))
 CU_COPY_RESULTS = CuLun("iqn.2026-11.org.odxtarget:vm-cu-copyresults", "vmcucopy")
-CU_LUNS = (CU_PLAIN, CU_512E, CU_REMOVABLE, CU_READ_ONLY, CU_COPY_RESULTS)
+CU_RESERVE = CuLun("iqn.2026-11.org.odxtarget:vm-cu-reserve", "vmcursv", port=RESERVE_PORT)
+CU_LUNS = (CU_PLAIN, CU_512E, CU_REMOVABLE, CU_READ_ONLY, CU_COPY_RESULTS, CU_RESERVE)
 
+#: Reserve6.Logout takes RESERVE(6) in one session, logs it out, logs in again and at once
+#: expects the other session's RESERVE(6) to succeed. LIO releases the reservation when it
+#: deregisters the logged-out session, which on bare loopback in the guest always comes
+#: after that: with LIO's own fileio backstore and no odxtarget at all the test failed 8 of
+#: 8 times on 127.0.0.1, and passed 8 of 8 with 2 ms of netem delay on lo. So its suite runs
+#: on CU_RESERVE, behind RESERVE_PORT's delay.
+_RESERVE_ON_LOOPBACK = ("Reserve6",)
 _LIO_TARGET_RESETS = (
     ("SCSI.*.TargetColdReset", "LIO answers TARGET COLD RESET with FUNCTION REJECTED (kernel; a TCMU "
                                "handler never sees task management for the target)"),
@@ -151,16 +167,17 @@ def cu_runs() -> list[CuRun]:
     from tests.support.iscsi_test_cu import MULTI_BLOCK_PHYSICAL_PATTERNS, REMOVABLE_PATTERNS, suites_except
 
     main = CuRun(
-        name="scsi", pattern=suites_except("SCSI", _SHARED_NEXUS_SUITES), lun=CU_PLAIN,
-        expected_tests=213, multipath=True,
+        name="scsi", pattern=suites_except("SCSI", (*_SHARED_NEXUS_SUITES, *_RESERVE_ON_LOOPBACK)),
+        lun=CU_PLAIN, expected_tests=206, multipath=True,
         extra_allowed_skips=(
             ("SCSI.ReadOnly.*", "needs a write-protected LU: covered by the 'readonly' run"),
             *((pattern, "needs removable media (RMB=1): covered by a 'removable' run")
               for pattern in REMOVABLE_PATTERNS),
             *((pattern, "needs 2+ logical blocks per physical block: covered by a '512e' run")
               for pattern in MULTI_BLOCK_PHYSICAL_PATTERNS),
-            *_LIO_TARGET_RESETS,
         ))
+    reserve = CuRun(name="reserve6", pattern="SCSI.Reserve6", lun=CU_RESERVE, expected_tests=7,
+                    multipath=True, extra_allowed_skips=_LIO_TARGET_RESETS)
     removable = [
         CuRun(name=f"removable-{pattern.split('.')[1]}", pattern=pattern, lun=CU_REMOVABLE,
               expected_tests=count,
@@ -181,21 +198,41 @@ def cu_runs() -> list[CuRun]:
     read_only = CuRun(name="readonly", pattern="SCSI.ReadOnly*", lun=CU_READ_ONLY, expected_tests=1)
     copy_results = CuRun(name="copyresults", pattern=",".join(f"SCSI.{suite}" for suite in _SHARED_NEXUS_SUITES),
                          lun=CU_COPY_RESULTS, expected_tests=2)
-    return [main, copy_results, *multi_block, read_only, *removable]
+    return [main, reserve, copy_results, *multi_block, read_only, *removable]
 
 
-#: Tests that race with LIO's asynchronous session teardown. LIO releases a session's SPC-2
-#: reservation when it deregisters the session (transport_deregister_session): after sending
-#: the Logout Response (Logout), or after noticing the closed connection (ITNexusLoss). The
-#: tests try RESERVE(6) from the other session right after the logout, or 3 s after the
-#: disconnect. Under TCG, with the other guest tests running beside them, the teardown can
-#: take longer. Rerun alone when they fail.
+#: Tests that race with LIO's asynchronous session teardown, rerun alone if they fail. LIO
+#: releases a session's SPC-2 reservation when it deregisters the session
+#: (transport_deregister_session): after sending the Logout Response (Logout), or after
+#: noticing the closed connection (ITNexusLoss). The tests try RESERVE(6) from the other
+#: session right after logging in again, or 3 s after the disconnect. RESERVE_PORT's delay
+#: makes Logout pass; the reruns guard against a guest so loaded that teardown takes longer.
 CU_RERUN_ON_FAILURE = {
     "SCSI.Reserve6.Logout": "LIO releases the SPC-2 reservation of a logged-out session "
                             "asynchronously, after the Logout Response",
     "SCSI.Reserve6.ITNexusLoss": "LIO releases the SPC-2 reservation of a dropped connection's "
                                  "session when its own teardown gets to it; the test waits 3 s",
 }
+
+
+def delay_port(port: int, delay: str) -> None:
+    """Delay every packet to or from ``port`` on lo by ``delay`` (tc netem under a prio qdisc,
+    so the other ports keep bare loopback)."""
+    commands = [
+        ["tc", "qdisc", "replace", "dev", "lo", "root", "handle", "1:", "prio", "bands", "4"],
+        ["tc", "qdisc", "replace", "dev", "lo", "parent", "1:4", "handle", "40:", "netem", "delay", delay],
+        ["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+         "match", "ip", "dport", str(port), "0xffff", "flowid", "1:4"],
+        ["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+         "match", "ip", "sport", str(port), "0xffff", "flowid", "1:4"],
+    ]
+    for command in commands:
+        run(*command)
+
+
+def undelay_ports() -> None:
+    run("tc", "qdisc", "del", "dev", "lo", "root", check=False)
+
 
 class BackgroundCuRuns:
     """The guest's iscsi-test-cu runs, one after another in a background thread started with

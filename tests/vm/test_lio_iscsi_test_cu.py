@@ -13,9 +13,10 @@ What LIO itself decides is listed with its reason in guest_support:
 * PreventAllow runs on the removable LU, where ITNexusLoss and Logout are known failures
   (strict): a prevention should end with its nexus, and a TCMU command carries none. The
   foundation issue allows PreventAllow to skip, which it does on the plain LU of the main run;
-* Reserve6.Logout and Reserve6.ITNexusLoss race with LIO's asynchronous session teardown
-  and are rerun alone when they fail (guest_support.CU_RERUN_ON_FAILURE); every attempt is
-  reported;
+* Reserve6.Logout races with LIO's own session teardown, which bare loopback always loses
+  (also with LIO's fileio backstore), so the Reserve6 suite runs on a LUN whose portal the
+  guest delays by 2 ms (guest_support.RESERVE_PORT); Logout and ITNexusLoss are rerun alone
+  if they still fail (guest_support.CU_RERUN_ON_FAILURE), and every attempt is reported;
 * every initiator of an LU shares one nexus in odxtarget behind LIO, so ReceiveCopyResults
   (which first asks for a list identifier "with no copy in progress") runs on an LU of its
   own, where the ExtendedCopy suite's copies did not leave results under that identifier.
