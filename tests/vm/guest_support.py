@@ -130,8 +130,9 @@ class CuRun:
 
 
 # iscsi-test-cu in the guest is split like the host's conformance run (tests/conformance):
-# the whole SCSI family on a plain LU, and the tests that need a removable, 512e or read-only
-# LU on one that is.
+# the SCSI family on a plain LU, and the tests that need a removable, 512e or read-only LU on
+# one that is. Two suites get plain LUs of their own, for reasons LIO imposes:
+# ReceiveCopyResults (_SHARED_NEXUS_SUITES) and Reserve6 (_RESERVE_ON_LOOPBACK).
 CU_PLAIN = CuLun("iqn.2026-11.org.odxtarget:vm-cu", "vmcu")
 CU_512E = CuLun("iqn.2026-11.org.odxtarget:vm-cu-512e", "vmcu512e", (("physical_block_size", 4096),))
 CU_REMOVABLE = CuLun("iqn.2026-11.org.odxtarget:vm-cu-removable", "vmcurmb", (("removable", True),))
