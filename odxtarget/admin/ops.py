@@ -18,7 +18,6 @@ make the saved file unloadable is refused with the same message, nothing changed
 from __future__ import annotations
 
 import dataclasses
-
 import difflib
 import inspect
 import ipaddress

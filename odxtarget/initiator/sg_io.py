@@ -22,18 +22,16 @@ import urllib.parse
 from dataclasses import dataclass
 
 from odxtarget.initiator import libiscsi
-from odxtarget.scsi.sense import SenseData
+from odxtarget.scsi.sense import MAX_SENSE_BYTES, SenseData
 
 SG_IO = 0x2285                         # include/scsi/sg.h
 SG_INTERFACE_ID = ord("S")
 SG_DXFER_NONE = -1
 SG_DXFER_TO_DEV = -2
 SG_DXFER_FROM_DEV = -3
-SENSE_BUFFER_SIZE = 252                # SPC-4 4.5.1: sense data is at most 252 bytes
 DEFAULT_TIMEOUT_MS = 120_000           # a WRITE USING TOKEN of a whole token may take a while
 DRIVER_SENSE = 0x08                    # driver_status: sense data was returned (not an error)
 DRIVER_STATUS_MASK = 0x0F
-
 
 
 class SgIoError(libiscsi.LibiscsiError):
@@ -149,7 +147,7 @@ class SgIoSession(libiscsi.ScsiCommands):
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         except OSError as error:
             raise SgIoError(f"cannot open {path}: {error.strerror or error}") from None
-        self._sense = ctypes.create_string_buffer(SENSE_BUFFER_SIZE)
+        self._sense = ctypes.create_string_buffer(MAX_SENSE_BYTES)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -172,7 +170,7 @@ class SgIoSession(libiscsi.ScsiCommands):
             raise ValueError("bidirectional commands are not supported")
         command = ctypes.create_string_buffer(bytes(cdb), len(cdb))
         header = _SgIoHeader(interface_id=SG_INTERFACE_ID, cmd_len=len(cdb),
-                             mx_sb_len=SENSE_BUFFER_SIZE, timeout=self.timeout_ms,
+                             mx_sb_len=MAX_SENSE_BYTES, timeout=self.timeout_ms,
                              cmdp=ctypes.addressof(command), sbp=ctypes.addressof(self._sense))
         buffer = None
         if data_out is not None:

@@ -1,4 +1,4 @@
-"""libc ``fallocate(2)`` through ctypes: Python only wraps ``posix_fallocate``, which can
+"""libc ``fallocate(2)`` through ctypes: Python only wraps ``posix_fallocate``, which
 cannot punch holes, and punching is how unmapped blocks come to read as zeros."""
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 On the host (no LIO, no configfs) nothing here is collected. In the guest, one session-wide
 ``odxtarget serve`` runs with ``"frontend": "lio"``: target TARGET_IQN has two LUNs (64 and
 32 MiB, sparse) that open-iscsi logs in to on 127.0.0.1:3260, and the targets of CU_LUNS each
-have one LUN that iscsi-test-cu may destroy (plain, 512e, removable, read-only, and two
-plain ones for the suites that need a fresh LU or a delayed portal: guest_support.cu_runs). The tests use
-the resulting /dev/sdX and /dev/sgN.
+have one LUN that iscsi-test-cu may destroy (plain, 512e, removable, read-only, and two plain
+ones for the suites that need a fresh LU or a delayed portal: guest_support.cu_runs). The
+tests use the resulting /dev/sdX and /dev/sgN.
 """
 
 from __future__ import annotations

@@ -128,7 +128,6 @@ class CuRun:
     known_failures: tuple[tuple[str, str], ...] = ()        # (pattern, reason), strict
 
 
-
 # iscsi-test-cu in the guest is split like the host's conformance run (tests/conformance):
 # the SCSI family on a plain LU, and the tests that need a removable, 512e or read-only LU on
 # one that is. Two suites get plain LUs of their own, for reasons LIO imposes:
@@ -164,6 +163,10 @@ _NO_NEXUS = ("a prevention ends with its I_T nexus, and odxtarget never learns o
              "command carries none (docs/lio.md)")
 
 
+def _suites(names: tuple[str, ...]) -> str:
+    return ",".join(f"SCSI.{name}" for name in names)
+
+
 def cu_runs() -> list[CuRun]:
     from tests.support.iscsi_test_cu import MULTI_BLOCK_PHYSICAL_PATTERNS, REMOVABLE_PATTERNS, suites_except
 
@@ -177,7 +180,7 @@ def cu_runs() -> list[CuRun]:
             *((pattern, "needs 2+ logical blocks per physical block: covered by a '512e' run")
               for pattern in MULTI_BLOCK_PHYSICAL_PATTERNS),
         ))
-    reserve = CuRun(name="reserve6", pattern="SCSI.Reserve6", lun=CU_RESERVE, expected_tests=7,
+    reserve = CuRun(name="reserve6", pattern=_suites(_RESERVE_ON_LOOPBACK), lun=CU_RESERVE, expected_tests=7,
                     multipath=True, extra_allowed_skips=_LIO_TARGET_RESETS)
     removable = [
         CuRun(name=f"removable-{pattern.split('.')[1]}", pattern=pattern, lun=CU_REMOVABLE,
@@ -197,8 +200,8 @@ def cu_runs() -> list[CuRun]:
         for pattern, count in MULTI_BLOCK_PHYSICAL_PATTERNS.items()
     ]
     read_only = CuRun(name="readonly", pattern="SCSI.ReadOnly*", lun=CU_READ_ONLY, expected_tests=1)
-    copy_results = CuRun(name="copyresults", pattern=",".join(f"SCSI.{suite}" for suite in _SHARED_NEXUS_SUITES),
-                         lun=CU_COPY_RESULTS, expected_tests=2)
+    copy_results = CuRun(name="copyresults", pattern=_suites(_SHARED_NEXUS_SUITES), lun=CU_COPY_RESULTS,
+                         expected_tests=2)
     return [main, reserve, copy_results, *multi_block, read_only, *removable]
 
 

@@ -2,7 +2,7 @@
 
 Judged as tests/conformance/test_iscsi_test_cu.py judges the native front end: every test
 passes, apart from the skips in tests/conformance/allowed_skips.txt. The family is split the same
-way (guest_support.cu_runs): the whole family on a plain LU, and the tests that need a removable,
+way (guest_support.cu_runs): the family on a plain LU, and the tests that need a removable,
 512e or read-only LU on one that is, each LU on a LIO target of its own. LIO answers REPORT LUNS,
 persistent reservations, RESERVE/RELEASE and task management in the kernel, so the results of
 those suites are LIO's as much as odxtarget's.
