@@ -42,6 +42,10 @@ class CopyLimits:
     max_rod_bytes: int = 64 * GiB
     #: Live tokens in the daemon-wide store (each also costs tombstone memory later).
     max_tokens: int = 4096
+    #: Live tokens one initiator (by iSCSI name) may hold, so one host cannot starve others.
+    max_tokens_per_initiator: int = 1024
+    #: Snapshot (ROD file) bytes one initiator's tokens may represent.
+    max_rod_bytes_per_initiator: int = 16 * GiB
     #: Seconds completed list results are kept for RRTI / RECEIVE COPY STATUS.
     result_retention: float = 120.0
     #: Results kept per I_T nexus; the oldest completed ones are dropped beyond this.
@@ -64,6 +68,10 @@ class CopyLimits:
             raise ValueError("max_range_descriptors must be 1..65535")
         if self.write_using_token_budget <= 0:
             raise ValueError("write_using_token_budget must be positive")
+        if not 0 < self.max_tokens_per_initiator <= self.max_tokens:
+            raise ValueError("max_tokens_per_initiator must be 1..max_tokens")
+        if not 0 < self.max_rod_bytes_per_initiator <= self.max_rod_bytes:
+            raise ValueError("max_rod_bytes_per_initiator must be positive and at most max_rod_bytes")
         if self.max_token_transfer_bytes % 4096 or self.optimal_transfer_bytes % 4096:
             raise ValueError("transfer sizes must be multiples of 4096 bytes")
 
