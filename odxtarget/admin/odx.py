@@ -3,37 +3,42 @@
 The copy manager (``odxtarget.copy.CopyManager``) is found as ``daemon.copy_manager``; a daemon
 without one answers every ``odx.*`` operation with a one-line "not available" error. This is
 the only admin module that knows the manager's attributes (``limits``, ``tokens``, ``clock``,
-``revoke_token``, ``all_counters``, ``detach``).
+``revoke_token``, ``all_counters``, ``detach``, ``storage_replacing``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, NamedTuple
 
 from odxtarget.admin.protocol import AdminError
-from odxtarget.config import OdxConfig
+from odxtarget.config import ODX_SECTION, OdxConfig
+from odxtarget.copy.limits import ADMIN_METADATA, CopyLimits
 
-#: The limits an administrator may change: admin name -> (CopyLimits field, which is also the
-#: config file's "odx" key; type; help).
-TUNABLE_LIMITS: dict[str, tuple[str, type, str]] = {
-    "default_inactivity_timeout": (
-        "default_inactivity_timeout", int,
-        "seconds a token lives unused when POPULATE TOKEN asks for the default (SPC-4 5.16.6.3)",
-    ),
-    "max_inactivity_timeout": (
-        "max_inactivity_timeout", int, "largest INACTIVITY TIMEOUT a POPULATE TOKEN may ask for",
-    ),
-    "max_token_transfer_size": (
-        "max_token_transfer_bytes", int, "MAXIMUM TOKEN TRANSFER SIZE, in bytes (VPD 8Fh)",
-    ),
-    "optimal_transfer_size": (
-        "optimal_transfer_bytes", int, "OPTIMAL TRANSFER COUNT, in bytes (VPD 8Fh)",
-    ),
-    "time_budget": (
-        "write_using_token_budget", float,
-        "seconds one WRITE USING TOKEN may run before it stops with a residual",
-    ),
-}
+
+class TunableLimit(NamedTuple):
+    """A limit ``/odx set limits`` changes live."""
+
+    field: str   # the CopyLimits field, which is also the config file's "odx" key
+    type: type   # of its value: int or float
+    help: str
+    kind: str    # in the config file: "integer", "size" or "seconds"
+
+
+def _tunable_limits() -> dict[str, TunableLimit]:
+    """The CopyLimits fields that carry ``ADMIN_METADATA``, by their admin name. Each must be a
+    key of the config's "odx" section, where saveconfig keeps it."""
+    tunable: dict[str, TunableLimit] = {}
+    for item in fields(CopyLimits):
+        admin = item.metadata.get(ADMIN_METADATA)
+        if admin is not None:
+            key = ODX_SECTION.key(item.name)
+            tunable[admin["name"]] = TunableLimit(item.name, key.value_type, admin["help"], key.kind)
+    return tunable
+
+
+#: The limits an administrator may change, by admin name.
+TUNABLE_LIMITS: dict[str, TunableLimit] = _tunable_limits()
 
 
 def token_id_text(token_id: int) -> str:
@@ -65,7 +70,7 @@ class OdxView:
 
     def limits(self) -> dict[str, Any]:
         limits = self._require().limits
-        return {name: getattr(limits, field) for name, (field, _, _) in TUNABLE_LIMITS.items()}
+        return {name: getattr(limits, limit.field) for name, limit in TUNABLE_LIMITS.items()}
 
     def config_values(self, changes: dict[str, Any]) -> dict[str, int | float]:
         """Admin names and values -> the config file's "odx" keys (CopyLimits field names).
@@ -78,10 +83,10 @@ class OdxView:
         for name, value in changes.items():
             if name not in TUNABLE_LIMITS:
                 raise AdminError(f"unknown ODX limit {name!r} (expected one of: {', '.join(TUNABLE_LIMITS)})")
-            field, kind, _ = TUNABLE_LIMITS[name]
+            limit = TUNABLE_LIMITS[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise AdminError(f"{name}: must be a positive number, got {value!r}")
-            values[field] = kind(value)
+            values[limit.field] = limit.type(value)
         return values
 
     def limits_for(self, odx: OdxConfig) -> Any:
@@ -90,8 +95,6 @@ class OdxView:
         Raises:
             AdminError: a combination the copy manager refuses.
         """
-        from odxtarget.copy import CopyLimits
-
         try:
             return CopyLimits(**odx.limits_overrides())
         except ValueError as error:
@@ -159,3 +162,9 @@ class OdxView:
         manager = self.manager
         if manager is not None:
             manager.detach(lu)
+
+    def storage_replacing(self, lu: Any) -> None:
+        """Before ``lu``'s backend is swapped and the old one closed: copies on it stop using it."""
+        manager = self.manager
+        if manager is not None:
+            manager.storage_replacing(lu)

@@ -2,8 +2,9 @@
 
 ``save`` writes the running configuration over the file the daemon was started with (so the
 next start loads it), after copying the previous file to ``<dir>/backup/<name>-<UTC time>.json``
-(mode 0600, the newest ``MAX_BACKUPS`` kept). The write itself is ``config.save_config``'s:
-temporary file in the same directory, fsync, rename, mode 0600.
+(mode 0600, the newest ``MAX_BACKUPS`` kept). The write itself is ``config.save_config``'s,
+``odxtarget.atomic_file.replace_file``: temporary file in the same directory, fsync, rename,
+fsync of the directory, mode 0600.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 
 from odxtarget.admin.protocol import AdminError
+from odxtarget.atomic_file import fsync_directory
 from odxtarget.config import DaemonConfig, save_config
 
 BACKUP_DIRECTORY = "backup"
@@ -51,6 +53,7 @@ def backup(config_path: str, now: datetime.datetime | None = None) -> str | None
         shutil.copyfileobj(source, target)
         target.flush()
         os.fsync(target.fileno())
+    fsync_directory(directory)
     for old in list_backups(config_path)[:-MAX_BACKUPS]:
         try:
             os.unlink(old)
@@ -68,7 +71,6 @@ def save(config: DaemonConfig, config_path: str) -> dict[str, str | None]:
     try:
         saved_backup = backup(config_path)
         save_config(config, config_path)
-        os.chmod(config_path, 0o600)
     except OSError as error:
         raise AdminError(f"cannot save to {config_path}: {error.strerror or error}") from None
     return {"path": config_path, "backup": saved_backup}

@@ -4,7 +4,19 @@ The daemon builds one ``CopyManager(state_dir, CopyLimits())`` and ``attach``es 
 unit to it; see ``odxtarget.copy.manager`` and docs/odx.md.
 """
 
-from odxtarget.copy.limits import CopyLimits
-from odxtarget.copy.manager import CopyManager
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["CopyLimits", "CopyManager"]
+
+# Loaded on first use, so that importing ``odxtarget.copy.limits`` (the configuration reads
+# CopyLimits' fields) does not import the copy manager.
+_HOMES = {"CopyLimits": "odxtarget.copy.limits", "CopyManager": "odxtarget.copy.manager"}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

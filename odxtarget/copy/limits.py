@@ -20,32 +20,70 @@ Why these defaults (docs/odx.md, "Limits"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+#: Field metadata key: the field is a key of the configuration's "odx" section
+#: (docs/configuration.md, "ODX limits") with the field's default. Its value says how the file
+#: spells and bounds it: ``kind`` is "integer", "size" (bytes, ``"64M"`` accepted) or "seconds"
+#: (a number); every value must be positive; ``maximum`` bounds it, ``multiple_of`` a size, and
+#: ``at_most`` names the field it must not exceed.
+CONFIG_METADATA = "config"
+#: Field metadata key: ``odxtargetcli`` may change the field live in ``/odx`` (docs/admin.md),
+#: under ``name``, described by ``help``.
+ADMIN_METADATA = "admin"
+#: Every block size divides it, so a byte limit that is a multiple is whole blocks.
+TRANSFER_GRANULE = 4096
+
+
+def _configurable(default: Any, kind: str, *, admin_name: str | None = None, admin_help: str = "",
+                  **rules: Any) -> Any:
+    """A field the configuration file sets (see ``CONFIG_METADATA``)."""
+    metadata: dict[str, Any] = {CONFIG_METADATA: {"kind": kind, **rules}}
+    if admin_name is not None:
+        metadata[ADMIN_METADATA] = {"name": admin_name, "help": admin_help}
+    return field(default=default, metadata=metadata)
+
 
 @dataclass(frozen=True)
 class CopyLimits:
-    max_range_descriptors: int = 64
-    default_inactivity_timeout: int = 60
-    max_inactivity_timeout: int = 600
+    #: The VPD 8Fh MAXIMUM RANGE DESCRIPTORS field is 16 bits.
+    max_range_descriptors: int = _configurable(64, "integer", maximum=0xFFFF)
+    #: Seconds. The VPD 8Fh inactivity timeout fields are 32 bits; FFFFFFFFh means "no maximum".
+    default_inactivity_timeout: int = _configurable(
+        60, "integer", maximum=0xFFFF_FFFE, at_most="max_inactivity_timeout",
+        admin_name="default_inactivity_timeout",
+        admin_help="seconds a token lives unused when POPULATE TOKEN asks for the default (SPC-4 5.16.6.3)")
+    max_inactivity_timeout: int = _configurable(
+        600, "integer", maximum=0xFFFF_FFFE, admin_name="max_inactivity_timeout",
+        admin_help="largest INACTIVITY TIMEOUT a POPULATE TOKEN may ask for")
     min_token_lifetime: int = 1
-    max_token_transfer_bytes: int = 256 * MiB
-    optimal_transfer_bytes: int = 64 * MiB
+    max_token_transfer_bytes: int = _configurable(
+        256 * MiB, "size", multiple_of=TRANSFER_GRANULE, admin_name="max_token_transfer_size",
+        admin_help="MAXIMUM TOKEN TRANSFER SIZE, in bytes (VPD 8Fh)")
+    optimal_transfer_bytes: int = _configurable(
+        64 * MiB, "size", multiple_of=TRANSFER_GRANULE, at_most="max_token_transfer_bytes",
+        admin_name="optimal_transfer_size", admin_help="OPTIMAL TRANSFER COUNT, in bytes (VPD 8Fh)")
     #: Seconds one synchronous WRITE USING TOKEN may run before it stops with a residual:
     #: under Windows' 4 s per command. Lower it to shorten how long a slow copy holds the
     #: other sessions of the native front end (docs/odx.md).
-    write_using_token_budget: float = 3.0
+    #: At most 60 s in a config: past that, initiators time the command out anyway.
+    write_using_token_budget: float = _configurable(
+        3.0, "seconds", maximum=60.0, admin_name="time_budget",
+        admin_help="seconds one WRITE USING TOKEN may run before it stops with a residual")
     #: Bytes of source data that snapshot (reflink) ROD files may represent in total.
-    max_rod_bytes: int = 64 * GiB
+    max_rod_bytes: int = _configurable(64 * GiB, "size", multiple_of=TRANSFER_GRANULE)
     #: Live tokens in the daemon-wide store (each also costs tombstone memory later).
     max_tokens: int = 4096
-    #: Live tokens one initiator (by iSCSI name) may hold, so one host cannot starve others.
-    max_tokens_per_initiator: int = 1024
-    #: Snapshot (ROD file) bytes one initiator's tokens may represent.
-    max_rod_bytes_per_initiator: int = 16 * GiB
+    #: Live tokens one initiator (by iSCSI name) may hold, so one host cannot starve others;
+    #: ``max_tokens`` still bounds them all together, so a larger value means "no own limit".
+    max_tokens_per_initiator: int = _configurable(1024, "integer")
+    #: Snapshot (ROD file) bytes one initiator's tokens may represent; ``max_rod_bytes`` still
+    #: bounds them all together.
+    max_rod_bytes_per_initiator: int = _configurable(16 * GiB, "size", multiple_of=TRANSFER_GRANULE)
     #: Seconds completed list results are kept for RRTI / RECEIVE COPY STATUS.
     result_retention: float = 120.0
     #: Results kept per I_T nexus; the oldest completed ones are dropped beyond this.
@@ -57,7 +95,7 @@ class CopyLimits:
     max_segment_bytes: int = 64 * MiB
     max_concurrent_copies: int = 64
     #: Bytes one background step moves before it yields to the event loop.
-    background_step_bytes: int = 8 * MiB
+    background_step_bytes: int = _configurable(8 * MiB, "size", multiple_of=TRANSFER_GRANULE)
 
     def __post_init__(self) -> None:
         if self.optimal_transfer_bytes > self.max_token_transfer_bytes:
@@ -68,10 +106,8 @@ class CopyLimits:
             raise ValueError("max_range_descriptors must be 1..65535")
         if self.write_using_token_budget <= 0:
             raise ValueError("write_using_token_budget must be positive")
-        if not 0 < self.max_tokens_per_initiator <= self.max_tokens:
-            raise ValueError("max_tokens_per_initiator must be 1..max_tokens")
-        if not 0 < self.max_rod_bytes_per_initiator <= self.max_rod_bytes:
-            raise ValueError("max_rod_bytes_per_initiator must be positive and at most max_rod_bytes")
+        if self.max_tokens_per_initiator <= 0 or self.max_rod_bytes_per_initiator <= 0:
+            raise ValueError("max_tokens_per_initiator and max_rod_bytes_per_initiator must be positive")
         if self.max_token_transfer_bytes % 4096 or self.optimal_transfer_bytes % 4096:
             raise ValueError("transfer sizes must be multiples of 4096 bytes")
 

@@ -3,16 +3,17 @@
 The SCSI core keeps reservations in memory and hands a JSON document to a
 ``ReservationStore`` (``odxtarget.scsi.pr_state``) before a PERSISTENT RESERVE OUT that
 changes them completes. This is the daemon's store: ``<state_dir>/reservations/<LU name>.json``,
-replaced atomically (temporary file in the same directory, fsync, rename, fsync of the
-directory), so that after a crash or power loss the file holds the old or the new state,
-never a torn one.
+replaced by ``odxtarget.atomic_file.replace_file`` (temporary file in the same directory, fsync,
+rename, fsync of the directory), so that after a crash or power loss the file holds the old
+or the new state, never a torn one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from odxtarget.atomic_file import fsync_directory, replace_file
 
 #: The document format the core writes (``PersistentReservations.to_document``).
 FORMAT_VERSION = 1
@@ -55,22 +56,8 @@ class ReservationFile:
 
     def save(self, document: dict) -> None:
         """Temporary file, fsync, rename over the old file, fsync the directory."""
-        directory = os.path.dirname(self.path) or "."
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".pr-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
-        _fsync_directory(directory)
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        replace_file(self.path, json.dumps(document, indent=1, sort_keys=True))
 
     def remove(self) -> None:
         """Delete the file (APTPL turned off), durably."""
@@ -78,13 +65,4 @@ class ReservationFile:
             os.unlink(self.path)
         except FileNotFoundError:
             return
-        _fsync_directory(os.path.dirname(self.path) or ".")
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make a rename or unlink in ``directory`` durable (the file's own fsync does not)."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_directory(os.path.dirname(self.path) or ".")

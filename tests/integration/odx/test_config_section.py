@@ -23,11 +23,14 @@ def parse(odx) -> object:
 def test_values_reach_copy_limits_and_round_trip():
     config = parse({"max_range_descriptors": 8, "default_inactivity_timeout": 2, "max_inactivity_timeout": 30,
                     "max_token_transfer_bytes": "32M", "optimal_transfer_bytes": 4 << 20,
-                    "write_using_token_budget": 0.25, "max_rod_bytes": "1G", "background_step_bytes": "64K"})
+                    "write_using_token_budget": 0.25, "max_rod_bytes": "1G", "background_step_bytes": "64K",
+                    "max_tokens_per_initiator": 100, "max_rod_bytes_per_initiator": "256M"})
     limits = CopyLimits(**config.odx.limits_overrides())
     assert (limits.max_range_descriptors, limits.default_inactivity_timeout, limits.max_inactivity_timeout,
             limits.max_token_transfer_bytes, limits.optimal_transfer_bytes, limits.write_using_token_budget,
-            limits.max_rod_bytes, limits.background_step_bytes) == (8, 2, 30, 32 << 20, 4 << 20, 0.25, 1 << 30, 64 << 10)
+            limits.max_rod_bytes, limits.background_step_bytes, limits.max_tokens_per_initiator,
+            limits.max_rod_bytes_per_initiator) == (
+        8, 2, 30, 32 << 20, 4 << 20, 0.25, 1 << 30, 64 << 10, 100, 256 << 20)
     assert parse_config(dump_config(config)) == config
     assert dump_config(config)["odx"]["max_token_transfer_bytes"] == "32M"
 

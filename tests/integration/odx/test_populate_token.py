@@ -124,7 +124,7 @@ def test_rtv_any_and_change_vulnerable_requests(session: OdxSession, filesystem:
 def test_rod_space_cap_answers_insufficient_resources(start_daemon, filesystem: str):
     """Snapshot tokens pin space; past ``max_rod_bytes`` PT says 55h/0Ch (XFS only: on ext4
     tokens are cancel-on-write and pin nothing)."""
-    daemon = start_daemon(odx={"max_rod_bytes": "1M"})
+    daemon = start_daemon(odx={"max_rod_bytes": "1M", "max_rod_bytes_per_initiator": "1M"})
     with OdxSession(daemon) as session:
         session.token(0, [(0, 1024)])                            # 512 KiB: fits
         _, result = session.populate(0, [(4096, 2048)])          # 1 MiB more: does not

@@ -149,6 +149,26 @@ def test_a_refused_limit_change_leaves_config_and_manager_alone(odx):
     assert (dump_config(admin.daemon.config), manager.limits) == before
 
 
+def test_the_tunable_limits_are_copy_limits_fields_saved_under_their_config_keys():
+    import dataclasses
+    import inspect
+
+    from odxtarget.admin.odx import TUNABLE_LIMITS
+    from odxtarget.admin.ops import OPERATIONS
+    from odxtarget.config import ODX_SECTION
+
+    assert list(TUNABLE_LIMITS) == ["default_inactivity_timeout", "max_inactivity_timeout",
+                                    "max_token_transfer_size", "optimal_transfer_size", "time_budget"]
+    defaults = CopyLimits()
+    for limit in TUNABLE_LIMITS.values():
+        key = ODX_SECTION.key(limit.field)
+        assert (limit.type, limit.kind) == (type(getattr(defaults, limit.field)), key.kind)
+        assert limit.field in {item.name for item in dataclasses.fields(CopyLimits)}
+    parameters = inspect.signature(OPERATIONS["odx.set_limits"].method).parameters
+    assert list(parameters) == ["self", *TUNABLE_LIMITS]
+    assert all(p.default is None for name, p in parameters.items() if name != "self")
+
+
 def test_deleting_a_storage_object_revokes_its_tokens(odx):
     admin, manager, _, run = odx
     populate(run, [(0, 8)])

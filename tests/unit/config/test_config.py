@@ -492,17 +492,3 @@ def test_invalid_iscsi_names(name):
 
 def test_dataclass_defaults_are_the_documented_ones():
     assert DaemonConfig() == parse_config({}, SOURCE)
-
-
-def test_the_odx_section_checks_against_the_copy_managers_own_defaults():
-    """config.py repeats CopyLimits' defaults so that reading a config never imports the copy
-    manager; they must not drift, or a file the parser accepts could stop the daemon."""
-    import odxtarget.config as config_module
-    from odxtarget.copy import CopyLimits
-
-    defaults = CopyLimits()
-    assert config_module.DEFAULT_INACTIVITY_TIMEOUT == defaults.default_inactivity_timeout
-    assert config_module.DEFAULT_MAX_INACTIVITY_TIMEOUT == defaults.max_inactivity_timeout
-    assert config_module.DEFAULT_OPTIMAL_TRANSFER_BYTES == defaults.optimal_transfer_bytes
-    assert config_module.DEFAULT_MAX_TOKEN_TRANSFER_BYTES == defaults.max_token_transfer_bytes
-    assert 0 < defaults.write_using_token_budget <= config_module.MAX_WRITE_USING_TOKEN_BUDGET

@@ -363,7 +363,8 @@ def test_time_budget_truncates_at_block_boundary(ext4_env):
 def test_rod_space_cap_answers_insufficient_resources(xfs_mount, tmp_path):
     import tempfile
 
-    env = Env(tempfile.mkdtemp(dir=xfs_mount), limits=CopyLimits(max_rod_bytes=64 * 512))
+    env = Env(tempfile.mkdtemp(dir=xfs_mount),
+              limits=CopyLimits(max_rod_bytes=64 * 512, max_rod_bytes_per_initiator=64 * 512))
     try:
         env.add_lu(0)
         assert env.populate(0, [(0, 64)], list_id=1).status == Status.GOOD

@@ -1,8 +1,4 @@
-"""The daemon's configuration model, and its JSON file format.
-
-The JSON file (documented in docs/configuration.md) maps one to one onto these dataclasses.
-``load_config`` reads a file, ``parse_config`` validates an already-decoded object, and
-``dump_config`` turns a model back into the JSON shape (``parse_config(dump_config(c)) == c``).
+"""Validating a decoded configuration file and building the model from it.
 
 Validation never stops at the first problem: every problem is collected, each with the JSON
 path of the value at fault (``targets[0].luns[1].storage_object: no storage object named
@@ -14,156 +10,47 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
 import logging
 import os
-import re
-import tempfile
-from dataclasses import dataclass, field, fields
 from typing import Any
 
-log = logging.getLogger(__name__)
+from odxtarget.config.limit_sections import ISCSI_SECTION, ODX_SECTION, LimitKey, LimitSection
+from odxtarget.config.model import (
+    AclConfig,
+    ChapConfig,
+    DaemonConfig,
+    ExtentConfig,
+    LunMapping,
+    OdxConfig,
+    PortalConfig,
+    StorageObjectConfig,
+    TargetConfig,
+    resolve_extent_length,
+)
+from odxtarget.config.vocabulary import (
+    BLOCK_SIZES,
+    LOG_LEVELS,
+    MAX_ALIAS_BYTES,
+    MAX_BLOCKS_PER_PHYSICAL_BLOCK,
+    MAX_CHAP_NAME_BYTES,
+    MAX_CHAP_SECRET_BYTES,
+    MAX_LUN,
+    MAX_PORT,
+    MAX_SERIAL_CHARS,
+    MAX_TPGT,
+    MIN_CHAP_SECRET_BYTES,
+    NAA6_WWN,
+    SCHEMA_VERSION,
+    SERIAL,
+    STORAGE_NAME,
+    SUPPORTED_FRONTENDS,
+    describe_value,
+    iscsi_name_problem,
+    parse_size,
+)
+from odxtarget.transport.iscsi.limits import IscsiLimits
 
-
-@dataclass(slots=True)
-class ExtentConfig:
-    """A byte range of a file that backs part of a LUN; files are created sparse."""
-
-    path: str
-    offset: int = 0
-    length: int | None = None  # None: the rest of the LUN's size
-
-
-@dataclass(slots=True)
-class StorageObjectConfig:
-    """A backstore: what a LUN shows, stored in an ordered list of file extents."""
-
-    name: str
-    size: int
-    extents: list[ExtentConfig]
-    block_size: int = 512
-    read_only: bool = False
-    serial: str | None = None   # default derived from name, stable across restarts
-    wwn: str | None = None      # NAA-6 designator (32 hex digits); default derived from serial
-    write_cache: bool = True
-    physical_block_size: int | None = None  # e.g. 4096 on a 512-byte LUN (512e); None: block_size
-    removable: bool = False                 # report removable medium (RMB=1): START STOP UNIT ejects
-
-
-@dataclass(slots=True)
-class ChapConfig:
-    """CHAP credentials: ``userid``/``password`` authenticate the initiator; the mutual pair
-    authenticates the target to the initiator."""
-
-    userid: str
-    password: str
-    mutual_userid: str | None = None
-    mutual_password: str | None = None
-
-
-@dataclass(slots=True)
-class AclConfig:
-    initiator: str                  # initiator IQN allowed to log in
-    chap: ChapConfig | None = None  # overrides the target's CHAP for this initiator
-
-
-@dataclass(slots=True)
-class PortalConfig:
-    ip: str = "127.0.0.1"
-    port: int = 3260
-
-
-@dataclass(slots=True)
-class LunMapping:
-    lun: int
-    storage_object: str
-
-
-@dataclass(slots=True)
-class TargetConfig:
-    iqn: str
-    portals: list[PortalConfig] = field(default_factory=lambda: [PortalConfig()])
-    luns: list[LunMapping] = field(default_factory=list)
-    acls: list[AclConfig] = field(default_factory=list)
-    demo_mode: bool = False          # any initiator may log in (ACLs ignored for admission)
-    chap: ChapConfig | None = None   # required of every initiator when set (unless its ACL sets its own)
-    tpgt: int = 1
-    alias: str | None = None
-
-
-@dataclass(slots=True)
-class OdxConfig:
-    """Copy manager limits (``odxtarget.copy.CopyLimits`` fields); None keeps the default.
-
-    Kept as plain values so that reading a config never imports the copy manager.
-    """
-
-    max_range_descriptors: int | None = None
-    default_inactivity_timeout: int | None = None     # seconds
-    max_inactivity_timeout: int | None = None         # seconds
-    max_token_transfer_bytes: int | None = None
-    optimal_transfer_bytes: int | None = None
-    write_using_token_budget: float | None = None     # seconds per synchronous WRITE USING TOKEN
-    max_rod_bytes: int | None = None
-    background_step_bytes: int | None = None
-
-    def limits_overrides(self) -> dict[str, int | float]:
-        """The fields that are set, as ``CopyLimits(**overrides)`` keyword arguments."""
-        values = ((item.name, getattr(self, item.name)) for item in fields(self))
-        return {name: value for name, value in values if value is not None}
-
-
-@dataclass(slots=True)
-class DaemonConfig:
-    storage_objects: list[StorageObjectConfig] = field(default_factory=list)
-    targets: list[TargetConfig] = field(default_factory=list)
-    frontend: str = "native"          # "native" (asyncio iSCSI) or "lio" (kernel LIO + TCMU, docs/lio.md)
-    state_dir: str = "/var/lib/odxtarget"
-    schema_version: int = 1
-    log_level: str = "info"
-    odx: OdxConfig = field(default_factory=OdxConfig)   # the optional "odx" section
-
-
-# -- limits and vocabularies --------------------------------------------------------------------
-
-SCHEMA_VERSION = 1
-DEFAULT_CONFIG_PATH = "/etc/odxtarget/config.json"
-SUPPORTED_FRONTENDS = ("native", "lio")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-BLOCK_SIZES = (512, 4096)
-#: READ CAPACITY(16) reports logical blocks per physical block as a 4-bit exponent (SBC-4 5.20.2).
-MAX_BLOCKS_PER_PHYSICAL_BLOCK = 1 << 15
-MAX_LUN = 16383                 # SAM-5 4.7.7: the single-level flat LUN space
-MAX_TPGT = 65535                # RFC 7143 13.9: a 16-bit tag
-MAX_PORT = 65535
-MAX_ISCSI_NAME_BYTES = 223      # RFC 3720 3.2.6.1
-MAX_ALIAS_BYTES = 255           # RFC 7143 13.6: a short UTF-8 text
-MIN_CHAP_SECRET_BYTES = 12      # RFC 7143 9.2.1: under 96 bits needs IPsec, which we lack
-MAX_CHAP_SECRET_BYTES = 16      # RFC 7143 9.2.1 asks support up to 128 bits; Windows stops there
-MAX_CHAP_NAME_BYTES = 255
-MAX_SERIAL_CHARS = 64
-STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-SERIAL = re.compile(r"[\x21-\x7e]+")         # printable ASCII without spaces (SPC-4 7.8.16)
-NAA6_WWN = re.compile(r"6[0-9a-fA-F]{31}")    # SPC-4 7.8.6.6.4: IEEE Registered Extended
-# The "odx" section (docs/configuration.md); the defaults repeat odxtarget.copy.CopyLimits'.
-ODX_INTEGER_KEYS = ("max_range_descriptors", "default_inactivity_timeout", "max_inactivity_timeout")
-ODX_SIZE_KEYS = ("max_token_transfer_bytes", "optimal_transfer_bytes", "max_rod_bytes", "background_step_bytes")
-ODX_SIZE_GRANULE = 4096               # every block size divides it
-MAX_RANGE_DESCRIPTORS = 0xFFFF        # the VPD 8Fh field is 16 bits
-MAX_INACTIVITY_TIMEOUT = 0xFFFF_FFFE  # 32 bits; FFFFFFFFh means "no maximum"
-MAX_WRITE_USING_TOKEN_BUDGET = 60.0   # past this, initiators time the command out anyway
-DEFAULT_INACTIVITY_TIMEOUT = 60
-DEFAULT_MAX_INACTIVITY_TIMEOUT = 600
-DEFAULT_OPTIMAL_TRANSFER_BYTES = 64 << 20
-DEFAULT_MAX_TOKEN_TRANSFER_BYTES = 256 << 20
-SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-SIZE_TEXT = re.compile(r"\s*(\d+)\s*([KMGTkmgt]?)\s*")
-
-# RFC 3720 3.2.6.3: iqn.yyyy-mm.reversed.domain[:anything]; eui. + 16 hex; naa. + 16/32 hex
-# (RFC 3980). Characters are those RFC 3722 leaves after stringprep, restricted to ASCII.
-IQN_NAME = re.compile(r"iqn\.(\d{4})-(\d{2})\.[a-z0-9-]+(\.[a-z0-9-]+)*(:[a-z0-9.:-]*)?")
-EUI_NAME = re.compile(r"eui\.[0-9a-fA-F]{16}")
-NAA_NAME = re.compile(r"naa\.([0-9a-fA-F]{16}|[0-9a-fA-F]{32})")
+log = logging.getLogger("odxtarget.config")
 
 
 class ConfigError(Exception):
@@ -180,102 +67,6 @@ class ConfigError(Exception):
         lines = [f"{self.source}: {len(self.problems)} problems:"]
         lines.extend(f"  {problem}" for problem in self.problems)
         return "\n".join(lines)
-
-
-# -- small public helpers ------------------------------------------------------------------------
-
-
-def parse_size(value: Any) -> int:
-    """A byte count from an integer or a string such as ``"512"``, ``"64K"``, ``"1G"`` (binary).
-
-    Raises:
-        ValueError: anything else (the message is user-facing).
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"expected a size (integer or string), got {_describe(value)}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"must not be negative, got {value}")
-        return value
-    match = SIZE_TEXT.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            f'invalid size "{value}": expected an integer or a number with a K, M, G or T suffix'
-        )
-    return int(match.group(1)) * SIZE_SUFFIXES[match.group(2).upper()]
-
-
-def format_size(size: int) -> int | str:
-    """The shortest exact spelling of a size: ``"1G"`` for 1 GiB, the integer otherwise."""
-    for suffix in ("T", "G", "M", "K"):
-        unit = SIZE_SUFFIXES[suffix]
-        if size >= unit and size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return size
-
-
-def iscsi_name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid iSCSI name (RFC 3720 3.2.6), or None when it is."""
-    if len(name.encode("utf-8")) > MAX_ISCSI_NAME_BYTES:
-        return f"is longer than {MAX_ISCSI_NAME_BYTES} bytes (RFC 3720 3.2.6.1)"
-    if name != name.lower() and name.lower().startswith("iqn."):
-        return f'must be lowercase (RFC 3720 3.2.6.1 names are case-folded): "{name.lower()}"'
-    if name.startswith("iqn."):
-        match = IQN_NAME.fullmatch(name)
-        if match is None:
-            return (
-                "is not a valid iqn name: expected iqn.yyyy-mm.reversed.domain[:identifier] using"
-                " only a-z, 0-9, '-', '.', ':' (RFC 3720 3.2.6.3.1)"
-            )
-        if not 1 <= int(match.group(2)) <= 12:
-            return f"has month {match.group(2)} in its date (RFC 3720 3.2.6.3.1 wants yyyy-mm)"
-        return None
-    if name.startswith("eui."):
-        return None if EUI_NAME.fullmatch(name) else (
-            "is not a valid eui name: expected eui. and 16 hex digits (RFC 3720 3.2.6.3.2)"
-        )
-    if name.startswith("naa."):
-        return None if NAA_NAME.fullmatch(name) else (
-            "is not a valid naa name: expected naa. and 16 or 32 hex digits (RFC 3980)"
-        )
-    return 'must start with "iqn.", "eui." or "naa." (RFC 3720 3.2.6.3)'
-
-
-def resolve_extent_length(extents: list[ExtentConfig], index: int, size: int) -> int:
-    """The length of extent ``index``, with an open-ended (None) last extent resolved."""
-    extent = extents[index]
-    if extent.length is not None:
-        return extent.length
-    return size - sum(e.length or 0 for e in extents[:index])
-
-
-# -- loading and dumping ------------------------------------------------------------------------
-
-
-def load_config(path: str) -> DaemonConfig:
-    """Read and validate a JSON config file; relative paths in it resolve against its directory.
-
-    Raises:
-        ConfigError: the file is missing, unreadable, not JSON, or not a valid config.
-    """
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise ConfigError(
-            path,
-            ["config file not found (write one with `odxtarget demo-config --dir DIR`,"
-             " or pass --config FILE)"],
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(path, [f"cannot read config file: {error}"]) from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_JsonObject.from_pairs)
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            path, [f"line {error.lineno} column {error.colno}: invalid JSON: {error.msg}"]
-        ) from None
-    return parse_config(obj, path)
 
 
 def parse_config(obj: Any, source: str = "<config>", *, base_dir: str | None = None) -> DaemonConfig:
@@ -302,167 +93,7 @@ def parse_config(obj: Any, source: str = "<config>", *, base_dir: str | None = N
     return config
 
 
-def dump_config(config: DaemonConfig) -> dict[str, Any]:
-    """The JSON object for a model; ``parse_config(dump_config(c))`` gives ``c`` back."""
-    return {
-        "schema_version": config.schema_version,
-        "frontend": config.frontend,
-        "state_dir": config.state_dir,
-        "log_level": config.log_level,
-        "storage_objects": [_dump_storage_object(so) for so in config.storage_objects],
-        "targets": [_dump_target(target) for target in config.targets],
-        **_dump_odx(config.odx),
-    }
-
-
-def _dump_odx(odx: OdxConfig) -> dict[str, Any]:
-    """``{"odx": {...}}`` with the limits that are set; nothing when all are defaults."""
-    overrides = odx.limits_overrides()
-    for key in ODX_SIZE_KEYS:
-        if key in overrides:
-            overrides[key] = format_size(overrides[key])
-    return {"odx": overrides} if overrides else {}
-
-
-def save_config(obj: DaemonConfig | dict[str, Any], path: str) -> None:
-    """Write a config file atomically with mode 0600 (it may hold CHAP secrets)."""
-    if isinstance(obj, DaemonConfig):
-        obj = dump_config(obj)
-    text = json.dumps(obj, indent=2) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
-def demo_config_dict(port: int = 3260) -> dict[str, Any]:
-    """The demo configuration: two sparse 1 GiB LUNs next to the config file, open to anyone
-    on 127.0.0.1. Image paths are relative, so the file works wherever it is written."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "frontend": "native",
-        "state_dir": ".",
-        "log_level": "info",
-        "storage_objects": [
-            {
-                "name": name,
-                "size": "1G",
-                "block_size": 512,
-                "read_only": False,
-                "serial": None,
-                "wwn": None,
-                "write_cache": True,
-                "extents": [{"path": f"{name}.img", "offset": 0, "length": None}],
-            }
-            for name in ("disk0", "disk1")
-        ],
-        "targets": [
-            {
-                "iqn": "iqn.2026-11.org.odxtarget:demo",
-                "tpgt": 1,
-                "alias": None,
-                "portals": [{"ip": "127.0.0.1", "port": port}],
-                "luns": [
-                    {"lun": 0, "storage_object": "disk0"},
-                    {"lun": 1, "storage_object": "disk1"},
-                ],
-                "demo_mode": True,
-                "chap": None,
-                "acls": [],
-            }
-        ],
-    }
-
-
-def _dump_storage_object(so: StorageObjectConfig) -> dict[str, Any]:
-    return {
-        "name": so.name,
-        "size": format_size(so.size),
-        "block_size": so.block_size,
-        "read_only": so.read_only,
-        "serial": so.serial,
-        "wwn": so.wwn,
-        "write_cache": so.write_cache,
-        **({"physical_block_size": so.physical_block_size} if so.physical_block_size else {}),
-        **({"removable": True} if so.removable else {}),
-        "extents": [
-            {"path": e.path, "offset": e.offset, "length": e.length} for e in so.extents
-        ],
-    }
-
-
-def _dump_chap(chap: ChapConfig | None) -> dict[str, Any] | None:
-    if chap is None:
-        return None
-    dumped = {"userid": chap.userid, "password": chap.password}
-    if chap.mutual_userid is not None:
-        dumped["mutual_userid"] = chap.mutual_userid
-    if chap.mutual_password is not None:
-        dumped["mutual_password"] = chap.mutual_password
-    return dumped
-
-
-def _dump_target(target: TargetConfig) -> dict[str, Any]:
-    return {
-        "iqn": target.iqn,
-        "tpgt": target.tpgt,
-        "alias": target.alias,
-        "portals": [{"ip": p.ip, "port": p.port} for p in target.portals],
-        "luns": [{"lun": m.lun, "storage_object": m.storage_object} for m in target.luns],
-        "demo_mode": target.demo_mode,
-        "chap": _dump_chap(target.chap),
-        "acls": [{"initiator": a.initiator, "chap": _dump_chap(a.chap)} for a in target.acls],
-    }
-
-
-# -- validation ---------------------------------------------------------------------------------
-
-
-class _JsonObject(dict):
-    """A decoded JSON object that remembers keys the file repeated (json keeps the last)."""
-
-    duplicate_keys: list[str]
-
-    @classmethod
-    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _JsonObject:
-        obj = cls()
-        obj.duplicate_keys = []
-        for key, value in pairs:
-            if key in obj and key not in obj.duplicate_keys:
-                obj.duplicate_keys.append(key)
-            obj[key] = value
-        return obj
-
-
 _MISSING = object()
-
-
-def _describe(value: Any) -> str:
-    """A JSON-flavoured description of a value, for "expected X, got Y" messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f'a string ("{shown}")'
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _join(path: str, key: str) -> str:
@@ -472,8 +103,8 @@ def _join(path: str, key: str) -> str:
 class _Parser:
     """One validation pass: builds the model and collects problems and warnings."""
 
-    TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets", "odx")
-    ODX_KEYS = ODX_INTEGER_KEYS + ODX_SIZE_KEYS + ("write_using_token_budget",)
+    TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets",
+                "odx", "iscsi")
     STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
                     "physical_block_size", "removable", "extents")
     EXTENT_KEYS = ("path", "offset", "length")
@@ -496,7 +127,7 @@ class _Parser:
     def object(self, value: Any, path: str, keys: tuple[str, ...], required: tuple[str, ...] = ()):
         """Check ``value`` is an object with only ``keys`` and all of ``required``."""
         if not isinstance(value, dict):
-            self.problem(path or "(top level)", f"expected an object, got {_describe(value)}")
+            self.problem(path or "(top level)", f"expected an object, got {describe_value(value)}")
             return None
         for key in getattr(value, "duplicate_keys", ()):
             self.problem(_join(path, key), "key appears more than once")
@@ -516,7 +147,7 @@ class _Parser:
             return default
         here = _join(path, key)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(here, f"expected an integer, got {_describe(value)}")
+            self.problem(here, f"expected an integer, got {describe_value(value)}")
             return default
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -529,7 +160,7 @@ class _Parser:
         if value is _MISSING:
             return default
         if not isinstance(value, bool):
-            self.problem(_join(path, key), f"expected true or false, got {_describe(value)}")
+            self.problem(_join(path, key), f"expected true or false, got {describe_value(value)}")
             return default
         return value
 
@@ -539,7 +170,7 @@ class _Parser:
             return default if value is _MISSING else None
         if not isinstance(value, str):
             expected = "a string or null" if nullable else "a string"
-            self.problem(_join(path, key), f"expected {expected}, got {_describe(value)}")
+            self.problem(_join(path, key), f"expected {expected}, got {describe_value(value)}")
             return default
         if not value:
             self.problem(_join(path, key), "must not be empty")
@@ -573,7 +204,7 @@ class _Parser:
         if value is _MISSING:
             return None
         if not isinstance(value, list):
-            self.problem(_join(path, key), f"expected an array, got {_describe(value)}")
+            self.problem(_join(path, key), f"expected an array, got {describe_value(value)}")
             return []
         return value
 
@@ -601,7 +232,13 @@ class _Parser:
         state_dir = self.string(obj, "state_dir", "", config.state_dir)
         config.state_dir = self.resolve_path(state_dir)
         if obj.get("odx") is not None:
-            config.odx = self.odx(obj["odx"], "odx")
+            odx = self.limits_section(obj["odx"], ODX_SECTION)
+            if odx is not None:
+                config.odx = OdxConfig(**odx)
+        if obj.get("iscsi") is not None:
+            iscsi = self.limits_section(obj["iscsi"], ISCSI_SECTION)
+            if iscsi is not None:
+                config.iscsi = IscsiLimits(**iscsi)
 
         indexed_objects: list[tuple[int, StorageObjectConfig]] = []
         for index, item in enumerate(self.array(obj, "storage_objects", "") or []):
@@ -629,44 +266,79 @@ class _Parser:
                 self.warnings.append(f'storage object "{so.name}" is not mapped by any target')
         return config
 
-    # -- copy manager limits ------------------------------------------------------------------
+    # -- limits sections ----------------------------------------------------------------------
 
-    def odx(self, value: Any, path: str) -> OdxConfig:
-        """The "odx" section: CopyLimits overrides, checked by the rules CopyLimits enforces."""
-        odx = OdxConfig()
-        if self.object(value, path, self.ODX_KEYS) is None:
-            return odx
+    def limits_section(self, value: Any, section: LimitSection) -> dict[str, int | float] | None:
+        """The keys a limits section sets, each checked alone, then against the fields it must
+        not exceed, then by constructing the section's dataclass (so that a file this accepts
+        never stops the daemon); None when the section has a problem."""
+        path = section.name
+        if self.object(value, path, section.key_names) is None:
+            return None
         problems_before = len(self.problems)
-        odx.max_range_descriptors = self.integer(value, "max_range_descriptors", path, None, 1,
-                                                 MAX_RANGE_DESCRIPTORS)
-        for key in ("default_inactivity_timeout", "max_inactivity_timeout"):
-            setattr(odx, key, self.integer(value, key, path, None, 1, MAX_INACTIVITY_TIMEOUT))
-        for key in ODX_SIZE_KEYS:
-            size = self.size(value, key, path, None)
-            if isinstance(size, int) and (size == 0 or size % ODX_SIZE_GRANULE):
-                self.problem(_join(path, key), f"must be a positive multiple of {ODX_SIZE_GRANULE}, got {size}")
-            elif isinstance(size, int):
-                setattr(odx, key, size)
-        budget = value.get("write_using_token_budget")
-        if budget is not None:
-            if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
-                    or not 0 < budget <= MAX_WRITE_USING_TOKEN_BUDGET:
-                self.problem(_join(path, "write_using_token_budget"),
-                             f"expected seconds, more than 0 and at most {MAX_WRITE_USING_TOKEN_BUDGET},"
-                             f" got {_describe(budget)}")
-            else:
-                odx.write_using_token_budget = float(budget)
+        values: dict[str, int | float] = {}
+        for key in section.keys:
+            checked = self.limit(value, path, key)
+            if checked is not None:
+                values[key.name] = checked
         if len(self.problems) > problems_before:
-            return odx
-        default_timeout = odx.default_inactivity_timeout or DEFAULT_INACTIVITY_TIMEOUT
-        if default_timeout > (odx.max_inactivity_timeout or DEFAULT_MAX_INACTIVITY_TIMEOUT):
-            self.problem(_join(path, "default_inactivity_timeout"),
-                         "must not exceed max_inactivity_timeout (default 600)")
-        optimal = odx.optimal_transfer_bytes or DEFAULT_OPTIMAL_TRANSFER_BYTES
-        if optimal > (odx.max_token_transfer_bytes or DEFAULT_MAX_TOKEN_TRANSFER_BYTES):
-            self.problem(_join(path, "optimal_transfer_bytes"),
-                         "must not exceed max_token_transfer_bytes (default 256M)")
-        return odx
+            return None
+        for key in section.keys:
+            if key.at_most is not None:
+                self.limit_order(values, section, key)
+        if len(self.problems) > problems_before:
+            return None
+        try:
+            section.limits_class(**values)
+        except ValueError as error:
+            self.problem(path, str(error))
+            return None
+        return values
+
+    def limit_order(self, values: dict[str, int | float], section: LimitSection, key: LimitKey) -> None:
+        """``key`` must not exceed the field ``key.at_most``; the problem is reported at the key
+        the file set (at ``key`` when it set both)."""
+        other = key.at_most
+        value = values.get(key.name, key.default)
+        limit = values.get(other, section.default(other))
+        if value <= limit:
+            return
+        if key.name in values:
+            limit_text = (section.key(other).spelled(limit) if other in values
+                          else f"default {section.shown_default(other)}")
+            self.problem(_join(section.name, key.name), f"must not exceed {other} ({limit_text})")
+        else:
+            self.problem(_join(section.name, other),
+                         f"must be at least {key.name} (default {section.shown_default(key.name)})")
+
+    def limit(self, obj: dict, path: str, key: LimitKey) -> int | float | None:
+        """The value of ``key`` in a limits section, positive and within the key's bounds;
+        None when absent or wrong."""
+        if key.name not in obj:
+            return None
+        here = _join(path, key.name)
+        if key.kind == "integer":
+            return self.integer(obj, key.name, path, None, 1, key.maximum)
+        if key.kind == "seconds":
+            value = obj[key.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                    or (key.maximum is not None and value > key.maximum):
+                bound = "more than 0" + (f" and at most {key.maximum}" if key.maximum is not None else "")
+                self.problem(here, f"expected seconds, {bound}, got {describe_value(value)}")
+                return None
+            return float(value)
+        size = self.size(obj, key.name, path, None)
+        if size is _MISSING:
+            return None
+        if key.multiple_of is not None and (size == 0 or size % key.multiple_of):
+            self.problem(here, f"must be a positive multiple of {key.multiple_of}, got {size}")
+        elif size == 0:
+            self.problem(here, "must be positive")
+        elif key.maximum is not None and size > key.maximum:
+            self.problem(here, f"must be at most {key.spelled(key.maximum)}, got {size}")
+        else:
+            return size
+        return None
 
     # -- storage objects ----------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""The typed configuration model: the JSON file (docs/configuration.md) maps one to one onto
+these dataclasses. ``odxtarget.config.parser`` builds them from a decoded file and
+``odxtarget.config.dump`` turns them back into one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from odxtarget.config.limit_sections import ODX_SECTION
+from odxtarget.transport.iscsi.limits import IscsiLimits
+
+
+@dataclass(slots=True)
+class ExtentConfig:
+    """A byte range of a file that backs part of a LUN; files are created sparse.
+
+    It is the storage layer's ``ExtentSpec`` (``odxtarget.storage.extent_spec``) by shape.
+    """
+
+    path: str
+    offset: int = 0
+    length: int | None = None  # None: the rest of the LUN's size
+
+
+@dataclass(slots=True)
+class StorageObjectConfig:
+    """A backstore: what a LUN shows, stored in an ordered list of file extents."""
+
+    name: str
+    size: int
+    extents: list[ExtentConfig]
+    block_size: int = 512
+    read_only: bool = False
+    serial: str | None = None   # default derived from name, stable across restarts
+    wwn: str | None = None      # NAA-6 designator (32 hex digits); default derived from serial
+    write_cache: bool = True
+    physical_block_size: int | None = None  # e.g. 4096 on a 512-byte LUN (512e); None: block_size
+    removable: bool = False                 # report removable medium (RMB=1): START STOP UNIT ejects
+
+
+@dataclass(slots=True)
+class ChapConfig:
+    """CHAP credentials: ``userid``/``password`` authenticate the initiator; the mutual pair
+    authenticates the target to the initiator."""
+
+    userid: str
+    password: str
+    mutual_userid: str | None = None
+    mutual_password: str | None = None
+
+
+@dataclass(slots=True)
+class AclConfig:
+    initiator: str                  # initiator IQN allowed to log in
+    chap: ChapConfig | None = None  # overrides the target's CHAP for this initiator
+
+
+@dataclass(slots=True)
+class PortalConfig:
+    ip: str = "127.0.0.1"
+    port: int = 3260
+
+
+@dataclass(slots=True)
+class LunMapping:
+    lun: int
+    storage_object: str
+
+
+@dataclass(slots=True)
+class TargetConfig:
+    iqn: str
+    portals: list[PortalConfig] = field(default_factory=lambda: [PortalConfig()])
+    luns: list[LunMapping] = field(default_factory=list)
+    acls: list[AclConfig] = field(default_factory=list)
+    demo_mode: bool = False          # any initiator may log in (ACLs ignored for admission)
+    chap: ChapConfig | None = None   # required of every initiator when set (unless its ACL sets its own)
+    tpgt: int = 1
+    alias: str | None = None
+
+
+def _limits_overrides(self) -> dict[str, int | float]:
+    """The fields that are set, as ``CopyLimits(**overrides)`` keyword arguments."""
+    values = ((item.name, getattr(self, item.name)) for item in dataclasses.fields(self))
+    return {name: value for name, value in values if value is not None}
+
+
+#: The "odx" section: one optional field per key of ``ODX_SECTION`` (the CopyLimits fields the
+#: file sets), None keeping CopyLimits' default. Unset is kept apart from "set to the default"
+#: so that a saved file holds only what an administrator chose.
+OdxConfig = dataclasses.make_dataclass(
+    "OdxConfig",
+    [(key.name, key.value_type | None, field(default=None)) for key in ODX_SECTION.keys],
+    namespace={
+        "__module__": __name__,
+        "__doc__": "Copy manager limits (``odxtarget.copy.CopyLimits`` fields); None keeps the default.",
+        "limits_overrides": _limits_overrides,
+    },
+    slots=True,
+)
+
+
+@dataclass(slots=True)
+class DaemonConfig:
+    storage_objects: list[StorageObjectConfig] = field(default_factory=list)
+    targets: list[TargetConfig] = field(default_factory=list)
+    frontend: str = "native"          # "native" (asyncio iSCSI) or "lio" (kernel LIO + TCMU, docs/lio.md)
+    state_dir: str = "/var/lib/odxtarget"
+    schema_version: int = 1
+    log_level: str = "info"
+    odx: OdxConfig = field(default_factory=OdxConfig)        # the optional "odx" section
+    iscsi: IscsiLimits = field(default_factory=IscsiLimits)  # the optional "iscsi" section
+
+
+def resolve_extent_length(extents: list[ExtentConfig], index: int, size: int) -> int:
+    """The length of extent ``index``, with an open-ended (None) last extent resolved."""
+    extent = extents[index]
+    if extent.length is not None:
+        return extent.length
+    return size - sum(e.length or 0 for e in extents[:index])
