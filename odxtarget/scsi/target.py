@@ -108,6 +108,18 @@ class ScsiTarget:
         except (ScsiError, IndexError, ValueError):
             return None
 
+    def solicited_data_out(self, cdb: bytes, lun: int = 0) -> int:
+        """Data-out bytes worth asking the initiator for: what the CDB asks for, or 0 when it asks
+        for none or for more than the LU takes in one command (SBC-4 6.6.4 MAXIMUM TRANSFER
+        LENGTH; parameter lists are far smaller), which the command's own checks then refuse
+        from the CDB alone. Front ends size Data-Out buffers by this, never by the initiator's
+        expected length alone (docs/security.md)."""
+        length = self.data_out_length(cdb, lun)
+        lu = self._luns.get(lun)
+        if length is None or lu is None or length > lu.max_transfer_blocks * lu.block_size:
+            return 0
+        return length
+
     # -- task management and nexus events ---------------------------------------------------
 
     def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +117,28 @@ class TmfResponse(enum.IntEnum):
     FUNCTION_AUTHORIZATION_FAILED = 6
     FUNCTION_REJECTED = 255
     REJECTED = 255
+
+
+class TargetPort(Protocol):
+    """What a front end calls on the SCSI target port it serves (``odxtarget.scsi.target.ScsiTarget``).
+
+    The core runs commands and keeps per-nexus state; the front end owns the tasks it has
+    queued, so PREEMPT AND ABORT reaches them through the aborter it registers.
+    """
+
+    def execute(self, command: ScsiCommand) -> ScsiResult: ...
+
+    def data_out_length(self, cdb: bytes, lun: int = 0) -> int | None: ...
+
+    def solicited_data_out(self, cdb: bytes, lun: int = 0) -> int: ...
+
+    def logical_unit(self, lun: int) -> object | None: ...
+
+    def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None, *,
+                        unit_attention: bool = True) -> int: ...
+
+    def set_task_aborter(self, aborter: Callable[[object, frozenset[ItNexus]], object] | None) -> None: ...
+
+    def nexus_lost(self, nexus: ItNexus) -> None: ...
+
+    def nexus_logged_out(self, nexus: ItNexus) -> None: ...

@@ -48,6 +48,15 @@ class Recorder:
     def data_out_length(self, cdb, lun=0):
         return self.inner.data_out_length(cdb, lun)
 
+    def solicited_data_out(self, cdb, lun=0):
+        return self.inner.solicited_data_out(cdb, lun)
+
+    def logical_unit(self, lun):
+        return self.inner.logical_unit(lun)
+
+    def set_task_aborter(self, aborter):
+        self.inner.set_task_aborter(aborter)
+
     def nexus_lost(self, nexus):
         self.lost.append(nexus)
         self.inner.nexus_lost(nexus)

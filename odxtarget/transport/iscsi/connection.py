@@ -3,23 +3,38 @@
 Theory of operation
 -------------------
 ``IscsiConnection.receive_data(chunk, now)`` frames the bytes into PDUs (``pdu.PduFramer``)
-and handles each one at once; everything to send accumulates in an output list that the
-runner drains with ``data_to_send()`` and hands to ``transport.writelines``. Time only
-arrives as ``now`` (``receive_data``/``on_timer``); nothing here awaits, sleeps or reads
-a clock. SCSI commands run synchronously through ``ScsiTarget.execute``.
+and handles them in order; everything to send accumulates in an output list that the runner
+drains with ``data_to_send()`` and hands to ``transport.writelines``. Time only arrives as
+``now`` (``receive_data``/``on_timer``/``resume``); nothing here awaits, sleeps or reads a
+clock. SCSI commands run synchronously through the SCSI target's ``execute``.
 
 Connection states (``ConnectionState``) and the PDUs each accepts are a table
 (``ALLOWED_OPCODES``); a PDU outside it is refused (login phase: connection dropped,
 full feature phase: Reject). The login phase is delegated to the login state machine
-(``odxtarget.transport.iscsi.login``, H2a); this module only frames login PDUs, checks
+(``odxtarget.transport.iscsi.login``); this module only frames login PDUs, checks
 ISID/TSIH/CID consistency, allocates the TSIH and registers the session (reinstating an
 old one with the same initiator name + ISID + target, RFC 7143 6.3.5).
 
 Full feature phase: non-immediate PDUs are ordered by CmdSN (``session.CommandWindow``):
 the expected one runs at once, one ahead within the window waits until the gap fills, and
 one outside the window is silently ignored (RFC 7143 4.2.2.1). A SCSI command starts
-collecting data when it arrives (immediate and unsolicited data, then R2Ts) and executes
-once it is both in CmdSN order and has all of its data.
+collecting data when it arrives (immediate and unsolicited data, then R2Ts once it is in
+CmdSN order) and executes once it is both in order and has all of its data.
+
+Bounds (``limits.IscsiLimits``, docs/security.md): every peer is untrusted, so
+
+* the task table holds at most ``max_tasks_per_connection`` tasks, which is also the CmdSN
+  window we advertise; past it an immediate command gets Reject 06h (RFC 7143 11.17.1) and a
+  numbered one TASK SET FULL;
+* no buffer is sized by the Expected Data Transfer Length alone: a write solicits at most what
+  its CDB asks for (``ScsiTargetPort.data_out_length``), buffers grow burst by burst, and R2Ts
+  go out only while the connection's buffered Data-Out fits ``max_data_out_bytes``;
+* output that the socket has not taken yet is bounded by ``max_pending_send_bytes``: past it
+  the connection stops handling PDUs (``input_stalled``) and the runner stops reading its
+  socket until ``resume`` is called, so a peer that never reads its responses holds no more;
+* a text exchange (``text_exchange.TextExchange``) and the login text collect at most
+  ``max_text_bytes``; the login phase lasts at most ``login_timeout`` seconds and a silent
+  discovery session at most ``discovery_idle_timeout`` seconds.
 
 Error handling at ErrorRecoveryLevel 0 (RFC 7143 7): header digest errors and Data-Out
 buffer offsets outside what was asked for drop the connection (the session fails: the core
@@ -35,21 +50,30 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 
 from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ScsiCommand, Status
 from odxtarget.transport.iscsi import pdu as P
-from odxtarget.transport.iscsi.discovery import SESSION_TYPE_DISCOVERY, SESSION_TYPE_NORMAL
+from odxtarget.transport.iscsi.discovery import (SESSION_TYPE_DISCOVERY, SESSION_TYPE_NORMAL, PortalDirectory,
+                                                 TargetDirectory)
+from odxtarget.transport.iscsi.limits import IscsiLimits
+from odxtarget.transport.iscsi.login import LoginReply, LoginRequestInfo, LoginStateMachine, LoginStatus
+from odxtarget.transport.iscsi.negotiation import SessionParameters, TextSessionInfo, negotiate_text_request
 from odxtarget.transport.iscsi.pdu import Opcode, RejectReason, RESERVED_TAG
 from odxtarget.transport.iscsi.session import CommandWindow, Session, SessionRegistry
-from odxtarget.transport.iscsi.task import R2tState, ScsiTask
+from odxtarget.transport.iscsi.task import DataOutBuffer, R2tState, ScsiTask
+from odxtarget.transport.iscsi.text import TextFormatError
+from odxtarget.transport.iscsi.text_exchange import TextActionKind, TextExchange
 
 log = logging.getLogger("odxtarget.iscsi")
 
 _U32 = struct.Struct(">I")
 _SERIAL_MOD = 1 << 32
+_MAX_RESIDUAL = 0xFFFFFFFF
 _DATA_IN = P.DATA_IN_STRUCT.pack
 _SCSI_RESPONSE = P.ScsiResponse._S.pack
 _R2T = P.ReadyToTransfer._S.pack
@@ -58,9 +82,9 @@ _OPCODE_DATA_IN = int(Opcode.SCSI_DATA_IN)
 _OPCODE_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
 _OPCODE_R2T = int(Opcode.READY_TO_TRANSFER)
 _GOOD = int(Status.GOOD)
+_BHS = P.BHS_SIZE
 
 DEFAULT_TARGET_MRDSL = 262144
-LOGIN_TIMEOUT = 30.0            # seconds a connection may spend in the login phase
 
 # RFC 7143 11.4.7.2 iSCSI conditions: sense key ABORTED COMMAND with these ASC/ASCQ.
 PROTOCOL_SERVICE_CRC_ERROR = (0x47, 0x05)
@@ -102,12 +126,36 @@ class _ConnectionFailure(Exception):
     """Internal: the connection must be dropped (ERL 0 recovery is session recovery)."""
 
 
-def _default_login_factory(registry: SessionRegistry, portal_group_tag: int, target_mrdsl: int):
-    from odxtarget.transport.iscsi.login import LoginStateMachine  # H2a's module
-    def tag_for(name: str) -> int:
-        return registry.portal_group_tag(name, portal_group_tag)
+@dataclass(frozen=True, slots=True)
+class LoginContext:
+    """What a login state machine of one connection is built from."""
 
-    return LoginStateMachine(registry, portal_group_tag_for=tag_for, target_mrdsl=target_mrdsl)
+    directory: TargetDirectory          # the targets reachable through this connection's portal
+    portal_group_tag_for: Callable[[str], int]
+    target_mrdsl: int
+    max_text_bytes: int
+
+
+class LoginMachine(Protocol):
+    """The login state machine as the connection drives it (``login.LoginStateMachine``)."""
+
+    session_type: str
+    initiator_name: str
+    initiator_alias: str | None
+    target_name: str | None
+    isid: bytes
+    parameters: SessionParameters
+    failure_reason: str | None
+
+    def receive(self, request: LoginRequestInfo) -> LoginReply: ...
+
+
+LoginFactory = Callable[[LoginContext], LoginMachine]
+
+
+def default_login_factory(context: LoginContext) -> LoginMachine:
+    return LoginStateMachine(context.directory, portal_group_tag_for=context.portal_group_tag_for,
+                             target_mrdsl=context.target_mrdsl, max_text_bytes=context.max_text_bytes)
 
 
 class IscsiConnection:
@@ -116,24 +164,33 @@ class IscsiConnection:
     Args:
         registry: the server's targets and live sessions.
         peer: "ip:port" of the initiator (for log lines and ``describe``).
+        peer_address: the initiator's IP address, which admission counts sessions and
+            failed logins by (default: the host part of ``peer``).
         local_address: the IP the initiator connected to (reported for wildcard portals).
+        local_port: the TCP port it connected to; with ``local_address`` it names the portal,
+            and only targets served on that portal can be logged in to or discovered
+            (None: no restriction).
         portal_group_tag: the TPGT of the portal group this connection arrived on.
-        login_factory: ``(registry, tpgt, target_mrdsl) -> LoginStateMachine``; tests may
-            inject a scripted machine.
+        login_factory: builds the login state machine; tests may inject a scripted one.
         target_mrdsl: the MaxRecvDataSegmentLength we declare.
         nop_interval: seconds of silence before we ping with a NOP-In (0: never); an
             unanswered ping for as long again drops the connection.
+        limits: the bounds this connection enforces (docs/security.md).
     """
 
-    def __init__(self, registry: SessionRegistry, *, peer: str = "?", local_address: str | None = None,
-                 portal_group_tag: int = 1, login_factory: Callable[..., Any] | None = None,
-                 target_mrdsl: int = DEFAULT_TARGET_MRDSL, nop_interval: float = 30.0, now: float = 0.0):
+    def __init__(self, registry: SessionRegistry, *, peer: str = "?", peer_address: str | None = None,
+                 local_address: str | None = None, local_port: int | None = None, portal_group_tag: int = 1,
+                 login_factory: LoginFactory | None = None, target_mrdsl: int = DEFAULT_TARGET_MRDSL,
+                 nop_interval: float = 30.0, now: float = 0.0, limits: IscsiLimits | None = None):
         self.registry = registry
         self.peer = peer
+        self.peer_address = peer_address if peer_address is not None else peer.rpartition(":")[0] or peer
         self.local_address = local_address
+        self.local_port = local_port
         self.portal_group_tag = portal_group_tag
         self.target_mrdsl = target_mrdsl
         self.nop_interval = nop_interval
+        self.limits = limits if limits is not None else registry.limits
         self.state = ConnectionState.LOGIN
         self.session: Session | None = None
         self.framer = P.PduFramer(max_recv_data_segment_length=8192)
@@ -148,21 +205,29 @@ class IscsiConnection:
         self.stat_sn = 0
         self.window: CommandWindow | None = None
         self._out: list = []
+        self._out_bytes = 0            # bytes in ``_out``
+        #: Bytes the runner's transport still holds unsent (it sets this after each write).
+        self.send_backlog = 0
         self.close_requested = False   # the runner closes the socket once the output is written
         self.on_terminate: Callable[[], None] | None = None
-        self._login_factory = login_factory or _default_login_factory
-        self._login = None
+        self._login_factory = login_factory or default_login_factory
+        self._login: LoginMachine | None = None
         self._login_first: P.LoginRequest | None = None
         self._initiator_name = "?"
         self._tasks: dict[int, ScsiTask] = {}           # by ITT
         self._r2t_owner: dict[int, tuple[ScsiTask, R2tState]] = {}  # by TTT
-        self._held: dict[int, Any] = {}                  # CmdSN -> held PDU/task (None: discarded)
+        self._held: dict[int, object] = {}               # CmdSN -> held PDU/task (None: discarded)
         self._aborted_tags: set[int] = set()             # ITTs of aborted tasks (their Data-Outs are dropped)
+        self._awaiting_r2t: deque[ScsiTask] = deque()    # ordered tasks whose next R2T waits for room
+        self._data_out_reserved = 0                      # Data-Out bytes buffered or solicited
+        self._stalled: deque[P.RawPdu] = deque()         # PDUs received but not handled yet
+        self._framing_error: P.PduFramingError | None = None
         self._next_ttt = 1
-        self._text_pending: dict[int, bytes] = {}        # TTT -> rest of a long Text answer
-        self._text_request_parts: dict[int, bytes] = {}  # ITT -> text of a continued Text Request
+        self._text = TextExchange(self.limits.max_text_bytes, self._answer_text, self._allocate_ttt,
+                                  lambda: self.max_xmit)
         self._last_received = now
         self._created = now
+        self._now = now
         self._ping_ttt: int | None = None
         self._ping_sent_at = 0.0
         self.cid = 0
@@ -180,44 +245,85 @@ class IscsiConnection:
 
     # ------------------------------------------------------------------ runner interface
     def receive_data(self, chunk: bytes, now: float = 0.0) -> None:
-        """Handle bytes from the peer; ``b""`` means EOF."""
+        """Handle bytes from the peer; ``b""`` means EOF.
+
+        PDUs beyond what the output bound lets us answer stay queued (``input_stalled``)
+        until ``resume``; the runner stops reading meanwhile.
+        """
         if self.state in (ConnectionState.CLOSED, ConnectionState.LOGGED_OUT):
             return
         if not chunk:
             self.connection_lost("peer closed the connection")
             return
         self._last_received = now
+        self._now = now
+        if self._framing_error is not None:
+            return          # the stream is no longer trusted; the connection closes once the queue is done
         try:
             pdus = self.framer.feed(chunk)
         except P.PduFramingError as error:
-            for raw in error.pdus_before:
-                if not self._handle(raw):
-                    return
+            pdus = error.pdus_before
+            self._framing_error = error
+        if self._stalled:
+            self._stalled.extend(pdus)
+        else:
+            self._stalled = deque(pdus)
+        self._handle_queued()
+
+    def resume(self, now: float) -> None:
+        """The socket took some output: handle queued PDUs again."""
+        self._now = now
+        if self.state in (ConnectionState.LOGIN, ConnectionState.FULL_FEATURE):
+            self._handle_queued()
+
+    @property
+    def input_stalled(self) -> bool:
+        """PDUs wait until the peer has read more of our output: the runner stops reading."""
+        return bool(self._stalled)
+
+    def _send_pressure(self) -> bool:
+        return self._out_bytes + self.send_backlog > self.limits.max_pending_send_bytes
+
+    def _handle_queued(self) -> None:
+        queue = self._stalled
+        while queue:
+            if self._send_pressure():
+                return
+            if not self._handle(queue.popleft()):
+                queue.clear()
+                return
+        error = self._framing_error
+        if error is not None and self.state in (ConnectionState.LOGIN, ConnectionState.FULL_FEATURE):
             if error.reject_reason is not None and self.state is ConnectionState.FULL_FEATURE:
                 self._send_reject(error.reject_reason, error.bhs)
             self._drop(f"{error} (RFC 7143 7.8: connection closed)")
-            return
-        for raw in pdus:
-            if not self._handle(raw):
-                return
 
     def data_to_send(self) -> list:
         """The buffers to write, in order; the list is handed over (and emptied here)."""
         out = self._out
         self._out = []
+        self._out_bytes = 0
         return out
 
     def on_timer(self, now: float) -> None:
         """Keepalive (RFC 7143 11.19): ping an idle initiator, drop one that never answers.
 
-        Also bounds the login phase: a connection still logging in after ``LOGIN_TIMEOUT``
-        seconds is dropped (an idle socket must not hold resources forever).
+        Also bounds the login phase (``login_timeout``) and a silent discovery session
+        (``discovery_idle_timeout``): an idle socket must not hold resources forever.
         """
+        self._now = now
+        limits = self.limits
         if self.state is ConnectionState.LOGIN:
-            if now - self._created >= LOGIN_TIMEOUT:
-                self._drop(f"login not completed within {LOGIN_TIMEOUT:g} s")
+            if now - self._created >= limits.login_timeout:
+                self._drop(f"login not completed within {limits.login_timeout:g} s")
             return
-        if self.state is not ConnectionState.FULL_FEATURE or self.nop_interval <= 0:
+        if self.state is not ConnectionState.FULL_FEATURE:
+            return
+        if self._is_discovery():
+            if now - self._last_received >= limits.discovery_idle_timeout:
+                self._drop(f"discovery session silent for {limits.discovery_idle_timeout:g} s")
+            return
+        if self.nop_interval <= 0:
             return
         if self._ping_ttt is not None:
             if now - self._ping_sent_at >= self.nop_interval:
@@ -314,10 +420,15 @@ class IscsiConnection:
         self.connection_lost(why)
 
     def _emit(self, pdu) -> None:
-        self._out.extend(P.encode_pdu(pdu, self.header_digest, self.data_digest))
+        self._queue(P.encode_pdu(pdu, self.header_digest, self.data_digest))
 
     def _emit_raw(self, header: bytes, data=b"") -> None:
-        self._out.extend(P.frame_pdu(header, data, self.header_digest, self.data_digest))
+        self._queue(P.frame_pdu(header, data, self.header_digest, self.data_digest))
+
+    def _queue(self, buffers) -> None:
+        """Append one PDU's buffers to the output, counting them against the send bound."""
+        self._out.extend(buffers)
+        self._out_bytes += sum(len(buffer) for buffer in buffers)
 
     def _next_stat_sn(self) -> int:
         stat_sn = self.stat_sn
@@ -339,6 +450,9 @@ class IscsiConnection:
         self._tasks.clear()
         self._r2t_owner.clear()
         self._held.clear()
+        self._awaiting_r2t.clear()
+        self._stalled.clear()
+        self._data_out_reserved = 0
 
     # ------------------------------------------------------------------ login phase
     def _login_reply(self, request: P.LoginRequest, *, status_class: int, status_detail: int, transit=False,
@@ -350,16 +464,22 @@ class IscsiConnection:
                                    max_cmd_sn=(request.cmd_sn + self.registry.command_window - 1) % _SERIAL_MOD,
                                    status_class=status_class, status_detail=status_detail, data=data))
 
-    def _login_refused(self, request: P.LoginRequest, status_class: int, status_detail: int, why: str) -> None:
-        log.warning("%s: login refused (status %02X/%02X): %s", self._who(), status_class, status_detail, why)
-        self._login_reply(request, status_class=status_class, status_detail=status_detail, csg=request.csg,
-                          nsg=request.nsg)
+    def _login_refused(self, request: P.LoginRequest, status: LoginStatus, why: str) -> None:
+        log.warning("%s: login refused (status %02X/%02X): %s", self._who(), status.status_class,
+                    status.status_detail, why)
+        self.registry.admission.login_failed(self.peer_address, self._now)
+        self._login_reply(request, status_class=status.status_class, status_detail=status.status_detail,
+                          csg=request.csg, nsg=request.nsg)
         self.close_requested = True
         self.state = ConnectionState.CLOSED
 
-    def _on_login_request(self, raw: P.RawPdu) -> None:
-        from odxtarget.transport.iscsi.login import LoginRequestInfo
+    def _login_context(self) -> LoginContext:
+        directory: TargetDirectory = self.registry
+        if self.local_address is not None and self.local_port is not None:
+            directory = PortalDirectory(self.registry, self.local_address, self.local_port)
+        return LoginContext(directory, self._portal_group_tag_for, self.target_mrdsl, self.limits.max_text_bytes)
 
+    def _on_login_request(self, raw: P.RawPdu) -> None:
         request = P.LoginRequest.unpack(raw.bhs, bytes(raw.data))
         if raw.data_digest_error:   # digests are never on during login; defensive
             raise _ConnectionFailure("data digest error during login")
@@ -371,31 +491,33 @@ class IscsiConnection:
             if request.tsih != 0:
                 existing = self.registry.by_tsih(request.tsih)
                 if existing is None:
-                    self._login_refused(request, 2, 0x0A, f"TSIH {request.tsih} names no live session")
+                    self._login_refused(request, LoginStatus.SESSION_DOES_NOT_EXIST,
+                                        f"TSIH {request.tsih} names no live session")
                 else:
                     # MaxConnections=1 (RFC 7143 13.2): a live session takes no second connection.
-                    self._login_refused(request, 2, 0x06, f"session TSIH {request.tsih} already has its connection"
-                                        " (MaxConnections=1)")
+                    self._login_refused(request, LoginStatus.TOO_MANY_CONNECTIONS,
+                                        f"session TSIH {request.tsih} already has its connection (MaxConnections=1)")
                 return
-            self._login = self._login_factory(self.registry, self.portal_group_tag, self.target_mrdsl)
+            self._login = self._login_factory(self._login_context())
         elif (request.isid != first.isid or request.tsih != first.tsih or request.cid != first.cid
               or request.initiator_task_tag != first.initiator_task_tag):
             # RFC 7143 11.12: ISID, TSIH, CID and ITT stay the same for the whole login.
-            self._login_refused(request, 2, 0x00, "ISID/TSIH/CID/ITT changed during the login")
+            self._login_refused(request, LoginStatus.INITIATOR_ERROR, "ISID/TSIH/CID/ITT changed during the login")
             return
         info = LoginRequestInfo(transit=request.transit, cont=request.cont, csg=request.csg, nsg=request.nsg,
                                 version_max=request.version_max, version_min=request.version_min,
                                 isid=request.isid, tsih=request.tsih,
                                 initiator_task_tag=request.initiator_task_tag, cid=request.cid,
                                 cmd_sn=request.cmd_sn, exp_stat_sn=request.exp_stat_sn, data=request.data)
-        reply = self._login.receive(info)
-        name = getattr(self._login, "initiator_name", None)
-        if name:
-            self._initiator_name = name
+        login = self._login
+        reply = login.receive(info)
+        if login.initiator_name:
+            self._initiator_name = login.initiator_name
         if reply.failed or reply.status_class != 0:
-            why = getattr(self._login, "failure_reason", None) or "login state machine refused"
+            why = login.failure_reason or "login state machine refused"
             log.warning("%s: login refused (status %02X/%02X): %s", self._who(), reply.status_class,
                         reply.status_detail, why)
+            self.registry.admission.login_failed(self.peer_address, self._now)
             self._login_reply(request, status_class=reply.status_class, status_detail=reply.status_detail,
                               transit=reply.transit, csg=reply.csg, nsg=reply.nsg, data=reply.data,
                               version_active=reply.version_active)
@@ -404,6 +526,15 @@ class IscsiConnection:
             return
         tsih = 0
         if reply.finished:
+            refusal = self.registry.admission.admit_session(self.peer_address)
+            if refusal is not None:
+                log.warning("%s: login refused (status 03/02): %s", self._who(), refusal)
+                self._login_reply(request, status_class=LoginStatus.OUT_OF_RESOURCES.status_class,
+                                  status_detail=LoginStatus.OUT_OF_RESOURCES.status_detail, csg=request.csg,
+                                  nsg=request.nsg)
+                self.close_requested = True
+                self.state = ConnectionState.CLOSED
+                return
             tsih = self._start_session(request)
         self._login_reply(request, status_class=0, status_detail=0, transit=reply.transit, csg=reply.csg,
                           nsg=reply.nsg, data=reply.data, tsih=tsih, version_active=reply.version_active)
@@ -420,9 +551,9 @@ class IscsiConnection:
             log.info("%s: reinstating session isid 0x%s (old TSIH %d)", self._who(), login.isid.hex(), old.tsih)
             self.registry.terminate(old, "reinstated by a new login with the same ISID")
         session = self.registry.create(session_type=session_type, initiator_name=login.initiator_name,
-                                       initiator_alias=getattr(login, "initiator_alias", None), isid=login.isid,
+                                       initiator_alias=login.initiator_alias, isid=login.isid,
                                        target_name=target_name, parameters=login.parameters,
-                                       exp_cmd_sn=request.cmd_sn)
+                                       exp_cmd_sn=request.cmd_sn, peer_address=self.peer_address)
         session.connection = self
         self.session = session
         self.window = session.window
@@ -478,8 +609,8 @@ class IscsiConnection:
                 continue
             if isinstance(item, ScsiTask):
                 item.ordered = True
-                if item.initiator_task_tag in self._tasks and item.data_complete:
-                    self._complete_task(item)
+                if item.initiator_task_tag in self._tasks:
+                    self._after_data(item)
             else:
                 self._handle_in_order(item)
             if self.state is not ConnectionState.FULL_FEATURE:
@@ -609,47 +740,56 @@ class IscsiConnection:
                 if not immediate:
                     self._ordered(raw, cmd_sn, lambda: None, None)   # the CmdSN is consumed all the same
                 return
+        where = CommandWindow.IN_ORDER if immediate else self.window.classify(cmd_sn)
+        if where == CommandWindow.OUTSIDE:
+            log.warning("%s: ignoring SCSI command ITT %#x with CmdSN %d outside the window [%d, %d]",
+                        self._who(), itt, cmd_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn)
+            return
+        if where == CommandWindow.AHEAD and cmd_sn in self._held:
+            if self._held[cmd_sn] is None:
+                # an ABORT TASK already consumed this CmdSN (RFC 7143 11.5.1 b): ignore the command
+                self._aborted_tags.add(itt)
+            else:
+                self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
+            return
         lun = P.decode_lun(lun_field)
         task = ScsiTask(itt, cmd_sn, immediate, bytes(lun_field), lun, bytes(cdb), flags & 7, read, write, edtl)
+        if len(self._tasks) >= self.limits.max_tasks_per_connection:
+            if immediate:
+                self._refuse(raw, RejectReason.IMMEDIATE_COMMAND_REJECT,
+                             f"{len(self._tasks)} tasks held (max_tasks_per_connection)")
+                return
+            # SAM-5 5.3.3: the task set cannot take another task; the CmdSN is consumed all the same.
+            log.warning("%s: TASK SET FULL for ITT %#x: %d tasks held (max_tasks_per_connection)", self._who(),
+                        itt, len(self._tasks))
+            task.refusal_status = Status.TASK_SET_FULL
         if read and write or bidi:
             task.failure_sense = _iscsi_condition(INVALID_FIELD_IN_CDB, SenseKey.ILLEGAL_REQUEST)
             log.warning("%s: bidirectional command refused (opcode %#04x)", self._who(), cdb[0])
         if write and edtl:
             self._prepare_write(task, data, bool(flags & 0x80))
-        if immediate:
-            task.ordered = True
-            self._tasks[itt] = task
-            self._after_data(task)
-            return
-        where = self.window.classify(cmd_sn)
-        if where == CommandWindow.OUTSIDE:
-            log.warning("%s: ignoring SCSI command ITT %#x with CmdSN %d outside the window [%d, %d]",
-                        self._who(), itt, cmd_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn)
-            return
         self._tasks[itt] = task
         if where == CommandWindow.IN_ORDER:
-            self.window.advance()
+            if not immediate:
+                self.window.advance()
             task.ordered = True
             self._after_data(task)
-            self._release_held()
+            if not immediate:
+                self._release_held()
         else:
-            if cmd_sn in self._held:
-                del self._tasks[itt]
-                if self._held[cmd_sn] is None:
-                    # an ABORT TASK already consumed this CmdSN (RFC 7143 11.5.1 b): ignore the command
-                    self._aborted_tags.add(itt)
-                else:
-                    self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
-                return
             self._held[cmd_sn] = task
             self._after_data(task)
 
     def _prepare_write(self, task: ScsiTask, immediate_data, final: bool) -> None:
+        """Size the task's Data-Out from its CDB, not from the initiator's EDTL alone."""
         edtl = task.expected_data_transfer_length
-        task.buffer = bytearray(edtl)
+        wanted = 0
+        if task.failure_sense is None and task.refusal_status is None:
+            wanted = min(edtl, self.session.scsi_target.solicited_data_out(task.cdb, task.lun))
+        task.solicit_end = wanted
+        task.buffer = DataOutBuffer(wanted)
         received = len(immediate_data)
-        if received:
-            task.buffer[:received] = immediate_data
+        task.buffer.write(0, immediate_data)
         task.unsolicited_received = received
         # RFC 7143 13.13/13.14: with InitialR2T=No the initiator may send up to FirstBurstLength
         # unsolicited (immediate data included); the F bit on the command says none follow.
@@ -660,32 +800,65 @@ class IscsiConnection:
             task.unsolicited_limit = received
             task.unsolicited_done = True
         task.next_r2t_offset = received if task.unsolicited_done else task.unsolicited_limit
-        if task.failure_sense is not None:
-            task.next_r2t_offset = edtl   # nothing to solicit: we will refuse the command
+        self._reserve(task, min(task.unsolicited_limit, wanted))
+
+    def _reserve(self, task: ScsiTask, size: int) -> None:
+        task.reserved += size
+        self._data_out_reserved += size
+
+    def _release(self, task: ScsiTask) -> None:
+        self._data_out_reserved -= task.reserved
+        task.reserved = 0
 
     def _after_data(self, task: ScsiTask) -> None:
-        """Solicit more data if the task needs it, or run it when it is complete and in order."""
-        if (task.buffer is not None and task.unsolicited_done
-                and task.next_r2t_offset < task.expected_data_transfer_length):
+        """Solicit more data if the task is in order and needs it, or run it when it is complete."""
+        if not task.ordered:
+            return
+        if task.wants_r2t:
             self._send_r2ts(task)
-        if task.ordered and task.data_complete:
+        if task.data_complete:
             self._complete_task(task)
 
-    def _send_r2ts(self, task: ScsiTask) -> None:
-        """RFC 7143 11.8: at most MaxOutstandingR2T, each for at most MaxBurstLength bytes."""
-        edtl = task.expected_data_transfer_length
-        while len(task.r2ts) < self.max_outstanding_r2t and task.next_r2t_offset < edtl:
+    def _send_r2ts(self, task: ScsiTask) -> bool:
+        """RFC 7143 11.8: at most MaxOutstandingR2T, each for at most MaxBurstLength bytes, and only
+        while the connection's Data-Out fits ``max_data_out_bytes`` -- except that one burst may
+        always be outstanding, so every write progresses. False when the budget held it back
+        (the task then waits in ``_awaiting_r2t``)."""
+        end = task.solicit_end
+        budget = self.limits.max_data_out_bytes
+        while len(task.r2ts) < self.max_outstanding_r2t and task.next_r2t_offset < end:
             offset = task.next_r2t_offset
-            length = min(self.max_burst, edtl - offset)
+            length = min(self.max_burst, end - offset)
+            if self._data_out_reserved + length > budget and self._r2t_owner:
+                if task not in self._awaiting_r2t:
+                    self._awaiting_r2t.append(task)
+                return False
             ttt = self._allocate_ttt()
             r2t = R2tState(ttt, task.next_r2t_sn, offset, length)
             task.next_r2t_sn += 1
             task.next_r2t_offset = offset + length
             task.r2ts[ttt] = r2t
             self._r2t_owner[ttt] = (task, r2t)
+            self._reserve(task, length)
+            task.buffer.grow_to(offset + length)
             self._emit_raw(_R2T(_OPCODE_R2T, 0x80, 0, 0, task.lun_field, task.initiator_task_tag, ttt,
                                 self.stat_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn, r2t.r2t_sn,
                                 offset, length))
+        return True
+
+    def _grant_r2ts(self) -> None:
+        """Budget came free: solicit data for waiting tasks, oldest first."""
+        waiting = self._awaiting_r2t
+        while waiting:
+            task = waiting[0]
+            if self._tasks.get(task.initiator_task_tag) is not task or not task.wants_r2t:
+                waiting.popleft()
+                continue
+            waiting.popleft()
+            if not self._send_r2ts(task):
+                waiting.remove(task)
+                waiting.appendleft(task)
+                return
 
     def _on_data_out(self, raw: P.RawPdu) -> None:
         if self._is_discovery():
@@ -706,7 +879,7 @@ class IscsiConnection:
                 raise _ConnectionFailure(f"unexpected unsolicited Data-Out for ITT {itt:#x}")
             if out.buffer_offset + length > task.unsolicited_limit:
                 raise _ConnectionFailure(f"unsolicited Data-Out beyond FirstBurstLength (offset {out.buffer_offset},"
-                                       f" {length} bytes)")
+                                         f" {length} bytes)")
             expected = task.unsolicited_next_data_sn
             task.unsolicited_next_data_sn = (out.data_sn + 1) % _SERIAL_MOD
             if out.data_sn != expected:
@@ -719,7 +892,7 @@ class IscsiConnection:
                     task.failure_sense = _iscsi_condition(INCORRECT_AMOUNT_OF_DATA)
                 task.unsolicited_done = True
                 if task.failure_sense is not None:
-                    task.next_r2t_offset = task.expected_data_transfer_length
+                    task.solicit_end = 0
                 self._after_data(task)
             return
         owner = self._r2t_owner.get(ttt)
@@ -731,7 +904,7 @@ class IscsiConnection:
         task, r2t = owner
         if out.buffer_offset < r2t.buffer_offset or out.buffer_offset + length > r2t.buffer_offset + r2t.length:
             raise _ConnectionFailure(f"Data-Out offset {out.buffer_offset}+{length} outside R2T "
-                                   f"{r2t.buffer_offset}+{r2t.length}")
+                                     f"{r2t.buffer_offset}+{r2t.length}")
         expected = r2t.next_data_sn
         r2t.next_data_sn = (out.data_sn + 1) % _SERIAL_MOD
         r2t.received += length
@@ -745,8 +918,9 @@ class IscsiConnection:
             del task.r2ts[ttt]
             del self._r2t_owner[ttt]
             if task.failure_sense is not None:
-                task.next_r2t_offset = task.expected_data_transfer_length
+                task.solicit_end = min(task.solicit_end, task.next_r2t_offset)
             self._after_data(task)
+            self._grant_r2ts()
 
     def _data_sequence_error(self, task: ScsiTask, data_sn: int, expected: int) -> None:
         """RFC 7143 7.9: an out-of-order DataSN means an earlier Data-Out was lost to a digest
@@ -766,17 +940,23 @@ class IscsiConnection:
             if task.failure_sense is None:
                 task.failure_sense = _iscsi_condition(PROTOCOL_SERVICE_CRC_ERROR)
             return
-        task.buffer[offset:offset + length] = raw.data
+        task.buffer.write(offset, raw.data)
 
     def _complete_task(self, task: ScsiTask) -> None:
         self._tasks.pop(task.initiator_task_tag, None)
+        self._release(task)
         if task.failure_sense is not None:
             self._send_scsi_response(task.initiator_task_tag, Status.CHECK_CONDITION, task.failure_sense, 0, False,
                                      False, task.next_r2t_sn)
-            return
-        self._execute(task.initiator_task_tag, task.lun_field, task.lun, task.cdb, task.task_attribute, task.read,
-                      task.write, task.expected_data_transfer_length,
-                      task.buffer if task.buffer is not None else b"", task.next_r2t_sn)
+        elif task.refusal_status is not None:
+            self._send_scsi_response(task.initiator_task_tag, task.refusal_status, b"", 0, False, False,
+                                     task.next_r2t_sn)
+        else:
+            self._execute(task.initiator_task_tag, task.lun_field, task.lun, task.cdb, task.task_attribute,
+                          task.read, task.write, task.expected_data_transfer_length,
+                          task.buffer.contents() if task.buffer is not None else b"", task.next_r2t_sn)
+        if self._awaiting_r2t:
+            self._grant_r2ts()
 
     def _execute(self, itt: int, lun_field: bytes, lun: int, cdb: bytes, attribute: int, read, write, edtl: int,
                  data_out, r2ts_sent: int) -> None:
@@ -787,9 +967,10 @@ class IscsiConnection:
         status = result.status
         sense = result.sense
         data_in = result.data_in
-        # Residuals (RFC 7143 11.4.5): what the command wanted versus what the initiator expected.
+        # Residuals (RFC 7143 11.4.5): what the command wanted versus what the initiator expected;
+        # the Residual Count field has 32 bits, so a CDB asking for more says so saturated.
         if wanted > edtl:
-            overflow, underflow, residual = True, False, wanted - edtl
+            overflow, underflow, residual = True, False, min(wanted - edtl, _MAX_RESIDUAL)
         elif wanted < edtl:
             overflow, underflow, residual = False, True, edtl - wanted
         else:
@@ -828,6 +1009,7 @@ class IscsiConnection:
                 header = _DATA_IN(_OPCODE_DATA_IN, 0x80, 0, 0, length, lun_field, itt, RESERVED_TAG, 0,
                                   window.exp_cmd_sn, window.max_cmd_sn, 0, 0, 0)
             out.extend(P.frame_pdu(header, view[:length] if length < len(view) else view, hd, dd))
+            self._out_bytes += length + _BHS
             return 1
         frame = P.frame_pdu
         offset = 0
@@ -856,6 +1038,7 @@ class IscsiConnection:
             out.extend(frame(header, view[offset:offset + size], hd, dd))
             offset += size
             data_sn += 1
+        self._out_bytes += length + _BHS * data_sn
         return data_sn
 
     def _send_scsi_response(self, itt: int, status: int, sense: bytes, residual: int, overflow: bool,
@@ -866,10 +1049,7 @@ class IscsiConnection:
         window = self.window
         header = _SCSI_RESPONSE(_OPCODE_SCSI_RESPONSE, flags, 0, status, len(data), itt, 0, self._next_stat_sn(),
                                 window.exp_cmd_sn, window.max_cmd_sn, exp_data_sn, 0, residual)
-        if data:
-            self._out.extend(P.frame_pdu(header, data, self.header_digest, self.data_digest))
-        else:
-            self._out.extend(P.frame_pdu(header, b"", self.header_digest, False))
+        self._queue(P.frame_pdu(header, data, self.header_digest, self.data_digest and bool(data)))
 
     # ------------------------------------------------------------------ task management
     def _on_task_management(self, raw: P.RawPdu) -> None:
@@ -894,10 +1074,13 @@ class IscsiConnection:
         doomed = [task for task in self._tasks.values() if predicate(task)]
         for task in doomed:
             self._abort(task)
+        if doomed and self._awaiting_r2t:
+            self._grant_r2ts()
         return len(doomed)
 
     def _abort(self, task: ScsiTask) -> None:
         self._tasks.pop(task.initiator_task_tag, None)
+        self._release(task)
         self._aborted_tags.add(task.initiator_task_tag)
         if len(self._aborted_tags) > 4096:
             self._aborted_tags.clear()
@@ -929,44 +1112,28 @@ class IscsiConnection:
         self._numbered(raw, lambda: self._text_in_order(request))
 
     def _text_in_order(self, request: P.TextRequest) -> None:
-        itt = request.initiator_task_tag
-        ttt = request.target_transfer_tag
-        if ttt != RESERVED_TAG:
-            rest = self._text_pending.pop(ttt, None)
-            if rest is None:
-                self._send_reject(RejectReason.INVALID_PDU_FIELD, request.pack())
-                log.warning("%s: Reject INVALID_PDU_FIELD: Text Request with unknown TTT %#x", self._who(), ttt)
-                return
-            self._send_text(itt, request.lun, rest)
+        action = self._text.receive(request)
+        if action.kind is TextActionKind.REJECT:
+            log.warning("%s: Reject %s (%02Xh): %s", self._who(), RejectReason(action.reject_reason).name,
+                        action.reject_reason, action.why)
+            self._send_reject(action.reject_reason, request.pack())
             return
-        if request.cont:
-            # RFC 7143 11.10.2: a continued request; answer empty and wait for the rest.
-            self._text_request_parts[itt] = self._text_request_parts.get(itt, b"") + bytes(request.data)
-            ttt = self._allocate_ttt()
-            self._text_pending[ttt] = b""
-            self._emit(P.TextResponse(final=False, lun=request.lun, initiator_task_tag=itt, target_transfer_tag=ttt,
-                                      stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
-                                      max_cmd_sn=self._max_cmd_sn()))
-            return
-        text = self._text_request_parts.pop(itt, b"") + bytes(request.data)
-        answer = self._answer_text(text)
-        if answer is None:
-            self._send_reject(RejectReason.PROTOCOL_ERROR, request.pack())
-            log.warning("%s: Reject PROTOCOL_ERROR: malformed Text Request", self._who())
-            return
-        self._send_text(itt, request.lun, answer)
+        self._emit(P.TextResponse(final=action.final, cont=action.cont, lun=request.lun,
+                                  initiator_task_tag=request.initiator_task_tag,
+                                  target_transfer_tag=action.target_transfer_tag, stat_sn=self._next_stat_sn(),
+                                  exp_cmd_sn=self._exp_cmd_sn(), max_cmd_sn=self._max_cmd_sn(), data=action.data))
 
     def _answer_text(self, text: bytes) -> bytes | None:
-        """H2a's full-feature negotiation (SendTargets, MaxRecvDataSegmentLength, ...); None if malformed."""
-        from odxtarget.transport.iscsi.negotiation import TextSessionInfo, negotiate_text_request
-        from odxtarget.transport.iscsi.text import TextFormatError
-
+        """Full-feature negotiation (SendTargets, MaxRecvDataSegmentLength, ...); None if malformed."""
         session = self.session
+        directory: TargetDirectory = self.registry
+        if self.local_address is not None and self.local_port is not None:
+            directory = PortalDirectory(self.registry, self.local_address, self.local_port)
         info = TextSessionInfo(session_type=session.session_type, initiator_name=session.initiator_name,
                                target_name=session.target_name, local_address=self.local_address,
                                portal_group_tag_for=self._portal_group_tag_for)
         try:
-            answer = negotiate_text_request(session.parameters, text, self.registry, info)
+            answer = negotiate_text_request(session.parameters, text, directory, info)
         except TextFormatError:
             return None
         self.max_xmit = int(session.parameters.max_xmit_data_segment_length)
@@ -974,19 +1141,6 @@ class IscsiConnection:
 
     def _portal_group_tag_for(self, target_name: str) -> int:
         return self.registry.portal_group_tag(target_name, self.portal_group_tag)
-
-    def _send_text(self, itt: int, lun: bytes, answer: bytes) -> None:
-        """Send ``answer``, continued over several Text Responses with a TTT if it is long (RFC 7143 11.11.2)."""
-        if len(answer) > self.max_xmit:
-            ttt = self._allocate_ttt()
-            self._text_pending[ttt] = answer[self.max_xmit:]
-            self._emit(P.TextResponse(final=False, cont=True, lun=lun, initiator_task_tag=itt, target_transfer_tag=ttt,
-                                      stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
-                                      max_cmd_sn=self._max_cmd_sn(), data=answer[:self.max_xmit]))
-            return
-        self._emit(P.TextResponse(final=True, lun=lun, initiator_task_tag=itt, target_transfer_tag=RESERVED_TAG,
-                                  stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
-                                  max_cmd_sn=self._max_cmd_sn(), data=answer))
 
     # ------------------------------------------------------------------ logout
     def _on_logout(self, raw: P.RawPdu) -> None:
@@ -1008,7 +1162,7 @@ class IscsiConnection:
         self._emit(P.LogoutResponse(response=response, initiator_task_tag=request.initiator_task_tag,
                                     stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
                                     max_cmd_sn=self._max_cmd_sn(),
-                                    time2wait=int(getattr(params, "default_time2wait", 0) or 0), time2retain=0))
+                                    time2wait=params.default_time2wait if params is not None else 0, time2retain=0))
         if response != P.LogoutResponseCode.CLOSED_SUCCESSFULLY:
             return
         # Closing the only connection closes the session (MaxConnections=1).

@@ -7,12 +7,18 @@ Theory of operation: a SendTargets text request names what the initiator wants l
   the target they are connected to);
 * ``<iSCSI name>`` -- that one target, if the initiator may see it (and, in a normal session,
   only if it is the session's target);
-* empty -- in a normal session the session's target; in a discovery session nothing.
+* empty -- in a normal session the session's target; in a discovery session nothing;
+* anything else is neither ``All`` nor an iSCSI name: the key is answered ``Reject``
+  (RFC 7143 6.2, 13.3), never with an empty list the initiator would wait on.
 
 Each listed target is ``TargetName=<iqn>`` followed by one ``TargetAddress=<ip>:<port>,<tpgt>``
 per portal (RFC 7143 13.8: IPv6 addresses in brackets). A target is visible to an initiator
 when it is in demo mode or one of its ACLs names the initiator. Pure functions; the caller
 encodes the pairs with ``text.encode_text``.
+
+A target is served only through its own portals: ``PortalDirectory`` is the view of the
+targets that one portal serves, and a connection that arrived on that portal can log in to
+and discover those targets only (docs/security.md, "Portals").
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Protocol
 
-from odxtarget.config import AclConfig, PortalConfig, TargetConfig
+from odxtarget.config import AclConfig, PortalConfig, TargetConfig, iscsi_name_problem
 
 SEND_TARGETS_ALL = "All"
 SESSION_TYPE_NORMAL = "Normal"
@@ -39,6 +45,49 @@ class TargetDirectory(Protocol):
     def lookup(self, target_name: str) -> TargetConfig | None: ...
 
     def targets(self) -> list[TargetConfig]: ...
+
+
+class PortalDirectory:
+    """The targets of ``directory`` that the portal ``local_address``:``local_port`` serves."""
+
+    def __init__(self, directory: TargetDirectory, local_address: str, local_port: int):
+        self._directory = directory
+        self._address = _normalized_ip(local_address)
+        self._port = local_port
+
+    def lookup(self, target_name: str) -> TargetConfig | None:
+        target = self._directory.lookup(target_name)
+        return target if target is not None and self.serves(target) else None
+
+    def targets(self) -> list[TargetConfig]:
+        return [target for target in self._directory.targets() if self.serves(target)]
+
+    def serves(self, target: TargetConfig) -> bool:
+        """One of the target's portals is this one: same port, and the same address or a wildcard."""
+        for portal in target.portals:
+            if portal.port != self._port:
+                continue
+            ip = portal.ip.strip()
+            if ip in WILDCARD_ADDRESSES or _normalized_ip(ip) == self._address:
+                return True
+        return False
+
+
+def _normalized_ip(address: str) -> str:
+    """An IP address in one spelling: no brackets, IPv4-mapped IPv6 as IPv4, canonical text."""
+    text = address.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text.lower()       # a DNS name in the configuration is compared as written
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def send_targets_value_valid(value: str) -> bool:
+    """RFC 7143 13.3: the value is ``All``, an iSCSI name, or empty."""
+    return value in ("", SEND_TARGETS_ALL) or iscsi_name_problem(value.casefold()) is None
 
 
 def names_equal(left: str, right: str) -> bool:

@@ -71,3 +71,7 @@ class IscsiLimits:
             raise ValueError("max_connections_per_address must not exceed max_connections")
         if self.max_sessions_per_address > self.max_sessions:
             raise ValueError("max_sessions_per_address must not exceed max_sessions")
+
+
+#: The defaults, for code that needs one value before a configuration is read.
+DEFAULT_LIMITS = IscsiLimits()

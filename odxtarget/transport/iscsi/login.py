@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 from odxtarget.config import ChapConfig, TargetConfig
 from odxtarget.transport.iscsi.chap import CHAP_KEYS, ChapAuthenticator, ChapFailure
+from odxtarget.transport.iscsi.limits import DEFAULT_LIMITS
 from odxtarget.transport.iscsi.discovery import (
     SESSION_TYPE_DISCOVERY,
     SESSION_TYPE_NORMAL,
@@ -71,7 +72,6 @@ __all__ = [
 
 ISCSI_VERSION = 0                  # RFC 7143 (and 3720) are version 0x00
 MAX_REPLY_SEGMENT = 8192           # per login reply; longer answers use the C bit
-MAX_LOGIN_TEXT = 65536             # buffered C-bit request text; beyond this we run out of patience
 ISID_LENGTH = 6
 ISCSI_NAME_PREFIXES = ("iqn.", "eui.", "naa.")   # RFC 7143 4.2.7.1
 # Declarations libiscsi 1.19.0 repeats, with the same value, in its operational-stage request
@@ -212,12 +212,16 @@ class LoginStateMachine:
         target_mrdsl: the MaxRecvDataSegmentLength we declare.
         policy: our side of every negotiation (default ``NegotiationPolicy()``).
         token_bytes: random source for CHAP (``secrets.token_bytes``; injectable for tests).
+        max_text_bytes: the most request text one login collects over its C-bit PDUs; past
+            it the login fails with 03/02 OUT OF RESOURCES (docs/security.md).
     """
 
     def __init__(self, directory: TargetDirectory, *, portal_group_tag_for: Callable[[str], int] | None = None,
                  target_mrdsl: int = 262144, policy: NegotiationPolicy | None = None,
-                 token_bytes: Callable[[int], bytes] = secrets.token_bytes):
+                 token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+                 max_text_bytes: int = DEFAULT_LIMITS.max_text_bytes):
         self._directory = directory
+        self.max_text_bytes = max_text_bytes
         self._portal_group_tag_for = portal_group_tag_for
         self._policy = replace(policy if policy is not None else NegotiationPolicy(),
                                max_recv_data_segment_length=target_mrdsl)
@@ -286,8 +290,8 @@ class LoginStateMachine:
             return self._next_piece(request)
         if self._incoming_csg is not None and self._incoming_csg != request.csg:
             raise LoginRefused(LoginStatus.INITIATOR_ERROR, "CSG changed within a C-bit text sequence")
-        if len(self._incoming) + len(request.data) > MAX_LOGIN_TEXT:
-            raise LoginRefused(LoginStatus.OUT_OF_RESOURCES, f"login text exceeds {MAX_LOGIN_TEXT} bytes")
+        if len(self._incoming) + len(request.data) > self.max_text_bytes:
+            raise LoginRefused(LoginStatus.OUT_OF_RESOURCES, f"login text exceeds {self.max_text_bytes} bytes")
         if request.cont:
             self._incoming += request.data
             self._incoming_csg = request.csg

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from odxtarget.transport.iscsi.discovery import SESSION_TYPE_DISCOVERY, TargetDirectory, send_targets
+from odxtarget.transport.iscsi.discovery import (SESSION_TYPE_DISCOVERY, TargetDirectory, send_targets,
+                                                 send_targets_value_valid)
 from odxtarget.transport.iscsi.text import (
     ANSWER_TOKENS,
     IRRELEVANT,
@@ -348,22 +349,29 @@ def negotiate_text_request(params: SessionParameters, data: bytes, directory: Ta
     Honours SendTargets (via discovery.py), a new MaxRecvDataSegmentLength declaration (updates
     ``params.max_xmit_data_segment_length``) and InitiatorAlias; answers ``Reject`` to every other
     known key (not negotiable in full feature phase, RFC 7143 13) and ``NotUnderstood`` to unknown
-    keys. Returns the answer text (possibly empty); the caller splits it over Text Response PDUs.
+    keys, also those outside the key-name grammar (keys are case-sensitive). A value that is
+    malformed, out of range or too long for its key is answered ``Reject`` (RFC 7143 6.2), and
+    so is a SendTargets value that is neither ``All`` nor an iSCSI name (RFC 7143 13.3).
+    Returns the answer text (possibly empty); the caller splits it over Text Response PDUs.
 
     Raises:
         TextFormatError: malformed text; the caller answers with a Reject PDU (reason 04h,
             protocol error).
     """
     answers: list[tuple[str, str]] = []
-    for key, value in parse_text(data, value_limit=value_limit):
+    for key, value in parse_text(data):
         if value in ANSWER_TOKENS:
             continue  # an answer to nothing we offered: nothing to negotiate
         spec = KEY_TABLE.get(key)
         if spec is None:
             answers.append((key, NOT_UNDERSTOOD))
-        elif Stage.FULL_FEATURE not in spec.stages or Sender.INITIATOR not in spec.senders:
+        elif (Stage.FULL_FEATURE not in spec.stages or Sender.INITIATOR not in spec.senders
+              or len(value.encode("utf-8")) > spec.max_length):
             answers.append((key, REJECT))
         elif spec.result is ResultFunction.SEND_TARGETS:
+            if not send_targets_value_valid(value):
+                answers.append((key, REJECT))
+                continue
             answers.extend(send_targets(
                 value, initiator_name=session_info.initiator_name, session_type=session_info.session_type,
                 session_target=None if session_info.session_type == SESSION_TYPE_DISCOVERY else session_info.target_name,

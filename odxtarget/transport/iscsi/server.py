@@ -4,9 +4,15 @@ connection, keepalive ticks and graceful shutdown (hypercorn's TCPServer/worker_
 This is the only iSCSI module that does I/O. Each connection is an ``asyncio.Protocol``
 (not a StreamReader task): ``data_received`` feeds the sans-IO connection and writes what it
 produced with one ``writelines`` call, so a queue-depth-32 burst of PDUs costs one pass
-through the event loop, not one task wake-up per read. Backpressure: when the transport's
-write buffer passes its high-water mark (``pause_writing``) we stop reading from that
-socket until the peer catches up, so a slow reader cannot make us buffer without bound.
+through the event loop, not one task wake-up per read.
+
+Bounds (docs/security.md): a new connection is admitted or closed at once by the registry's
+``Admission`` (per-address and daemon-wide counts, failed-login throttling). Backpressure:
+the transport's write buffer high-water mark is the connection's ``max_pending_send_bytes``;
+while the transport holds more (``pause_writing``), or while the connection has PDUs it did
+not handle because its output was full (``input_stalled``), we do not read from the socket,
+and once the peer has taken the output the queued PDUs are handled (``IscsiConnection.resume``).
+A peer that never reads its responses therefore holds at most that much of our memory.
 
 SCSI commands execute synchronously inside ``data_received`` (the core is single-threaded
 by contract). A bug in one connection is logged and closes that connection only.
@@ -16,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import time
-from typing import Any
 
 from odxtarget.config import TargetConfig
-from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, IscsiConnection
+from odxtarget.scsi.types import TargetPort
+from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, IscsiConnection, LoginFactory
+from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.iscsi.session import SessionRegistry
 
 log = logging.getLogger("odxtarget.iscsi")
@@ -30,6 +38,8 @@ log = logging.getLogger("odxtarget.iscsi")
 TICK_INTERVAL = 1.0
 # How often shutdown re-checks whether in-flight commands have drained.
 SHUTDOWN_POLL_INTERVAL = 0.05
+#: File descriptors kept for storage, the control socket and logs beyond the connections.
+RESERVED_DESCRIPTORS = 256
 
 
 def install_event_loop_policy() -> bool:
@@ -42,6 +52,26 @@ def install_event_loop_policy() -> bool:
     return True
 
 
+def raise_descriptor_limit(connections: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit towards ``connections`` + reserve (at most the hard
+    limit), so ``max_connections`` is what bounds connections rather than EMFILE at accept.
+    Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + RESERVED_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit to %d: %s", wanted, error)
+    if soft < connections + RESERVED_DESCRIPTORS:
+        log.warning("open-file limit %d is below max_connections (%d) + %d: raise it (ulimit -n)",
+                    soft, connections, RESERVED_DESCRIPTORS)
+    return soft
+
+
 class _ConnectionProtocol(asyncio.Protocol):
     """Moves bytes between one socket and one ``IscsiConnection``."""
 
@@ -52,27 +82,44 @@ class _ConnectionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connection: IscsiConnection | None = None
         self.closed = asyncio.Event()
+        self._address = ""
+        self._writing_paused = False
+        self._reading = True
+        self._resume_scheduled = False
 
     # asyncio callbacks -------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        local = transport.get_extra_info("sockname") or (None, None)
+        self._address = str(peer[0])
+        registry = self._server.registry
+        refusal = registry.admission.admit_connection(self._address, self._loop.time())
+        if refusal is not None:
+            self._server.note_refused(self._address, refusal)
+            self._address = ""
+            transport.abort()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        local = transport.get_extra_info("sockname") or (None, 0)
+        limits = registry.limits
+        transport.set_write_buffer_limits(high=limits.max_pending_send_bytes,
+                                          low=limits.max_pending_send_bytes // 4)
         self.connection = IscsiConnection(
-            self._server.registry, peer=f"{peer[0]}:{peer[1]}", local_address=local[0],
-            portal_group_tag=self._portal_group_tag, login_factory=self._server.login_factory,
+            registry, peer=f"{peer[0]}:{peer[1]}", peer_address=self._address, local_address=local[0],
+            local_port=local[1], portal_group_tag=self._portal_group_tag, login_factory=self._server.login_factory,
             target_mrdsl=self._server.target_mrdsl, nop_interval=self._server.nop_interval, now=self._loop.time())
         self.connection.on_terminate = self._terminated
         self._server._protocols.add(self)
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection
+        if connection is None:
+            return
         try:
             connection.receive_data(data, self._loop.time())
         except Exception:
@@ -82,7 +129,8 @@ class _ConnectionProtocol(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool:
-        self.connection.receive_data(b"", self._loop.time())
+        if self.connection is not None:
+            self.connection.receive_data(b"", self._loop.time())
         return False
 
     def connection_lost(self, exc) -> None:
@@ -91,31 +139,71 @@ class _ConnectionProtocol(asyncio.Protocol):
                 self.connection.connection_lost("connection lost" if exc is None else f"connection lost: {exc}")
         except Exception:
             log.exception("error while tearing down a connection")
+        if self._address:
+            self._server.registry.admission.connection_closed(self._address)
+            self._address = ""
         self._server._protocols.discard(self)
         self.closed.set()
 
     def pause_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._writing_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._writing_paused = False
+        self._resume_input()
 
     # helpers -------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write what the connection produced; close once it asked for it."""
+        """Write what the connection produced; close once it asked for it; read again only
+        while the connection can take more input."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        connection = self.connection
+        if transport is None or connection is None or transport.is_closing():
             return
-        chunks = self.connection.data_to_send()
+        chunks = connection.data_to_send()
         if chunks:
             if len(chunks) == 1:
                 transport.write(chunks[0])
             else:
                 transport.writelines(chunks)
-        if self.connection.close_requested:
+        if connection.close_requested:
             transport.close()   # after the buffered output is sent
+            return
+        connection.send_backlog = transport.get_write_buffer_size()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport, connection = self.transport, self.connection
+        if transport is None or connection is None or transport.is_closing():
+            return
+        stalled = connection.input_stalled
+        if stalled and not self._writing_paused and not self._resume_scheduled:
+            # The transport took the output below its high-water mark: go on with queued PDUs
+            # after this callback (not recursively).
+            self._resume_scheduled = True
+            self._loop.call_soon(self._resume_input)
+        want = not stalled and not self._writing_paused
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _resume_input(self) -> None:
+        self._resume_scheduled = False
+        transport, connection = self.transport, self.connection
+        if transport is None or connection is None or transport.is_closing():
+            return
+        connection.send_backlog = transport.get_write_buffer_size()
+        try:
+            connection.resume(self._loop.time())
+        except Exception:
+            log.exception("initiator at %s: internal error; closing the connection", connection.peer)
+            self._fail()
+            return
+        self.flush()
 
     def tick(self, now: float) -> None:
         try:
@@ -145,19 +233,33 @@ class IscsiServer:
     Args:
         targets: each target's configuration and the ``ScsiTarget`` presenting its LUNs.
         nop_interval: seconds of initiator silence before a NOP-In ping (0 disables it).
-        login_factory: overrides the login state machine (tests); default H2a's ``LoginStateMachine``.
+        login_factory: overrides the login state machine (tests); default ``login.LoginStateMachine``.
         target_mrdsl: the MaxRecvDataSegmentLength we declare.
+        limits: what connections, addresses and the daemon may hold (docs/security.md).
     """
 
-    def __init__(self, targets: list[tuple[TargetConfig, Any]], *, nop_interval: float = 30.0,
-                 login_factory=None, target_mrdsl: int = DEFAULT_TARGET_MRDSL):
-        self.registry = SessionRegistry(targets)
+    def __init__(self, targets: list[tuple[TargetConfig, TargetPort]], *, nop_interval: float = 30.0,
+                 login_factory: LoginFactory | None = None, target_mrdsl: int = DEFAULT_TARGET_MRDSL,
+                 limits: IscsiLimits | None = None):
+        self.registry = SessionRegistry(targets, limits=limits)
         self.nop_interval = nop_interval
         self.login_factory = login_factory
         self.target_mrdsl = target_mrdsl
         self._servers: list[asyncio.base_events.Server] = []
         self._protocols: set[_ConnectionProtocol] = set()
         self._ticker: asyncio.Task | None = None
+        self._refused: dict[str, tuple[int, str]] = {}     # address -> (connections refused, why)
+
+    def note_refused(self, address: str, why: str) -> None:
+        """A connection was closed at accept; logged once per address and tick with a count,
+        so a flood of connections costs a few log lines, not one each."""
+        count, _ = self._refused.get(address, (0, why))
+        self._refused[address] = (count + 1, why)
+
+    def _log_refusals(self) -> None:
+        for address, (count, why) in self._refused.items():
+            log.warning("closed %d new connection(s) from %s at accept: %s", count, address, why)
+        self._refused.clear()
 
     def _portals(self) -> dict[tuple[str, int], int]:
         """Distinct (ip, port) -> TPGT of the first target that lists it."""
@@ -169,6 +271,7 @@ class IscsiServer:
 
     async def start(self) -> None:
         """Bind every distinct portal. Raises OSError (after closing what was bound) on failure."""
+        raise_descriptor_limit(self.registry.limits.max_connections)
         loop = asyncio.get_running_loop()
         bound: dict[tuple[str, int], int] = {}
         try:
@@ -189,7 +292,7 @@ class IscsiServer:
             self.registry.use_bound_ports(bound)
         self._ticker = asyncio.ensure_future(self._tick_forever())
 
-    def set_target(self, config: TargetConfig, scsi_target: Any) -> None:
+    def set_target(self, config: TargetConfig, scsi_target: TargetPort) -> None:
         """Publish a new or changed target to logins and discovery (live configuration)."""
         self.registry.set_target(config, scsi_target)
 
@@ -239,6 +342,8 @@ class IscsiServer:
             for protocol in list(self._protocols):
                 if protocol.connection is not None:
                     protocol.tick(now)
+            if self._refused:
+                self._log_refusals()
 
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting, let commands in flight finish, then log every session out.

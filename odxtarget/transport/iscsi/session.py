@@ -9,6 +9,9 @@ configured targets (``TargetDirectory`` for login and SendTargets), hands out TS
 6.3.5: same initiator name, ISID and target). A ``Session`` owns the command numbering
 (``CommandWindow``: ExpCmdSN/MaxCmdSN, RFC 7143 4.2.2.1) and the I_T nexus handed to the
 SCSI core. MaxConnections is 1, so a session has exactly one connection; tasks live there.
+The registry also holds the server's ``Admission`` (connections, sessions and failed logins
+counted per source address) and gives every session a window of
+``IscsiLimits.max_tasks_per_connection`` commands.
 
 Nothing here does I/O. Closing a session calls back into its connection
 (``Connection.terminate``), which asks its runner to drop the socket.
@@ -18,10 +21,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from odxtarget.config import TargetConfig
-from odxtarget.scsi.types import ItNexus
+from odxtarget.scsi.types import ItNexus, TargetPort
+from odxtarget.transport.iscsi.admission import Admission
+from odxtarget.transport.iscsi.limits import DEFAULT_LIMITS, IscsiLimits
+
+from odxtarget.transport.iscsi.negotiation import SessionParameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from odxtarget.transport.iscsi.connection import IscsiConnection
@@ -32,9 +39,6 @@ SERIAL_BITS = 32
 _SERIAL_MOD = 1 << SERIAL_BITS
 _SERIAL_HALF = 1 << (SERIAL_BITS - 1)
 MAX_TSIH = 0xFFFF
-# Commands we accept beyond ExpCmdSN (MaxCmdSN - ExpCmdSN + 1). iscsi-perf and Linux run up to
-# 128 outstanding; a deeper window costs nothing because the core executes synchronously.
-DEFAULT_COMMAND_WINDOW = 128
 
 
 def serial_add(sn: int, delta: int) -> int:
@@ -60,7 +64,7 @@ class CommandWindow:
     IN_ORDER, AHEAD, OUTSIDE = range(3)
     __slots__ = ("exp_cmd_sn", "depth")
 
-    def __init__(self, exp_cmd_sn: int, depth: int = DEFAULT_COMMAND_WINDOW):
+    def __init__(self, exp_cmd_sn: int, depth: int = DEFAULT_LIMITS.max_tasks_per_connection):
         self.exp_cmd_sn = exp_cmd_sn
         self.depth = depth
 
@@ -90,13 +94,14 @@ class Session:
     isid: bytes
     target_name: str | None
     target_config: TargetConfig | None
-    scsi_target: Any                    # odxtarget.scsi.target.ScsiTarget (None for discovery)
+    scsi_target: TargetPort | None      # None for discovery
     nexus: ItNexus | None
-    parameters: Any                     # negotiation.SessionParameters
+    parameters: SessionParameters
     window: CommandWindow
     initiator_alias: str | None = None
     connection: "IscsiConnection | None" = None
     closed: bool = False
+    peer_address: str = ""              # the source IP address admission counts it under
 
     @property
     def identity(self) -> tuple[str, bytes, str | None]:
@@ -113,12 +118,14 @@ def make_nexus(initiator_name: str, isid: bytes, target_name: str, tpgt: int) ->
 class SessionRegistry:
     """Targets, TSIHs and live sessions of one server (also the login's ``TargetDirectory``)."""
 
-    def __init__(self, targets: list[tuple[TargetConfig, Any]] | None = None, *,
-                 command_window: int = DEFAULT_COMMAND_WINDOW):
-        self._targets: dict[str, tuple[TargetConfig, Any]] = {}
+    def __init__(self, targets: list[tuple[TargetConfig, TargetPort]] | None = None, *,
+                 limits: IscsiLimits | None = None):
+        self._targets: dict[str, tuple[TargetConfig, TargetPort]] = {}
         for config, scsi_target in targets or []:
             self.set_target(config, scsi_target)
-        self.command_window = command_window
+        self.limits = limits if limits is not None else IscsiLimits()
+        self.command_window = self.limits.max_tasks_per_connection
+        self.admission = Admission(self.limits)
         self._by_tsih: dict[int, Session] = {}
         self._next_tsih = 1
 
@@ -130,16 +137,14 @@ class SessionRegistry:
     def targets(self) -> list[TargetConfig]:
         return [config for config, _ in self._targets.values()]
 
-    def entries(self) -> list[tuple[TargetConfig, Any]]:
+    def entries(self) -> list[tuple[TargetConfig, TargetPort]]:
         """Every published (configuration, SCSI target) pair."""
         return list(self._targets.values())
 
-    def set_target(self, config: TargetConfig, scsi_target: Any) -> None:
+    def set_target(self, config: TargetConfig, scsi_target: TargetPort) -> None:
         """Publish a new or changed target: logins and discovery see it from now on."""
         self._targets[config.iqn] = (config, scsi_target)
-        attach = getattr(scsi_target, "set_task_aborter", None)
-        if attach is not None:
-            attach(self.abort_tasks_of)
+        scsi_target.set_task_aborter(self.abort_tasks_of)
 
     def remove_target(self, target_name: str) -> None:
         """Unpublish a target (its sessions are the caller's business)."""
@@ -156,11 +161,11 @@ class SessionRegistry:
         entry = self._targets.get(target_name)
         return entry[0].tpgt if entry else default
 
-    def scsi_target(self, target_name: str):
+    def scsi_target(self, target_name: str) -> TargetPort | None:
         entry = self._targets.get(target_name)
         return entry[1] if entry else None
 
-    def abort_tasks_of(self, lu: Any, nexuses: frozenset[ItNexus]) -> int:
+    def abort_tasks_of(self, lu: object, nexuses: frozenset[ItNexus]) -> int:
         """PREEMPT AND ABORT (SPC-4 5.13.11.5): the tasks the sessions of ``nexuses`` hold for
         ``lu`` (waiting for data-out or their CmdSN) end without a SCSI Response, like an ABORT
         TASK SET on their behalf. The LU may sit at a different LUN in each session's target."""
@@ -197,8 +202,9 @@ class SessionRegistry:
         raise RuntimeError("no free TSIH: 65535 sessions are live")
 
     def create(self, *, session_type: str, initiator_name: str, initiator_alias: str | None, isid: bytes,
-               target_name: str | None, parameters, exp_cmd_sn: int) -> Session:
-        """Register a new session (login just finished) and return it."""
+               target_name: str | None, parameters: SessionParameters, exp_cmd_sn: int,
+               peer_address: str = "") -> Session:
+        """Register a new session (login just finished, ``admission.admit_session`` counted it)."""
         config, scsi_target, nexus = None, None, None
         if target_name is not None and session_type == "Normal":
             config, scsi_target = self._targets[target_name]
@@ -206,7 +212,8 @@ class SessionRegistry:
         session = Session(tsih=self.allocate_tsih(), session_type=session_type, initiator_name=initiator_name,
                           isid=bytes(isid), target_name=target_name, target_config=config,
                           scsi_target=scsi_target, nexus=nexus, parameters=parameters,
-                          window=CommandWindow(exp_cmd_sn, self.command_window), initiator_alias=initiator_alias)
+                          window=CommandWindow(exp_cmd_sn, self.command_window), initiator_alias=initiator_alias,
+                          peer_address=peer_address)
         self._by_tsih[session.tsih] = session
         return session
 
@@ -220,6 +227,7 @@ class SessionRegistry:
             return
         session.closed = True
         self._by_tsih.pop(session.tsih, None)
+        self.admission.session_closed(session.peer_address)
         if session.scsi_target is not None and session.nexus is not None:
             if logged_out:
                 session.scsi_target.nexus_logged_out(session.nexus)

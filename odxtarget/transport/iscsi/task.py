@@ -3,13 +3,48 @@
 A write task collects data from three sources, in this order: immediate data in the command
 PDU, unsolicited Data-Out PDUs (TTT ffffffffh, only when InitialR2T=No, up to
 FirstBurstLength) and solicited Data-Out PDUs answering our R2Ts (at most MaxBurstLength
-each, at most MaxOutstandingR2T at a time). ``WriteTask`` keeps that bookkeeping; the
+each, at most MaxOutstandingR2T at a time). ``ScsiTask`` keeps that bookkeeping; the
 connection decides what to send and when to execute.
+
+What a task buffers is ``DataOutBuffer``: its capacity is what the target solicits (the
+smaller of the Expected Data Transfer Length and what the CDB asks for, never the initiator's
+number alone), and it grows as bursts are solicited and data arrives, so an initiator that
+announces gigabytes and sends nothing costs nothing (docs/security.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+class DataOutBuffer:
+    """Data-Out bytes of one task, kept up to ``capacity``; bytes beyond it are dropped."""
+
+    __slots__ = ("capacity", "_data")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._data = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def grow_to(self, end: int) -> None:
+        """Make room for bytes up to ``end`` (a burst just solicited)."""
+        end = min(end, self.capacity)
+        if end > len(self._data):
+            self._data.extend(bytes(end - len(self._data)))
+
+    def write(self, offset: int, data) -> None:
+        """Store ``data`` at ``offset``; what lies beyond the capacity is dropped."""
+        end = min(offset + len(data), self.capacity)
+        if end <= offset:
+            return
+        self.grow_to(end)
+        self._data[offset:end] = data[:end - offset]
+
+    def contents(self) -> bytearray:
+        return self._data
 
 
 @dataclass(slots=True, eq=False)
@@ -40,7 +75,9 @@ class ScsiTask:
     expected_data_transfer_length: int
     ordered: bool = False         # its CmdSN has been reached (always True for immediate commands)
     # write side -------------------------------------------------------------------------
-    buffer: bytearray | None = None
+    buffer: DataOutBuffer | None = None
+    solicit_end: int = 0          # bytes the target asks for in all (R2Ts stop here)
+    reserved: int = 0             # bytes of the connection's Data-Out budget this task holds
     unsolicited_limit: int = 0    # bytes the initiator may send without an R2T (incl. immediate data)
     unsolicited_received: int = 0
     unsolicited_done: bool = True
@@ -51,10 +88,16 @@ class ScsiTask:
     # an iSCSI-level failure found while data was still coming (RFC 7143 7.8 / 11.4.7.2):
     # answer CHECK CONDITION with this sense instead of executing, once all data is in
     failure_sense: bytes | None = None
+    # a status to answer instead of executing (TASK SET FULL), once all data is in
+    refusal_status: int | None = None
 
     @property
     def data_complete(self) -> bool:
         if self.buffer is None:          # nothing to receive
             return True
-        return (self.unsolicited_done and not self.r2ts
-                and self.next_r2t_offset >= self.expected_data_transfer_length)
+        return self.unsolicited_done and not self.r2ts and self.next_r2t_offset >= self.solicit_end
+
+    @property
+    def wants_r2t(self) -> bool:
+        """All unsolicited data is in and part of the buffer has not been asked for yet."""
+        return self.buffer is not None and self.unsolicited_done and self.next_r2t_offset < self.solicit_end

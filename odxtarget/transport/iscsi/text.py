@@ -47,6 +47,11 @@ NO = "No"
 # an "X-" private extension key (same grammar, so the first alternative covers it), or an
 # "X#" public extension key registered with IANA.
 _KEY_NAME = re.compile(r"(?:[A-Z][A-Za-z0-9.\-+@_]*|X#[A-Za-z0-9.\-+@_]+)\Z")
+# What an unknown key may look like and still be answered NotUnderstood (RFC 7143 6.2): keys are
+# case-sensitive, so "sENDtARGETS" is a key nobody defined rather than a malformed pair.
+# Printable ASCII without "=", at most KEY_ECHO_MAX characters (the answer repeats the key).
+_ECHOABLE_KEY = re.compile(r"[\x21-\x3c\x3e-\x7e]+\Z")
+KEY_ECHO_MAX = 255
 _DECIMAL_CONSTANT = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 _HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+\Z")
 
@@ -65,6 +70,11 @@ def is_valid_key_name(key: str) -> bool:
     return len(key) <= KEY_NAME_MAX and _KEY_NAME.match(key) is not None
 
 
+def is_echoable_key(key: str) -> bool:
+    """A key that breaks the key-name grammar but can be answered ``NotUnderstood``."""
+    return len(key) <= KEY_ECHO_MAX and _ECHOABLE_KEY.match(key) is not None
+
+
 def is_extension_key(key: str) -> bool:
     """X- (private) and X# (public) extension keys, RFC 7143 13.22."""
     return key.startswith(("X-", "X#"))
@@ -80,10 +90,13 @@ def parse_text(data: bytes, *, value_limit: Callable[[str], int] | None = None,
         repeatable: keys allowed to appear more than once (TargetName and TargetAddress in a
             SendTargets answer); every other key may appear once.
 
+    A key outside the key-name grammar (RFC 7143 6.1) but made of printable ASCII is returned
+    as it is: nobody defined it, so the negotiation answers it ``NotUnderstood``.
+
     Raises:
-        TextFormatError: a pair without NUL terminator, without "=", with a bad key name, a value
-            that is not UTF-8 or too long, or a key that appears twice (RFC 7143 6.2: a key is
-            offered at most once in a negotiation).
+        TextFormatError: a pair without NUL terminator, without "=", with a key that is not
+            printable ASCII, a value that is not UTF-8 or too long, or a key that appears twice
+            (RFC 7143 6.2: a key is offered at most once in a negotiation).
     """
     if not data:
         return []
@@ -102,7 +115,7 @@ def parse_text(data: bytes, *, value_limit: Callable[[str], int] | None = None,
             key = key_bytes.decode("ascii")
         except UnicodeDecodeError:
             raise TextFormatError(f"key is not ASCII: {_show(key_bytes)}") from None
-        if not is_valid_key_name(key):
+        if not is_valid_key_name(key) and not is_echoable_key(key):
             raise TextFormatError(f"invalid key name {key!r} (RFC 7143 6.1: standard-label, at most "
                                   f"{KEY_NAME_MAX} characters)")
         limit = LARGE_VALUE_MAX if value_limit is None else value_limit(key)
@@ -123,7 +136,7 @@ def encode_text(pairs: Iterable[tuple[str, str]]) -> bytes:
     """Encode ``(key, value)`` pairs as NUL-terminated UTF-8; keys may repeat (TargetAddress)."""
     out = bytearray()
     for key, value in pairs:
-        if not is_valid_key_name(key):
+        if not is_valid_key_name(key) and not is_echoable_key(key):
             raise TextFormatError(f"refusing to encode invalid key name {key!r}")
         encoded = value.encode("utf-8")
         if NUL in encoded:

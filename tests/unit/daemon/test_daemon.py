@@ -77,8 +77,9 @@ class FakeFactories(Factories):
 def factories(journal, **server_options) -> FakeFactories:
     made = {}
 
-    def server(targets):
+    def server(targets, limits):
         made["server"] = FakeServer(targets, journal, **server_options)
+        made["limits"] = limits
         return made["server"]
 
     result = FakeFactories(FakeLogicalUnit, FakeTarget, server)

@@ -110,6 +110,6 @@ class FakeLogin:
 
 
 def fake_login_factory(**options):
-    def factory(registry, portal_group_tag, target_mrdsl):
-        return FakeLogin(registry, target_mrdsl=target_mrdsl, **options)
+    def factory(context):
+        return FakeLogin(context.directory, target_mrdsl=context.target_mrdsl, **options)
     return factory

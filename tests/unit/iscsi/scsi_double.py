@@ -11,6 +11,9 @@ from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ScsiResult, Status
 
 BLOCK = 512
+MAX_TRANSFER = 16 << 20
+# opcode -> (struct format, offset) of the transfer length of the writes it serves
+_WRITES = {0x2A: (">H", 7), 0xAA: (">I", 6), 0x8A: (">I", 10), 0x2E: (">H", 7), 0xAE: (">I", 6), 0x8E: (">I", 10)}
 
 
 def _check(key, asc, ascq=0) -> ScsiResult:
@@ -99,7 +102,21 @@ class ScsiTargetDouble:
         return _check(SenseKey.ILLEGAL_REQUEST, 0x20)
 
     def data_out_length(self, cdb, lun=0):
-        return None
+        """Blocks x 512 for the WRITE-family opcodes it serves; None for the rest."""
+        layout = _WRITES.get(cdb[0]) if cdb else None
+        if layout is None or len(cdb) < layout[1] + struct.calcsize(layout[0]):
+            return None
+        return struct.unpack_from(layout[0], cdb, layout[1])[0] * BLOCK
+
+    def solicited_data_out(self, cdb, lun=0):
+        length = self.data_out_length(cdb, lun)
+        return 0 if length is None or length > MAX_TRANSFER else length
+
+    def logical_unit(self, lun):
+        return self if lun in self.luns else None
+
+    def set_task_aborter(self, aborter):
+        self.aborter = aborter
 
     def task_management(self, function, nexus, lun):
         self.tmfs.append((function, nexus, lun))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from odxtarget.transport.iscsi.limits import DEFAULT_LIMITS
 from odxtarget.transport.iscsi.login import (
-    MAX_LOGIN_TEXT,
     MAX_REPLY_SEGMENT,
     REQUEST_STAGES,
     STAGE_TRANSITIONS,
@@ -351,7 +351,7 @@ REFUSALS = [
      LoginStatus.INITIATOR_ERROR),
     ("CSG changes within a C-bit sequence", [request(b"InitiatorName=iqn.", transit=False, cont=True, csg=0)],
      request(b"2024-01.x:y\x00", csg=1), LoginStatus.INITIATOR_ERROR),
-    ("request text beyond the buffer limit", [request(b"X-a=" + b"v" * (MAX_LOGIN_TEXT - 10), transit=False,
+    ("request text beyond the buffer limit", [request(b"X-a=" + b"v" * (DEFAULT_LIMITS.max_text_bytes - 10), transit=False,
                                                       cont=True)],
      request(b"v" * 100 + b"\x00"), LoginStatus.OUT_OF_RESOURCES),
     ("text while the target's answer is pending",

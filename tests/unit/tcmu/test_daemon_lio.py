@@ -93,7 +93,7 @@ def test_a_failing_lio_start_is_a_daemon_error_and_closes_storage(tmp_path):
 def test_native_frontend_still_builds_the_iscsi_server(tmp_path):
     built = []
 
-    def server(targets):
+    def server(targets, limits):
         built.append(targets)
         return RecordingFrontend(None, {})
 
