@@ -18,6 +18,7 @@ make the saved file unloadable is refused with the same message, nothing changed
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import inspect
 import ipaddress
@@ -32,7 +33,7 @@ from typing import Any, Callable, NewType
 from odxtarget import __version__
 from odxtarget.admin import saving
 from odxtarget.admin.live import LiveState
-from odxtarget.admin.odx import OdxView
+from odxtarget.admin.odx import TUNABLE_LIMITS, OdxView
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import (
     BLOCK_SIZES,
@@ -75,6 +76,20 @@ def operation(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return method
 
     return register
+
+
+def limit_parameters(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``method`` (which takes ``**limits``) one optional keyword parameter per entry of
+    ``TUNABLE_LIMITS``, typed by its kind (sizes accept K/M/G suffixes), so that its signature
+    is its contract like every other operation's."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for name, limit in TUNABLE_LIMITS.items():
+        hint = (Size if limit.kind == "size" else limit.type) | None
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=hint))
+    method.__signature__ = inspect.Signature(parameters, return_annotation=dict[str, Any])
+    method.__annotations__ = {p.name: p.annotation for p in parameters[1:]} | {"return": dict[str, Any]}
+    return method
 
 
 # -- argument conversion --------------------------------------------------------------------
@@ -287,6 +302,18 @@ class AdminOperations:
         return [f"LUN {m['lun']} of {t['iqn']}" for t in document["targets"] for m in t["luns"]
                 if m["storage_object"] == name]
 
+    def _storage_states(self) -> dict[str, dict[str, Any]]:
+        """Each running storage object's write-back state (docs/errors.md)."""
+        states = {}
+        for name, lu in self.daemon.logical_units.items():
+            failure = lu.write_back_failure
+            states[name] = {
+                "write_back_failed": failure is not None,
+                "write_back_error": failure.error if failure is not None else None,
+                "write_back_failed_at": _timestamp(failure.since) if failure is not None else None,
+            }
+        return states
+
     # -- overview ------------------------------------------------------------------------------
 
     @operation("status")
@@ -299,6 +326,8 @@ class AdminOperations:
             "listening": [f"{ip}:{port}" for ip, port in self.live.listening()],
             "unsaved_changes": self.unsaved_changes,
             "odx": self.odx_view.available,
+            "write_back_failed": sorted(name for name, state in self._storage_states().items()
+                                        if state["write_back_failed"]),
         }
 
     @operation("config.get")
@@ -315,6 +344,7 @@ class AdminOperations:
             "odx": self.odx_view.available,
             "tokens": self.odx_view.tokens() if self.odx_view.available else [],
             "unsaved_changes": self.unsaved_changes,
+            "storage": self._storage_states(),
         }
 
     # -- backstores ------------------------------------------------------------------------------
@@ -370,6 +400,25 @@ class AdminOperations:
 
         return await self._change(edit)
 
+    @operation("extent.reopen")
+    async def extent_reopen(self, name: str, confirm: bool = False) -> dict[str, Any]:
+        """Reopen a storage object's files and clear its write-back failed state, after which
+        SYNCHRONIZE CACHE and FUA writes work again. Needs confirm=true while the state is set:
+        data written before the failure may be lost (docs/errors.md)."""
+        so = next((so for so in self.config.storage_objects if so.name == name), None)
+        if so is None:
+            raise AdminError(f'no storage object "{name}" (see `ls /backstores/extents`)')
+        lu = self.daemon.logical_units.get(name)
+        failure = lu.write_back_failure if lu is not None else None
+        if failure is not None and not confirm:
+            raise AdminError(
+                f'storage object "{name}": write-back failed at {_timestamp(failure.since)} ({failure.error});'
+                " data written before then may be lost. Check the storage, then repeat with confirm=true"
+                " to reopen its files and accept flushes again")
+        cleared = self.live.reopen_storage(so)
+        return {"name": name, "cleared": cleared is not None,
+                "failed_at": _timestamp(cleared.since) if cleared is not None else None}
+
     @operation("extent.set")
     async def extent_set(self, name: str, read_only: bool | None = None) -> dict[str, Any]:
         """Change a storage object's attributes (read_only applies to the next command)."""
@@ -411,7 +460,8 @@ class AdminOperations:
 
     @operation("tpg.set")
     async def tpg_set(self, iqn: str, demo_mode: bool | None = None) -> dict[str, Any]:
-        """Change TPG attributes; demo_mode=true lets any initiator log in (ACLs not needed)."""
+        """Change TPG attributes; demo_mode=true lets any initiator log in (ACLs not needed),
+        demo_mode=false ends the sessions of initiators no ACL names."""
 
         def edit(document: dict[str, Any]) -> None:
             target = self._target(document, iqn)
@@ -440,7 +490,7 @@ class AdminOperations:
     async def tpg_set_auth(self, iqn: str, userid: str | None = None, password: str | None = None,
                            mutual_userid: str | None = None, mutual_password: str | None = None) -> dict[str, Any]:
         """Set the CHAP credentials every initiator must use (unless its ACL has its own);
-        an empty value clears one. Applies to new logins."""
+        an empty value clears one. Sessions that authenticated with the old ones end."""
 
         def edit(document: dict[str, Any]) -> None:
             target = self._target(document, iqn)
@@ -518,7 +568,7 @@ class AdminOperations:
     async def acl_set_auth(self, iqn: str, initiator: str, userid: str | None = None, password: str | None = None,
                            mutual_userid: str | None = None, mutual_password: str | None = None) -> dict[str, Any]:
         """Set this initiator's own CHAP credentials (mutual CHAP with the mutual_ pair); an
-        empty value clears one. Applies to its next login."""
+        empty value clears one. Its sessions end; its next login uses them."""
 
         def edit(document: dict[str, Any]) -> None:
             acl = self._acl(self._target(document, iqn), initiator)
@@ -580,17 +630,11 @@ class AdminOperations:
         return self.odx_view.limits()
 
     @operation("odx.set_limits")
-    async def odx_set_limits(self, default_inactivity_timeout: int | None = None,
-                             max_inactivity_timeout: int | None = None,
-                             max_token_transfer_size: Size | None = None,
-                             optimal_transfer_size: Size | None = None,
-                             time_budget: float | None = None) -> dict[str, Any]:
+    @limit_parameters
+    async def odx_set_limits(self, **limits: Any) -> dict[str, Any]:
         """Change copy limits: they apply to the next copy command, and saveconfig keeps them
         (the config file's "odx" section)."""
-        changes = {k: v for k, v in dict(
-            default_inactivity_timeout=default_inactivity_timeout, max_inactivity_timeout=max_inactivity_timeout,
-            max_token_transfer_size=max_token_transfer_size, optimal_transfer_size=optimal_transfer_size,
-            time_budget=time_budget).items() if v is not None}
+        changes = {name: value for name, value in limits.items() if value is not None}
         if not changes:
             raise AdminError("odx.set_limits: give at least one limit to change")
         values = self.odx_view.config_values(changes)
@@ -655,6 +699,11 @@ class AdminOperations:
         await self._replace(_without_objects(old))
         self.unsaved_changes = True
         return {}
+
+
+def _timestamp(seconds: float) -> str:
+    """Local time to the second, with its zone, for messages an administrator reads."""
+    return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
 def _without_objects(config: DaemonConfig) -> DaemonConfig:

@@ -213,9 +213,10 @@ class RootNode(AdminNode):
         self.shell.con.display("All configuration cleared.")
 
     def ui_command_status(self):
-        """Shows the daemon's version, config file, listening portals and unsaved changes."""
+        """Shows the daemon's version, config file, listening portals, unsaved changes and the
+        storage objects whose write-back failed (docs/errors.md)."""
         status = self.call("status")
-        for key in ("version", "pid", "config_path", "listening", "unsaved_changes", "odx"):
+        for key in ("version", "pid", "config_path", "listening", "unsaved_changes", "odx", "write_back_failed"):
             value = status[key]
             if isinstance(value, list):
                 value = ", ".join(value) or "nothing"
@@ -254,7 +255,7 @@ class ExtentsNode(AdminNode):
 
 
 class ExtentNode(AdminNode):
-    """One storage object: set attribute read_only=true|false; resize size=SIZE."""
+    """One storage object: set attribute read_only=true|false; resize size=SIZE; reopen."""
 
     remote_groups = {"attribute": ("read_only", "size", "block_size", "path", "write_cache")}
 
@@ -284,7 +285,27 @@ class ExtentNode(AdminNode):
             m["storage_object"] == so["name"] for t in self.get_root().snapshot["config"]["targets"]
             for m in t["luns"])
         flags = ["ro" if so["read_only"] else "rw", "mapped" if mapped else "unmapped"]
-        return f"{so['extents'][0]['path']} ({human_size(size)}, {so['block_size']}-byte blocks) {' '.join(flags)}", True
+        failed = self.write_back_state().get("write_back_failed", False)
+        if failed:
+            flags.append("WRITE-BACK FAILED")
+        return (f"{so['extents'][0]['path']} ({human_size(size)}, {so['block_size']}-byte blocks) {' '.join(flags)}",
+                not failed)
+
+    def write_back_state(self) -> dict[str, Any]:
+        """This storage object's entry of the snapshot's ``storage`` (docs/errors.md)."""
+        snapshot = self.get_root().snapshot or {}
+        return snapshot.get("storage", {}).get(self.name, {})
+
+    def ui_command_reopen(self, confirm=None):
+        """Reopens the storage object's files and clears its write-back failed state, so that
+        SYNCHRONIZE CACHE and FUA writes succeed again. After a failed flush, data written
+        before it may be lost: check the storage first; confirm=true is then required."""
+        result = self.call("extent.reopen", name=self.name, confirm=confirm or "false")
+        if result["cleared"]:
+            self.shell.con.display(f"Reopened {self.name}; write-back failure cleared (data written before"
+                                   f" {result['failed_at']} may be lost).")
+        else:
+            self.shell.con.display(f"Reopened {self.name}.")
 
     def ui_command_resize(self, size):
         """Changes the size. Growing applies live (initiators see CAPACITY DATA HAS CHANGED);
@@ -293,9 +314,15 @@ class ExtentNode(AdminNode):
         self.report(result, f"Resized {self.name} from {human_size(result['old_size'])} to {human_size(result['size'])}.")
 
     def ui_command_info(self):
-        """Shows every attribute of this storage object."""
+        """Shows every attribute of this storage object, and its write-back state."""
         for key, value in self.data.items():
             self.shell.con.display(f"{key}: {value}")
+        state = self.write_back_state()
+        if state.get("write_back_failed"):
+            self.shell.con.display(f"write_back: FAILED at {state['write_back_failed_at']}:"
+                                   f" {state['write_back_error']} (see `help reopen`)")
+        else:
+            self.shell.con.display("write_back: ok")
 
 
 class IscsiNode(AdminNode):
@@ -471,7 +498,7 @@ class OdxNode(AdminNode):
     remote_groups = {"limits": tuple(TUNABLE_LIMITS)}
 
     def describe_param(self, group, param):
-        return TUNABLE_LIMITS[param][2]
+        return TUNABLE_LIMITS[param].help
 
     def group_values(self, group):
         if not self.data["odx"]:

@@ -85,6 +85,15 @@ class MediumError(ScsiError):
         super().__init__(_sense(SenseKey.MEDIUM_ERROR, asc, ascq, information=lba), message)
 
 
+class SpaceAllocationFailed(ScsiError):
+    """The storage has no room for the write (filesystem, thin pool or quota full): DATA
+    PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (27h/07h), as a thin-provisioned LU reports
+    resource exhaustion (SBC-4 4.7.3); INFORMATION holds the LBA when known."""
+
+    def __init__(self, lba: int | None = None, message: str = "space allocation failed"):
+        super().__init__(_sense(SenseKey.DATA_PROTECT, 0x27, 0x07, information=lba), message)
+
+
 class InternalTargetFailure(ScsiError):
     def __init__(self, message: str = "internal target failure"):
         super().__init__(_sense(SenseKey.HARDWARE_ERROR, 0x44, 0x00), message)

@@ -13,24 +13,40 @@ State that SAM-5/SPC-4 keep per I_T nexus lives here, keyed by ``ItNexus``:
 * persistent reservations (``persistent_reservations``, SPC-4 5.13), which survive all three;
   ``pr_reservation`` mirrors the reservation held (None: none) for the dispatcher's fast path.
 
-Mode parameters are shared by all nexuses (one set per LU). A LU may be mapped into several
-targets; all of its state is here, so that works. Commands are run by ``dispatch.execute``.
+Mode parameters are shared by all nexuses (one set per LU); ``mode_limits`` says which of them
+the configuration lets MODE SELECT change. A LU may be mapped into several targets; all of its
+state is here, so that works. Commands are run by ``dispatch.execute``.
+
+Storage errors
+--------------
+Handlers reach the backend through ``read_blocks_into``, ``write_blocks``,
+``deallocate_blocks`` and ``synchronize_cache``, which turn an ``OSError`` into sense
+(docs/errors.md): ENOSPC/EDQUOT become DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT
+(07h/27h/07h), a failed read MEDIUM ERROR, UNRECOVERED READ ERROR (03h/11h/00h), any other
+failed write MEDIUM ERROR, WRITE ERROR (03h/0Ch/00h). A failed flush (a ``WriteBackError``, or
+any error of ``Backend.flush``) puts the LU in the *write-back failed* state
+(``write_back_failure``): data acknowledged earlier may be lost, so from then on SYNCHRONIZE
+CACHE, FUA writes and writes with the write cache off end with 03h/0Ch/00h until an
+administrator clears it (``clear_write_back_failure``, after reopening the storage).
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 from odxtarget import __version__
 from odxtarget.scsi.command_table import CommandTable
 from odxtarget.scsi.constants import Ascq
-from odxtarget.scsi.errors import MediumError
-from odxtarget.scsi.mode_pages import ModeState
+from odxtarget.scsi.errors import MediumError, ScsiError, SpaceAllocationFailed
+from odxtarget.scsi.mode_pages import ModeLimits, ModeState
 from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult
-from odxtarget.storage.backend import Backend
+from odxtarget.storage.backend import Backend, WriteBackError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +72,9 @@ MAX_WRITE_SAME_BYTES = 32 * 1024 * 1024
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
 #: Preferred unmap/transfer granularity: 4 KiB, the usual filesystem block.
 PREFERRED_GRANULARITY_BYTES = 4096
+#: Storage errors that mean "no room" (filesystem, thin pool or quota full), reported as
+#: SPACE ALLOCATION FAILED WRITE PROTECT so that hosts treat them as exhaustion, not media damage.
+OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _default_revision() -> str:
@@ -78,6 +97,15 @@ class LogicalUnitConfig:
     vendor: str = "ODXTGT"
     product: str = "odxtarget"
     revision: str = _default_revision()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBackFailure:
+    """The flush failure that put a LU in the write-back failed state (docs/errors.md)."""
+
+    error: str
+    #: ``time.time()`` of the failure: data written before it may be lost.
+    since: float
 
 
 def derive_serial(name: str) -> str:
@@ -145,6 +173,10 @@ class LogicalUnit:
         self.event_listeners: list = []
         self.default_mode = ModeState(write_cache=config.write_cache)
         self.mode = self.default_mode.copy()
+        #: A write cache the configuration turned off stays off (SPC-4 6.9, docs/configuration.md).
+        self.mode_limits = ModeLimits(write_cache_changeable=config.write_cache)
+        #: Set by a failed flush, cleared only by an administrator (module docstring).
+        self.write_back_failure: WriteBackFailure | None = None
         self.block_count = self.backend.size // self.block_size
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
         self.max_write_same_blocks = min(MAX_WRITE_SAME_BLOCKS, MAX_WRITE_SAME_BYTES // self.block_size)
@@ -310,11 +342,92 @@ class LogicalUnit:
     def write_protected(self) -> bool:
         return self.read_only or self.mode.software_write_protect
 
-    def read_error(self, lba: int, exc: OSError) -> MediumError:
-        log.error("%s: read at LBA %d failed: %s", self.name, lba, exc)
+    # -- storage access and its errors (docs/errors.md) -----------------------------------------
+
+    def read_blocks_into(self, lba: int, buf: memoryview) -> None:
+        """Fill ``buf`` from ``lba`` on; a storage error becomes the command's sense."""
+        try:
+            self.backend.read_into(lba * self.block_size, buf)
+        except OSError as exc:
+            raise self.read_error(lba, exc) from exc
+
+    def write_blocks(self, lba: int, data: memoryview | bytes, *, fua: bool) -> None:
+        """Write whole blocks at ``lba``. ``fua`` (the FUA bit, SBC-4 5.40) or the write cache
+        being off asks for them to be durable before GOOD, which a LU whose write-back failed
+        refuses."""
+        durable = fua or not self.mode.write_cache
+        failure = self.write_back_failure
+        if durable and failure is not None:
+            raise self._write_back_refusal(lba, failure)
+        try:
+            self.backend.write(lba * self.block_size, data, fua=durable)
+        except OSError as exc:
+            raise self.write_error(lba, exc) from exc
+
+    def deallocate_blocks(self, lba: int, blocks: int) -> None:
+        """Unmap ``blocks`` blocks from ``lba`` on (UNMAP, WRITE SAME with UNMAP)."""
+        try:
+            self.backend.deallocate(lba * self.block_size, blocks * self.block_size)
+        except OSError as exc:
+            raise self.write_error(lba, exc) from exc
+
+    def synchronize_cache(self) -> None:
+        """Make every acknowledged write durable (SBC-4 5.24), or say that it cannot be."""
+        failure = self.write_back_failure
+        if failure is not None:
+            raise self._write_back_refusal(None, failure)
+        try:
+            self.backend.flush()
+        except WriteBackError as exc:
+            raise self.write_error(None, exc) from exc
+        except OSError as exc:  # a flush has no other kind of failure: earlier data may be lost
+            raise self.write_error(None, WriteBackError(exc.errno, exc.strerror or str(exc), exc.filename)) from exc
+
+    def read_error(self, lba: int | None, exc: OSError) -> ScsiError:
+        """MEDIUM ERROR, UNRECOVERED READ ERROR (03h/11h/00h) for a failed read at ``lba``."""
+        log.error("%s: read at LBA %s failed: %s", self.name, lba, exc)
         return MediumError(Ascq.UNRECOVERED_READ_ERROR.asc, Ascq.UNRECOVERED_READ_ERROR.ascq, lba,
                            f"read error: {exc}")
 
-    def write_error(self, lba: int, exc: OSError) -> MediumError:
-        log.error("%s: write at LBA %d failed: %s", self.name, lba, exc)
+    def write_error(self, lba: int | None, exc: OSError) -> ScsiError:
+        """The sense for a failed write, deallocation or flush at ``lba`` (None: not known).
+
+        No room (ENOSPC, EDQUOT): DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT
+        (07h/27h/07h), which makes Hyper-V pause the VM instead of failing its disk. A
+        ``WriteBackError`` also puts the LU in the write-back failed state. Anything else:
+        MEDIUM ERROR, WRITE ERROR (03h/0Ch/00h).
+        """
+        if isinstance(exc, WriteBackError):
+            self.write_back_failed(exc)
+            return MediumError(Ascq.WRITE_ERROR.asc, Ascq.WRITE_ERROR.ascq, lba, f"write-back failed: {exc}")
+        if exc.errno in OUT_OF_SPACE_ERRNOS:
+            log.error("%s: write at LBA %s failed, out of space (DATA PROTECT 27h/07h): %s", self.name, lba, exc)
+            return SpaceAllocationFailed(lba, f"out of space: {exc}")
+        log.error("%s: write at LBA %s failed: %s", self.name, lba, exc)
         return MediumError(Ascq.WRITE_ERROR.asc, Ascq.WRITE_ERROR.ascq, lba, f"write error: {exc}")
+
+    def write_back_failed(self, exc: OSError) -> None:
+        """Enter the write-back failed state (once; later failures change nothing)."""
+        if self.write_back_failure is not None:
+            log.error("%s: write-back failed again: %s", self.name, exc)
+            return
+        self.write_back_failure = WriteBackFailure(str(exc), time.time())
+        log.critical("%s: WRITE-BACK FAILED: %s. Data written before now may be lost. SYNCHRONIZE CACHE, FUA"
+                     " writes and writes with the write cache off fail with MEDIUM ERROR (03h/0Ch/00h) until an"
+                     " administrator checks the storage and runs `reopen confirm=true` on"
+                     " /backstores/extents/%s (docs/errors.md)", self.name, exc, self.name)
+
+    def clear_write_back_failure(self) -> WriteBackFailure | None:
+        """Leave the write-back failed state (the administrator reopened the storage)."""
+        failure, self.write_back_failure = self.write_back_failure, None
+        if failure is not None:
+            log.warning("%s: write-back failure cleared by the administrator; data written before %s may be"
+                        " lost (the failure was: %s)", self.name,
+                        datetime.datetime.fromtimestamp(failure.since).astimezone().isoformat(timespec="seconds"),
+                        failure.error)
+        return failure
+
+    def _write_back_refusal(self, lba: int | None, failure: WriteBackFailure) -> MediumError:
+        log.debug("%s: durable write or flush refused: write-back failed earlier", self.name)
+        return MediumError(Ascq.WRITE_ERROR.asc, Ascq.WRITE_ERROR.ascq, lba,
+                           f"write-back failed earlier ({failure.error})")

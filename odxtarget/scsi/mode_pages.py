@@ -6,8 +6,10 @@ A ``ModeState`` holds the few parameters that can change (WCE, D_SENSE, SWP); ev
 rendered from it on demand, so MODE SENSE and MODE SELECT cannot disagree. Each ``ModePageSpec``
 gives the page's fixed length, a renderer, and a changeable mask of the same length. MODE
 SELECT accepts a page only if every bit outside the mask equals the current value (SPC-4
-6.9: a changed non-changeable bit is INVALID FIELD IN PARAMETER LIST). There are no saved
-pages; a LU reset restores the defaults (the config's values).
+6.9: a changed non-changeable bit is INVALID FIELD IN PARAMETER LIST). A LU's ``ModeLimits``
+narrow the masks where the configuration forbids a change (``write_cache: false`` keeps WCE at
+0), and MODE SENSE with PC=01b reports the narrowed masks. There are no saved pages; a LU reset
+restores the defaults (the config's values).
 """
 
 from __future__ import annotations
@@ -42,12 +44,32 @@ class ModeState:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeLimits:
+    """What the configuration lets MODE SELECT change on one LU, beyond the pages' own masks."""
+
+    #: False when the configuration turned the write cache off: an initiator cannot turn it on.
+    write_cache_changeable: bool = True
+
+
+def _no_limits(limits: ModeLimits, mask: bytearray) -> None:
+    """Pages whose changeable bits the configuration never narrows."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModePageSpec:
     code: int
     length: int  # whole page, including the 2-byte header
     render: Callable[[ModeState], bytearray]
-    changeable: bytes
+    changeable: bytes  # every bit MODE SELECT may ever change
     apply: Callable[[ModeState, bytes], None]
+    #: Clears the bits of ``changeable`` a LU's ``ModeLimits`` forbid.
+    narrow: Callable[[ModeLimits, bytearray], None] = _no_limits
+
+    def changeable_for(self, limits: ModeLimits) -> bytes:
+        """The changeable mask on a LU with ``limits``."""
+        mask = bytearray(self.changeable)
+        self.narrow(limits, mask)
+        return bytes(mask)
 
 
 def _page(code: int, length: int) -> bytearray:
@@ -66,6 +88,11 @@ def _render_caching(state: ModeState) -> bytearray:
 
 def _apply_caching(state: ModeState, page: bytes) -> None:
     state.write_cache = bool(page[2] & WCE)
+
+
+def _narrow_caching(limits: ModeLimits, mask: bytearray) -> None:
+    if not limits.write_cache_changeable:
+        mask[2] &= ~WCE & 0xFF
 
 
 def _render_control(state: ModeState) -> bytearray:
@@ -98,7 +125,7 @@ def _changeable(code: int, length: int, bits: dict[int, int]) -> bytes:
 MODE_PAGES: dict[int, ModePageSpec] = {
     spec.code: spec for spec in (
         ModePageSpec(ModePage.CACHING, 20, _render_caching, _changeable(ModePage.CACHING, 20, {2: WCE}),
-                     _apply_caching),
+                     _apply_caching, _narrow_caching),
         ModePageSpec(ModePage.CONTROL, 12, _render_control,
                      _changeable(ModePage.CONTROL, 12, {2: D_SENSE, 4: SWP}), _apply_control),
         ModePageSpec(ModePage.INFORMATIONAL_EXCEPTIONS_CONTROL, 12, _render_informational_exceptions,
@@ -107,9 +134,10 @@ MODE_PAGES: dict[int, ModePageSpec] = {
 }
 
 
-def render_changeable(spec: ModePageSpec) -> bytes:
-    """The changeable-values form of a page: header plus the mask (SPC-4 6.11.2, PC=01b)."""
-    page = bytearray(spec.changeable)
+def render_changeable(spec: ModePageSpec, limits: ModeLimits) -> bytes:
+    """The changeable-values form of a page on a LU with ``limits``: header plus the mask
+    (SPC-4 6.11.2, PC=01b)."""
+    page = bytearray(spec.changeable_for(limits))
     page[0] = spec.code
     page[1] = spec.length - 2
     return bytes(page)

@@ -69,9 +69,9 @@ class SenseData:
         buf = bytearray(18)
         buf[0] = 0x70
         buf[2] = self.key & 0x0F
-        if self.information is not None:
+        if self.information is not None and self.information <= MAX_FIXED_INFORMATION:
             buf[0] |= 0x80
-            struct.pack_into(">I", buf, 3, self.information & 0xFFFFFFFF)
+            struct.pack_into(">I", buf, 3, self.information)
         buf[7] = 10
         if self.command_specific is not None:
             struct.pack_into(">I", buf, 8, self.command_specific & 0xFFFFFFFF)
@@ -120,6 +120,9 @@ class SenseData:
 FIXED_FORMATS = (0x70, 0x71)          # current, deferred
 DESCRIPTOR_FORMATS = (0x72, 0x73)
 VALID = 0x80                          # byte 0 of fixed format; byte 2 of the information descriptor
+#: The fixed format INFORMATION field has 4 bytes; a larger value (an LBA past 2^32) is left out
+#: with VALID=0 rather than cut (SPC-4 4.5.3); descriptor format (D_SENSE=1) carries 8 bytes.
+MAX_FIXED_INFORMATION = 0xFFFFFFFF
 DESCRIPTOR_HEADER_SIZE = 8
 INFORMATION_DESCRIPTOR = 0x00
 MAX_SENSE_BYTES = 252                 # SPC-4 4.5.1

@@ -14,6 +14,16 @@ longer is never shrunk. Deallocation (UNMAP, WRITE SAME with UNMAP) punches hole
 ``fallocate(FALLOC_FL_PUNCH_HOLE)``, and provisioning status comes from ``SEEK_DATA``/
 ``SEEK_HOLE``, so the filesystem's own block map is the single source of truth: there is no
 side table to keep consistent across crashes.
+
+Durability: a FUA write is ``pwritev(RWF_DSYNC)`` (or ``pwritev`` then ``fdatasync``), a flush
+is ``fdatasync`` of every file. Linux reports a failed sync once, through the file's writeback
+error sequence (``errseq``), to each open file description; a later sync may succeed over pages
+it could not write. So the first failed sync makes the backend refuse every later flush and FUA
+write with ``WriteBackError`` (docs/errors.md, "Write-back failed"), and each file has a second,
+never-written descriptor, its *witness*, opened with the first: when a write or deallocation
+fails, syncing the witness tells whether a writeback error was recorded (by this failure's sync
+half, or earlier) even if another call already consumed it on the main descriptor. Reopening
+the storage (a new backend) is the only way back.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ import bisect
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from typing import NamedTuple
 
-from odxtarget.config import ExtentConfig
 from odxtarget.storage.backend import AllocationRun
+from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
 
 # linux/falloc.h
@@ -62,6 +73,13 @@ def _with_path(error: OSError, path: str, action: str) -> OSError:
     return OSError(error.errno, f"{action}: {error.strerror or error}", path)
 
 
+def _new_write_back_error(code: int | None, message: str, path: str | None) -> OSError:
+    """A ``WriteBackError`` (docs/errors.md, "Write-back failed")."""
+    from odxtarget.storage.backend import WriteBackError
+
+    return WriteBackError(code if code is not None else errno.EIO, message, path)
+
+
 class FileExtentBackend:
     """Backend protocol implementation over file extents (see the module docstring).
 
@@ -78,11 +96,15 @@ class FileExtentBackend:
         OSError: a file cannot be opened, created or grown (the message names the file).
     """
 
-    def __init__(self, extents: list[ExtentConfig], size: int, *, read_only: bool = False):
+    def __init__(self, extents: Sequence[ExtentSpec], size: int, *, read_only: bool = False):
         lengths = resolve_extent_lengths(extents, size)
         self._size = size
         self._read_only = read_only
         self._fds: dict[str, int] = {}
+        #: main fd -> its witness fd (see the module docstring); none when read-only.
+        self._witnesses: dict[int, int] = {}
+        #: The first failed sync; set, it refuses every later flush and FUA write.
+        self._write_back_error: OSError | None = None
         self._use_rwf_dsync = hasattr(os, "RWF_DSYNC")
         table: list[_Extent] = []
         try:
@@ -118,6 +140,11 @@ class FileExtentBackend:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
+        if not self._read_only:
+            try:
+                self._witnesses[fd] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as error:
+                raise _with_path(error, path, "cannot open") from None
         return fd
 
     def _ensure_covers(self, fd: int, path: str, end: int) -> None:
@@ -138,6 +165,11 @@ class FileExtentBackend:
     @property
     def read_only(self) -> bool:
         return self._read_only
+
+    @property
+    def write_back_error(self) -> OSError | None:
+        """The failed sync that ended this backend's durability promises, if one did."""
+        return self._write_back_error
 
     def read_into(self, offset: int, buf: memoryview) -> None:
         if not isinstance(buf, memoryview):
@@ -171,12 +203,13 @@ class FileExtentBackend:
     def flush(self) -> None:
         if self._read_only:
             return
+        self._refuse_after_write_back_failure()
         failure: OSError | None = None
         for path, fd in self._fds.items():  # sync every file even if one fails
             try:
                 os.fdatasync(fd)
             except OSError as error:
-                failure = failure or _with_path(error, path, "cannot sync")
+                failure = failure or self._write_back_failed(error, path)
         if failure is not None:
             raise failure
 
@@ -187,7 +220,7 @@ class FileExtentBackend:
             try:
                 deallocate_file_range(extent.fd, file_offset, piece_length)
             except OSError as error:
-                raise _with_path(error, extent.path, "cannot deallocate") from None
+                raise self._failure(error, extent, "cannot deallocate") from None
 
     def allocation_status(self, offset: int, length: int) -> list[AllocationRun]:
         runs: list[AllocationRun] = []
@@ -257,6 +290,8 @@ class FileExtentBackend:
             index += 1
 
     def _write_piece(self, extent: _Extent, file_offset: int, view: memoryview, fua: bool) -> None:
+        if fua:
+            self._refuse_after_write_back_failure()
         fd = extent.fd
         try:
             if fua and self._use_rwf_dsync:
@@ -269,21 +304,51 @@ class FileExtentBackend:
                     # Kernel or filesystem without per-write DSYNC: fall back for good.
                     self._use_rwf_dsync = False
             _write_fully(fd, file_offset, view, 0)
-            if fua:
-                os.fdatasync(fd)
         except OSError as error:
-            raise _with_path(error, extent.path, "cannot write") from None
+            raise self._failure(error, extent, "cannot write") from None
+        if fua:
+            try:
+                os.fdatasync(fd)
+            except OSError as error:
+                raise self._write_back_failed(error, extent.path) from None
+
+    def _failure(self, error: OSError, extent: _Extent, action: str) -> OSError:
+        """What to raise for a failed write or deallocation: a ``WriteBackError`` when the
+        file's witness reports a writeback error (earlier data, or this write's sync half,
+        was lost), else the error itself with the file named."""
+        witness = self._witnesses.get(extent.fd)
+        if witness is not None:
+            try:
+                os.fdatasync(witness)
+            except OSError as sync_error:
+                return self._write_back_failed(sync_error, extent.path)
+        return _with_path(error, extent.path, action)
+
+    def _write_back_failed(self, error: OSError, path: str) -> OSError:
+        """Remember the first failed sync; from now on no flush or FUA write succeeds."""
+        failure = _new_write_back_error(error.errno, f"cannot sync: {error.strerror or error}", path)
+        if self._write_back_error is None:
+            self._write_back_error = failure
+        return failure
+
+    def _refuse_after_write_back_failure(self) -> None:
+        first = self._write_back_error
+        if first is not None:
+            raise _new_write_back_error(first.errno, f"an earlier sync failed ({first.strerror});"
+                                        " durability cannot be promised until the storage is reopened",
+                                        first.filename)
 
     def _close_fds(self) -> None:
         fds, self._fds = self._fds, {}
-        for fd in fds.values():
+        witnesses, self._witnesses = self._witnesses, {}
+        for fd in [*fds.values(), *witnesses.values()]:
             try:
                 os.close(fd)
             except OSError:
                 pass
 
 
-def resolve_extent_lengths(extents: list[ExtentConfig], size: int) -> list[int]:
+def resolve_extent_lengths(extents: Sequence[ExtentSpec], size: int) -> list[int]:
     """Each extent's length in bytes, the open-ended last one included.
 
     Raises:

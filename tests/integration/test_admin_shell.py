@@ -18,6 +18,7 @@ import pytest
 from odxtarget.admin.client import AdminClient
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from tests.integration.raw_initiator import RawInitiator, sense_triplet
+from tests.support import libiscsi
 from tests.support.copy_cdbs import pt_cdb, rrti_cdb, wut_cdb
 from tests.support.daemon import REPO_ROOT, DaemonProcess, DaemonSpec, LunSpec, MIB
 
@@ -239,3 +240,48 @@ def test_tokens_and_revoke_over_iscsi(daemon, cli):
     finally:
         initiator.close()
 
+
+
+HOST_A = "iqn.2026-11.org.example:host-a"
+HOST_B = "iqn.2026-11.org.example:host-b"
+
+
+def dropped(session: libiscsi.IscsiSession) -> bool:
+    """The target ended the session: the next command never gets a SCSI status."""
+    try:
+        result = session.test_unit_ready(0)
+    except libiscsi.ConnectionLostError:
+        return True
+    return not result.acknowledged
+
+
+def test_admin_changes_end_the_sessions_they_no_longer_admit(daemon, cli):
+    """docs/admin.md, "Live changes": demo mode off drops initiators no ACL names, a CHAP change
+    drops the sessions that authenticated with the old credentials; the others keep working."""
+    tpg = f"/iscsi/{daemon.iqn}/tpg1"
+    a = libiscsi.connect(daemon.host, daemon.port, daemon.iqn, lun=0, initiator_name=HOST_A)
+    b = libiscsi.connect(daemon.host, daemon.port, daemon.iqn, lun=0, initiator_name=HOST_B)
+    try:
+        cli.ok(f"{tpg}/acls", "create", HOST_A)
+        assert a.test_unit_ready(0).good and b.test_unit_ready(0).good   # ACL create drops nobody
+        cli.ok(tpg, "set", "attribute", "demo_mode=false")
+        assert dropped(b)
+        assert a.write(0, 8, b"a" * 512, 512).good and a.read(0, 8, 1, 512).data == b"a" * 512
+        assert "1 session" in cli.ok("ls", "/sessions")
+        with pytest.raises(libiscsi.LoginError):                         # and B cannot come back
+            libiscsi.connect(daemon.host, daemon.port, daemon.iqn, lun=0, initiator_name=HOST_B).close()
+
+        cli.ok(f"{tpg}/acls/{HOST_A}", "set", "auth", f"userid={USER}", f"password={SECRET}")
+        assert dropped(a)
+        assert "0 sessions" in cli.ok("ls", "/sessions")
+    finally:
+        a.close()
+        b.close()
+    with libiscsi.connect(daemon.host, daemon.port, daemon.iqn, lun=0, initiator_name=HOST_A,
+                          chap=(USER, SECRET)) as again:
+        assert again.read(0, 8, 1, 512).data == b"a" * 512
+    log = daemon.log_text()
+    assert (f"ending the session of initiator {HOST_B} on target {daemon.iqn}" in log
+            and "demo mode turned off and no ACL names the initiator" in log)
+    assert (f"ending the session of initiator {HOST_A} on target {daemon.iqn}" in log
+            and "CHAP credentials changed by the administrator" in log)

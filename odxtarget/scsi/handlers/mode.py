@@ -41,7 +41,7 @@ def _pages(lu, page_code: int, subpage: int, page_control: int) -> bytes:
             raise InvalidFieldInCdb(2, 5, f"mode page {page_code:02X}h not supported")
         specs = [spec]
     if page_control == PageControl.CHANGEABLE:
-        return b"".join(render_changeable(spec) for spec in specs)
+        return b"".join(render_changeable(spec, lu.mode_limits) for spec in specs)
     state = lu.default_mode if page_control == PageControl.DEFAULT else lu.mode
     return b"".join(bytes(spec.render(state)) for spec in specs)
 
@@ -140,8 +140,9 @@ def _mode_select(lu, command, parameter_list_length: int, header_length: int) ->
             raise ParameterListLengthError("mode page truncated")
         page = data[position:position + spec.length]
         current = spec.render(new_state)
+        changeable = spec.changeable_for(lu.mode_limits)
         for index in range(2, spec.length):
-            fixed_bits = (page[index] ^ current[index]) & ~spec.changeable[index] & 0xFF
+            fixed_bits = (page[index] ^ current[index]) & ~changeable[index] & 0xFF
             if fixed_bits:
                 raise InvalidFieldInParameterList(position + index, fixed_bits.bit_length() - 1,
                                                   f"mode page {spec.code:02X}h byte {index} is not changeable")

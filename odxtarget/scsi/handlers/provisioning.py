@@ -88,24 +88,16 @@ def _write_same(lu, command, lba: int, blocks: int, length_byte: int, ndob: bool
     transfer_length = 0 if ndob else block_size
     if not blocks:
         return ScsiResult(GOOD, b"", b"", transfer_length)
-    offset = lba * block_size
-    total = blocks * block_size
     if cdb[1] & UNMAP_BIT:  # unmap whatever the pattern (as LIO; libiscsi WriteSame*.UnmapUntilEnd sends FFh)
-        try:
-            lu.backend.deallocate(offset, total)
-        except OSError as exc:
-            raise lu.write_error(lba, exc) from exc
+        lu.deallocate_blocks(lba, blocks)
         return ScsiResult(GOOD, b"", b"", transfer_length)
-    chunk = pattern * max(1, min(blocks, _WRITE_SAME_CHUNK_BYTES // block_size))
-    fua = not lu.mode.write_cache
-    try:
-        done = 0
-        while done < total:
-            piece = chunk if total - done >= len(chunk) else chunk[:total - done]
-            lu.backend.write(offset + done, piece, fua=fua)
-            done += len(piece)
-    except OSError as exc:
-        raise lu.write_error(lba, exc) from exc
+    chunk_blocks = max(1, min(blocks, _WRITE_SAME_CHUNK_BYTES // block_size))
+    chunk = pattern * chunk_blocks
+    done = 0
+    while done < blocks:  # a failure reports the first LBA of the chunk that failed
+        count = min(chunk_blocks, blocks - done)
+        lu.write_blocks(lba + done, chunk if count == chunk_blocks else chunk[:count * block_size], fua=False)
+        done += count
     return ScsiResult(GOOD, b"", b"", transfer_length)
 
 
@@ -147,12 +139,8 @@ def unmap(lu, command, target) -> ScsiResult:
             raise InvalidFieldInParameterList(offset + 8, None, f"{blocks} blocks exceed MAXIMUM UNMAP LBA COUNT")
         if blocks:
             extents.append((lba, blocks))
-    block_size = lu.block_size
     for lba, blocks in extents:
-        try:
-            lu.backend.deallocate(lba * block_size, blocks * block_size)
-        except OSError as exc:
-            raise lu.write_error(lba, exc) from exc
+        lu.deallocate_blocks(lba, blocks)
     return ScsiResult(GOOD, b"", b"", parameter_list_length)
 
 

@@ -3,7 +3,9 @@ SYNCHRONIZE CACHE (SBC-4 5.x).
 
 READ and WRITE are the hot path (tens of thousands per second): one struct unpack, one range
 check, one bytearray filled in place by ``backend.read_into``; no logging, no copies of the
-data-out buffer.
+data-out buffer. Storage goes through the LU's ``read_blocks_into`` / ``write_blocks`` /
+``synchronize_cache``, which own the error mapping and the write-back failed state
+(docs/errors.md).
 """
 
 from __future__ import annotations
@@ -27,12 +29,8 @@ def _read(lu, lba: int, blocks: int, length_byte: int) -> ScsiResult:
         raise InvalidFieldInCdb(length_byte, None, f"transfer length {blocks} exceeds the maximum")
     if not blocks:
         return ScsiResult()
-    block_size = lu.block_size
-    buf = bytearray(blocks * block_size)
-    try:
-        lu.backend.read_into(lba * block_size, memoryview(buf))
-    except OSError as exc:
-        raise lu.read_error(lba, exc) from exc
+    buf = bytearray(blocks * lu.block_size)
+    lu.read_blocks_into(lba, memoryview(buf))
     return ScsiResult(GOOD, buf, b"", len(buf))
 
 
@@ -71,10 +69,7 @@ def _write(lu, command, lba: int, blocks: int, fua: int, length_byte: int) -> Sc
             return ScsiResult()
         data, blocks = dataout.whole_blocks(command, required, block_size)
     if blocks:
-        try:
-            lu.backend.write(lba * block_size, data, fua=bool(fua) or not lu.mode.write_cache)
-        except OSError as exc:
-            raise lu.write_error(lba, exc) from exc
+        lu.write_blocks(lba, data, fua=bool(fua))
     return ScsiResult(GOOD, b"", b"", required)
 
 
@@ -120,10 +115,7 @@ def first_difference(left, right) -> int:
 
 def _read_blocks(lu, lba: int, blocks: int) -> bytearray:
     buf = bytearray(blocks * lu.block_size)
-    try:
-        lu.backend.read_into(lba * lu.block_size, memoryview(buf))
-    except OSError as exc:
-        raise lu.read_error(lba, exc) from exc
+    lu.read_blocks_into(lba, memoryview(buf))
     return buf
 
 
@@ -230,10 +222,7 @@ def orwrite_16(lu, command, target) -> ScsiResult:
     data = dataout.take(command, required)
     medium = _read_blocks(lu, lba, blocks)
     merged = (int.from_bytes(medium, "big") | int.from_bytes(data, "big")).to_bytes(required, "big")
-    try:
-        lu.backend.write(lba * lu.block_size, merged, fua=bool(cdb[1] & FUA) or not lu.mode.write_cache)
-    except OSError as exc:
-        raise lu.write_error(lba, exc) from exc
+    lu.write_blocks(lba, merged, fua=bool(cdb[1] & FUA))
     return ScsiResult(GOOD, b"", b"", required)
 
 
@@ -260,10 +249,7 @@ def compare_and_write(lu, command, target) -> ScsiResult:
     offset = first_difference(_read_blocks(lu, lba, blocks), view[:half])
     if offset >= 0:
         raise Miscompare(offset)
-    try:
-        lu.backend.write(lba * lu.block_size, view[half:], fua=bool(cdb[1] & FUA) or not lu.mode.write_cache)
-    except OSError as exc:
-        raise lu.write_error(lba, exc) from exc
+    lu.write_blocks(lba, view[half:], fua=bool(cdb[1] & FUA))
     return ScsiResult(GOOD, b"", b"", 2 * half)
 
 
@@ -290,11 +276,10 @@ def pre_fetch_16(lu, command, target) -> ScsiResult:
 
 
 def _synchronize(lu, lba: int, blocks: int) -> ScsiResult:
+    """SBC-4 5.24: the whole LU is flushed whatever the range; a failure names no LBA, since
+    which blocks were lost is not known."""
     _range_to_end(lu, lba, blocks)
-    try:
-        lu.backend.flush()
-    except OSError as exc:
-        raise lu.write_error(lba, exc) from exc
+    lu.synchronize_cache()
     return ScsiResult()
 
 

@@ -149,3 +149,37 @@ def test_mode_select_change_gives_other_nexuses_unit_attention():
 def test_read_only_lu_reports_wp():
     h = ready(read_only=True)
     assert h.good(mode_sense6()).data_in[2] & 0x80
+
+
+def _caching_select10(h, wce: bool):
+    caching = _current(h, 0x08)
+    caching[2] = (caching[2] | 0x04) if wce else (caching[2] & ~0x04)
+    params = bytes(8) + bytes(caching)
+    return h.run(mode_select10(len(params)), params)
+
+
+def test_write_cache_off_in_the_config_is_not_changeable():
+    """docs/configuration.md write_cache: an initiator cannot enable a cache the config disabled."""
+    from tests.unit.scsi.helpers import parse_sense
+    h = ready(write_cache=False)
+    changeable = _pages(bytes(h.good(mode_sense6(page=0x08, pc=1, dbd=1)).data_in), 4, 0)
+    assert changeable[0x08][2] & 0x04 == 0                    # WCE: not changeable
+    assert _pages(bytes(h.good(mode_sense6(page=0x3F, pc=1, dbd=1)).data_in), 4, 0)[0x0A][2] == 0x04
+    result = _caching_select10(h, wce=True)
+    sense = parse_sense(result.sense)
+    assert (sense.key, sense.asc, sense.ascq) == (5, 0x26, 0)
+    assert sense.field_pointer == (False, 8 + 2, 2)           # caching page byte 2, bit 2 (WCE)
+    assert not _current(h, 0x08)[2] & 0x04
+    h.good(write10(0, 1), bytes(512))
+    assert h.backend.fua_writes == 1                          # still write-through
+    assert _caching_select10(h, wce=False).status == 0        # restating the value is fine
+
+
+def test_write_cache_on_in_the_config_stays_changeable_both_ways():
+    h = ready(write_cache=True)
+    changeable = _pages(bytes(h.good(mode_sense6(page=0x08, pc=1, dbd=1)).data_in), 4, 0)
+    assert changeable[0x08][2] & 0x04
+    assert _caching_select10(h, wce=False).status == 0
+    assert not _current(h, 0x08)[2] & 0x04
+    assert _caching_select10(h, wce=True).status == 0
+    assert _current(h, 0x08)[2] & 0x04
