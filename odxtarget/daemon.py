@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from odxtarget.config import DaemonConfig, StorageObjectConfig, TargetConfig
 from odxtarget.storage.extents import FileExtentBackend
+from odxtarget.transport.iscsi.limits import IscsiLimits
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Factories:
 
     logical_unit: Callable[[StorageObjectConfig, Any], Any]
     scsi_target: Callable[[str, dict[int, Any]], Any]
-    server: Callable[[list[tuple[TargetConfig, Any]]], Any]
+    #: Builds the native iSCSI server over the targets, bounded by the config's ``iscsi`` limits.
+    server: Callable[[list[tuple[TargetConfig, Any]], IscsiLimits], Any]
     #: Builds the daemon-wide ODX copy manager (None: no third-party copy).
     copy_manager: Callable[[DaemonConfig], Any] | None = None
     #: Builds the LIO front end (``"frontend": "lio"``) over the logical units by storage
@@ -85,8 +87,8 @@ def default_factories() -> Factories:
     def scsi_target(name: str, luns: dict[int, Any]) -> Any:
         return ScsiTarget(name, luns)
 
-    def server(targets: list[tuple[TargetConfig, Any]]) -> Any:
-        return IscsiServer(targets)
+    def server(targets: list[tuple[TargetConfig, Any]], limits: IscsiLimits) -> Any:
+        return IscsiServer(targets, limits=limits)
 
     def copy_manager(config: DaemonConfig) -> Any:
         from odxtarget.copy import CopyLimits, CopyManager
@@ -183,7 +185,8 @@ class Daemon:
                 await self._start_lio_frontend()
             else:
                 self.build_targets()
-                self.server = self._get_factories().server(self.targets)
+                self.server = self._get_factories().server(self.targets, self.config.iscsi)
+                self._grant_native_copy_access()
                 try:
                     await self.server.start()
                 except OSError as error:
@@ -214,12 +217,34 @@ class Daemon:
             self.server = build(self.config, self.logical_units)
         except ImportError as error:
             raise DaemonError(f"the LIO front end needs rtslib-fb and pyudev: {error}") from None
+        self._grant_lio_copy_access()
         try:
             await self.server.start()
         except DaemonError:
             raise
         except Exception as error:  # rtslib's RTSLibError, OSError from configfs or uio
             raise DaemonError(f"cannot start the LIO front end: {error}") from None
+
+    def _grant_native_copy_access(self) -> None:
+        """Copies reach what the initiator could reach through the iSCSI server's targets and
+        ACLs, read live from its registry (docs/odx.md, "Access control"). A stand-in server
+        leaves the copy manager to the command's own target."""
+        from odxtarget.transport.iscsi.server import IscsiServer
+
+        if self.copy_manager is not None and isinstance(self.server, IscsiServer):
+            from odxtarget.transport.iscsi.copy_access import IscsiCopyAccess
+
+            self.copy_manager.use_access(IscsiCopyAccess(self.server.registry.entries))
+
+    def _grant_lio_copy_access(self) -> None:
+        """Behind LIO, the configured TPGs decide what a copy reaches (docs/lio.md)."""
+        from odxtarget.transport.tcmu.frontend import LioFrontend
+
+        if self.copy_manager is not None and isinstance(self.server, LioFrontend):
+            from odxtarget.transport.tcmu.copy_access import LioCopyAccess, storage_objects_by_nexus
+
+            self.copy_manager.use_access(LioCopyAccess(self.config.targets,
+                                                       storage_objects_by_nexus(self.server.handler)))
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop the server (letting commands drain for ``grace`` seconds), then sync storage."""

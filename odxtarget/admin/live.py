@@ -10,8 +10,12 @@ Every admin change produces a complete new ``DaemonConfig`` (validated by ``pars
    failure all of it is undone and nothing the initiators see has changed;
 2. *commit* -- what cannot fail: swap backends into existing logical units (resize, read-only),
    map and unmap LUNs (REPORTED LUNS DATA HAS CHANGED for the nexuses that can see the target),
-   publish targets and their ACL/CHAP settings to the login path, drop the sessions whose ACL
-   was deleted or whose target went away, close what is no longer used.
+   publish targets and their ACL/CHAP settings to the login path, end the sessions the new
+   settings would not admit (``withdrawn_admission``: target deleted, ACL deleted, demo mode
+   turned off, CHAP credentials changed), close what is no longer used.
+
+``reopen_storage`` is the way out of a storage object's write-back failed state
+(docs/errors.md): fresh files under the same logical unit, and the state cleared.
 
 Everything runs on the daemon's event loop, between commands (the core is single-threaded),
 so no command ever sees half a change.
@@ -29,9 +33,11 @@ from dataclasses import replace
 from typing import Any
 
 from odxtarget.admin.protocol import AdminError
-from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.config import ChapConfig, DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
 from odxtarget.scsi.constants import Ascq
+from odxtarget.scsi.lu import WriteBackFailure
 from odxtarget.storage.extents import FileExtentBackend
+from odxtarget.transport.iscsi.discovery import matching_acl
 
 log = logging.getLogger("odxtarget.admin")
 
@@ -41,6 +47,25 @@ Portal = tuple[str, int]
 def _storage_changed(old: StorageObjectConfig, new: StorageObjectConfig) -> bool:
     """True when the backend must be reopened (size, read-only or files changed)."""
     return (old.size, old.read_only, old.extents) != (new.size, new.read_only, new.extents)
+
+
+def _credentials(target: TargetConfig, initiator: str) -> ChapConfig | None:
+    """The CHAP credentials a login of ``initiator`` must pass: its ACL's own, else the
+    target's (docs/configuration.md, "ACLs")."""
+    acl = matching_acl(target, initiator)
+    return acl.chap if acl is not None and acl.chap is not None else target.chap
+
+
+def withdrawn_admission(before: TargetConfig, after: TargetConfig, initiator: str) -> str | None:
+    """Why a session ``initiator`` opened under ``before`` must end under ``after``, or None
+    when ``after`` would still admit it with the credentials it authenticated with."""
+    if not after.demo_mode and matching_acl(after, initiator) is None:
+        if matching_acl(before, initiator) is not None:
+            return "ACL deleted by the administrator"
+        return "demo mode turned off and no ACL names the initiator"
+    if _credentials(before, initiator) != _credentials(after, initiator):
+        return "CHAP credentials changed by the administrator"
+    return None
 
 
 class LiveState:
@@ -142,6 +167,8 @@ class LiveState:
                     self.odx.logical_unit_attached(created_lus[name])
                 continue
             lu = daemon.logical_units[name]
+            if self.odx is not None:
+                self.odx.storage_replacing(lu)   # no copy uses the old backend's fds after this
             retired.append(daemon.backends[name])
             daemon.backends[name] = backend
             lu.replace_backend(backend, read_only=new_objects[name].read_only)
@@ -163,10 +190,7 @@ class LiveState:
                 )
             else:
                 self._update_luns(old_targets[target.iqn], target, scsi_target)
-                before = old_targets[target.iqn]
-                for initiator in {a.initiator for a in before.acls} - {a.initiator for a in target.acls}:
-                    if not target.demo_mode:
-                        self._terminate_sessions(target.iqn, initiator, "ACL deleted by the administrator")
+                self._end_sessions_no_longer_admitted(old_targets[target.iqn], target)
             if self.server is not None:
                 self.server.set_target(self._with_bound_ports(target), scsi_target)
             updated.append((target, scsi_target))
@@ -204,7 +228,53 @@ class LiveState:
                 continue
             if initiator is not None and session.initiator_name != initiator:
                 continue
+            _log_ending(session.target_name, session.initiator_name, session.tsih, reason)
             registry.terminate(session, reason)
+
+    def _end_sessions_no_longer_admitted(self, before: TargetConfig, after: TargetConfig) -> None:
+        """A session lives on what admitted it at login: when ``after`` would refuse that login
+        (or ask other CHAP credentials), the session ends (docs/admin.md, "Live changes")."""
+        if (before.demo_mode, before.chap, before.acls) == (after.demo_mode, after.chap, after.acls):
+            return
+        registry = getattr(self.server, "registry", None)
+        if registry is None:
+            return
+        for session in list(registry.sessions()):
+            if session.target_name != after.iqn or session.closed:
+                continue
+            reason = withdrawn_admission(before, after, session.initiator_name)
+            if reason is not None:
+                _log_ending(after.iqn, session.initiator_name, session.tsih, reason)
+                registry.terminate(session, reason)
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def reopen_storage(self, so: StorageObjectConfig) -> WriteBackFailure | None:
+        """Open the storage object's files afresh under its logical unit and clear its
+        write-back failed state; returns the failure that was cleared (docs/errors.md).
+
+        Raises:
+            AdminError: the files cannot be opened; nothing has changed.
+        """
+        daemon = self.daemon
+        lu = daemon.logical_units.get(so.name)
+        if lu is None:
+            raise AdminError(f'storage object "{so.name}" is not running')
+        try:
+            backend = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+        except (OSError, ValueError) as error:
+            raise AdminError(f'storage object "{so.name}": {error}') from None
+        retired = daemon.backends.get(so.name)
+        daemon.backends[so.name] = backend
+        lu.replace_backend(backend, read_only=so.read_only)
+        cleared = lu.clear_write_back_failure()
+        log.warning('storage object "%s": files reopened by the administrator', so.name)
+        if retired is not None:
+            if cleared is None and retired.write_back_error is not None:
+                log.warning('storage object "%s": its files had a failed sync (%s); data written before it'
+                            " may be lost", so.name, retired.write_back_error)
+            _close_quietly(retired)
+        return cleared
 
     # -- portals ----------------------------------------------------------------------------
 
@@ -257,6 +327,10 @@ class LiveState:
         for ip, port in portals:
             if server is not None:
                 server.remove_portal(ip, port)
+
+
+def _log_ending(target: str | None, initiator: str, tsih: int, reason: str) -> None:
+    log.warning("ending the session of initiator %s on target %s (tsih %d): %s", initiator, target, tsih, reason)
 
 
 def _close_quietly(backend: Any) -> None:

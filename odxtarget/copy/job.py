@@ -120,6 +120,9 @@ def stage_overlapping_sources(source: list[SourceSegment], destination_backend, 
     plain forward copy would read blocks it has just overwritten). The rare overlapping
     segments are copied once into an unlinked private file first; the rest still move by
     reflink or copy_file_range. The staging fd is appended to ``owned_fds``.
+
+    Raises OSError (reading the source, or writing the staging file: ENOSPC) having closed
+    the staging file, so neither its fd nor its space outlives the failure.
     """
     written: dict[tuple, list[tuple[int, int]]] = {}
     for lba, count in ranges:
@@ -128,27 +131,43 @@ def stage_overlapping_sources(source: list[SourceSegment], destination_backend, 
     staged: list[SourceSegment] = []
     stage_fd: int | None = None
     stage_end = 0
-    for segment in source:
-        start, end = segment.place.offset, segment.place.offset + segment.length
-        spans = written.get(_storage_identity(segment.place), ())
-        if not any(a < end and start < b for a, b in spans):
-            staged.append(segment)
-            continue
-        if stage_fd is None:
-            stage_fd, path = tempfile.mkstemp(prefix=".wut-stage-", dir=stage_dir)
-            os.unlink(path)
-            owned_fds.append(stage_fd)
-        buffer = memoryview(bytearray(min(STAGING_CHUNK, segment.length)))
-        done = 0
-        while done < segment.length:
-            view = buffer[:min(len(buffer), segment.length - done)]
-            _read(segment.place.shifted(done), view)
-            _write(Place(stage_fd, stage_end + done), view)
-            done += len(view)
-        staged.append(SourceSegment(segment.rod_offset, segment.length,
-                                    Place(stage_fd, stage_end, None, _device(stage_fd))))
-        stage_end += segment.length
+    try:
+        for segment in source:
+            start, end = segment.place.offset, segment.place.offset + segment.length
+            spans = written.get(_storage_identity(segment.place), ())
+            if not any(a < end and start < b for a, b in spans):
+                staged.append(segment)
+                continue
+            if stage_fd is None:
+                stage_fd = _private_file(stage_dir)
+                owned_fds.append(stage_fd)
+            buffer = memoryview(bytearray(min(STAGING_CHUNK, segment.length)))
+            done = 0
+            while done < segment.length:
+                view = buffer[:min(len(buffer), segment.length - done)]
+                _read(segment.place.shifted(done), view)
+                _write(Place(stage_fd, stage_end + done), view)
+                done += len(view)
+            staged.append(SourceSegment(segment.rod_offset, segment.length,
+                                        Place(stage_fd, stage_end, None, _device(stage_fd))))
+            stage_end += segment.length
+    except BaseException:
+        if stage_fd is not None:
+            owned_fds.remove(stage_fd)
+            os.close(stage_fd)     # unlinked already: closing frees its space
+        raise
     return staged
+
+
+def _private_file(directory: str | None) -> int:
+    """An open, already unlinked temporary file: its space goes with its last fd."""
+    fd, path = tempfile.mkstemp(prefix=".wut-stage-", dir=directory)
+    try:
+        os.unlink(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def rod_file_source(fd: int, rod_segments) -> list[SourceSegment]:

@@ -12,12 +12,21 @@ Use (the daemon)::
         manager.run_background(0.02)
     manager.housekeeping()               # about once a second: token expiry, stale results
     manager.nexus_lost(nexus) / manager.lu_reset(lu)   # from the core's TMF / session events
+    manager.use_access(access)           # the front end's CopyAccess (docs/odx.md, "Access control")
+    manager.storage_replacing(lu)        # before an admin change swaps or closes lu's storage
     manager.close()
 
 Protocol logic lives in pure modules (params, token, responses, xcopy, lists, job planning);
 this module binds them to logical units and runs the jobs. Time comes from ``clock`` (a
 monotonic seconds function), so tests inject it. Everything runs on the core's single
 thread: ``execute`` calls the handlers, the front end calls ``run_background``.
+
+Access control: a copy reads and writes only what the I_T nexus that sent it could read and
+write itself. EXTENDED COPY's CSCD descriptors resolve only to logical units of the command's
+own target, a ROD token is usable (and listed by REPORT ALL ROD TOKENS) only by a nexus whose
+initiator can reach the token's source LU (``CopyAccess``, odxtarget.copy.access), and every
+LU a copy reads or writes passes the dispatcher's reservation test (``reservation_conflict``)
+as a READ or a WRITE from that nexus would. Tokens count against per-initiator quotas.
 """
 
 from __future__ import annotations
@@ -27,17 +36,17 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from odxtarget.copy import params, responses
+from odxtarget.copy.access import READ_ACCESS, WRITE_ACCESS, CopyAccess, OwnTargetOnly, maps
 from odxtarget.copy.constants import (
     CSCD_ID_THIS_LU, DELAY_COMPLETE, SAM_CHECK_CONDITION, SAM_TASK_ABORTED, CopyInAction, CopyOutAction, CopyStatus,
     RodType,
 )
 from odxtarget.copy.counters import CopyCounters
 from odxtarget.copy.errors import (
-    CopyAborted, CopyTargetDataUnderrun, InsufficientResourcesToCreateRod, InvalidTokenLength,
-    TokenCancelled,
+    CopyAborted, CopyTargetDataUnderrun, InsufficientResourcesToCreateRod, InvalidTokenLength, TokenCancelled,
 )
 from odxtarget.copy.job import (CopyJob, live_source, places_of, plan_copy, plan_zero, rod_file_source,
                                 stage_overlapping_sources)
@@ -46,18 +55,22 @@ from odxtarget.copy.lists import CopyOperation, ListRegistry
 from odxtarget.copy.observer import ObservingBackend, inner_backend
 from odxtarget.copy.rod_files import RodDirectory
 from odxtarget.copy.token import build_token, creator_descriptor, is_zero_token, token_length_of
-from odxtarget.copy.token_store import TokenEntry, TokenStore
+from odxtarget.copy.token_store import TokenEntry, TokenStore, remove_quietly
 from odxtarget.copy import xcopy
 from odxtarget.copy.constants import ROD_TOKEN_LENGTH
 from odxtarget.scsi.command_table import CommandFlags, CommandSpec, DataDirection
 from odxtarget.scsi.constants import Opcode, VpdPage
 from odxtarget.scsi.dataout import take
+from odxtarget.scsi.dispatch import reservation_conflict
 from odxtarget.scsi.errors import (
-    InvalidFieldInCdb, InvalidFieldInParameterList, MediumError, ParameterListLengthError, ScsiError,
-    WriteProtected,
+    InternalTargetFailure, InvalidFieldInCdb, InvalidFieldInParameterList, ParameterListLengthError,
+    ReservationConflict, ScsiError, WriteProtected,
 )
 from odxtarget.scsi.sense import SenseData, SenseKey
-from odxtarget.scsi.types import ScsiResult, Status
+from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.scsi.target import ScsiTarget
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +101,31 @@ def _data_in(data: bytes, allocation_length: int) -> ScsiResult:
     return ScsiResult(Status.GOOD, data, b"", len(data))
 
 
+def _lba_after(ranges, blocks: int) -> int:
+    """The destination LBA where a copy into ``ranges`` stopped after ``blocks`` whole blocks."""
+    for lba, count in ranges:
+        if blocks < count:
+            return lba + blocks
+        blocks -= count
+    return ranges[-1][0] + ranges[-1][1] - 1 if ranges else 0
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+
+
+def _complete_failed(operation: CopyOperation, error: ScsiError, now: float) -> None:
+    """Record a failed command for RRTI / RECEIVE COPY STATUS: its status (CHECK CONDITION,
+    or RESERVATION CONFLICT, which has no sense data) and sense."""
+    sense = error.sense.pack(False) if error.sense is not None else b""
+    operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, now, sense, int(error.status))
+
+
 @dataclass(eq=False)
 class _Running:
     """A copy in progress: what to finish when its job is done."""
@@ -99,25 +137,52 @@ class _Running:
     delete_token: bool
     spare_cancelled: bool
     background: bool
+    ranges: tuple[tuple[int, int], ...] = ()    # destination (lba, blocks), for error LBAs
+
+    def touches(self, lu) -> bool:
+        """The copy writes ``lu``, or reads it through a live token."""
+        entry = self.entry
+        return self.destination is lu or (entry is not None and entry.rod_file is None and entry.creator is lu)
 
 
 class CopyManager:
     """See the module docstring."""
 
     def __init__(self, state_dir: str | None, limits: CopyLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic, name: str = "odxtarget"):
-        self.limits = limits or CopyLimits()
+                 clock: Callable[[], float] = time.monotonic, name: str = "odxtarget",
+                 access: CopyAccess | None = None):
+        self._limits = limits or CopyLimits()
         self.clock = clock
         self.name = name
+        self.access: CopyAccess = access or OwnTargetOnly()
         self.rod_directory = RodDirectory(state_dir) if state_dir else None
-        self.tokens = TokenStore(self.limits.max_tokens, self.limits.max_rod_bytes, watch=self._watch)
-        self.lists = ListRegistry(self.limits.result_retention, self.limits.max_lists_per_nexus)
+        self.tokens = TokenStore(self._limits.max_tokens, self._limits.max_rod_bytes, watch=self._watch,
+                                 max_tokens_per_initiator=self._limits.max_tokens_per_initiator,
+                                 max_rod_bytes_per_initiator=self._limits.max_rod_bytes_per_initiator)
+        self.lists = ListRegistry(self._limits.result_retention, self._limits.max_lists_per_nexus)
         self._units: dict[int, object] = {}
         self._by_designator: dict[bytes, object] = {}
         self._counters: dict[str, CopyCounters] = {}
         self._background: list[_Running] = []
 
+    @property
+    def limits(self) -> CopyLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: CopyLimits) -> None:
+        """New limits apply to the next command; the token store's caps and quotas at once."""
+        self._limits = limits
+        self.tokens.max_tokens = limits.max_tokens
+        self.tokens.max_rod_bytes = limits.max_rod_bytes
+        self.tokens.max_tokens_per_initiator = limits.max_tokens_per_initiator
+        self.tokens.max_rod_bytes_per_initiator = limits.max_rod_bytes_per_initiator
+
     # -- daemon API -------------------------------------------------------------------------
+
+    def use_access(self, access: CopyAccess) -> None:
+        """The front end's knowledge of who reaches which LU; set once its targets exist."""
+        self.access = access
 
     def startup_cleanup(self) -> int:
         """Delete ROD files left by a previous run; returns how many."""
@@ -140,7 +205,7 @@ class CopyManager:
         self.tokens.register_designator(lu.naa_designator)
         self._counters.setdefault(lu.name, CopyCounters())
         listeners = getattr(lu, "event_listeners", None)
-        if listeners is not None:  # the proposed core hook (see the copy-manager report)
+        if listeners is not None:  # LogicalUnit.event_listeners: resets and nexus loss (scsi/lu.py)
             listeners.append(self._on_lu_event)
 
     def _on_lu_event(self, lu, event: str, nexus) -> None:
@@ -154,11 +219,36 @@ class CopyManager:
         """Stop offering copies on ``lu`` (its tokens are revoked, its copies terminated)."""
         if self._units.pop(id(lu), None) is None:
             return
+        self._stop_copies_on(lu)
         self.lu_reset(lu)
         self.tokens.creator_gone(lu, self.clock())
         self._by_designator.pop(bytes(lu.naa_designator), None)
         if isinstance(lu.backend, ObservingBackend):
             lu.backend = lu.backend.inner
+
+    def storage_replacing(self, lu) -> None:
+        """``lu``'s storage is about to be swapped or closed (an admin change of its extents,
+        size or read-only flag, or its deletion): after this returns, no copy uses a file
+        descriptor of that storage. Background (IMMED=1) copies that write ``lu``, or read it
+        through a live token, are terminated (status 60h, as after COPY OPERATION ABORT) and
+        ``lu``'s live tokens are cancelled (23h/08h on next use); snapshot tokens keep their own
+        ROD files. Synchronous copies run to completion inside one command, and admin changes
+        run between commands on the same event loop, so none is ever in flight here."""
+        terminated = self._stop_copies_on(lu)
+        cancelled = self.tokens.creator_storage_replaced(lu, self.clock())
+        if terminated or cancelled:
+            log.info("%s: storage replaced: %d background copies terminated, %d live tokens cancelled",
+                     lu.name, terminated, cancelled)
+
+    def _stop_copies_on(self, lu) -> int:
+        """Terminate the background copies that write ``lu`` or read it through a live token;
+        returns how many."""
+        stopping = [running for running in self._background if running.touches(lu)]
+        for running in stopping:
+            running.job.abort()
+            self._background.remove(running)
+            self._finish(running)
+        return len(stopping)
 
     def has_pending_work(self) -> bool:
         return bool(self._background)
@@ -328,11 +418,10 @@ class CopyManager:
         blocks = sum(count for _, count in request.ranges)
         operation.requested = blocks
         try:
-            entry = self._create_token(lu, request, now)
+            entry = self._create_token(lu, request, now, command.nexus.initiator_name)
         except ScsiError as error:
             counters.add_failure(error.sense)
-            operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, self.clock(), error.sense.pack(False),
-                               SAM_CHECK_CONDITION)
+            _complete_failed(operation, error, self.clock())
             if request.immed:
                 return _good(transfer_length=length)
             raise
@@ -346,9 +435,9 @@ class CopyManager:
                   "snapshot" if entry.snapshot else "live", blocks)
         return _good(transfer_length=length)
 
-    def _create_token(self, lu, request: params.PopulateTokenRequest, now: float) -> TokenEntry:
-        if not self.tokens.has_room():
-            raise InsufficientResourcesToCreateRod("too many ROD tokens")
+    def _create_token(self, lu, request: params.PopulateTokenRequest, now: float, owner: str) -> TokenEntry:
+        """A token of ``owner`` (an initiator name), within the daemon's caps and its quotas."""
+        self.tokens.check_room(owner)
         block_size = lu.block_size
         size = sum(count for _, count in request.ranges) * block_size
         token_id = self.tokens.next_token_id()
@@ -358,8 +447,7 @@ class CopyManager:
             places = [item for lba, count in request.ranges
                       for item in places_of(backend, lba * block_size, count * block_size)]
             if self.rod_directory.can_snapshot(places):
-                if self.tokens.rod_bytes + size > self.limits.max_rod_bytes:
-                    raise InsufficientResourcesToCreateRod("ROD space cap reached")
+                self.tokens.check_room(owner, size)
                 try:
                     rod_file = self.rod_directory.create_snapshot(token_id, places)
                 except OSError as error:
@@ -369,8 +457,13 @@ class CopyManager:
         token = build_token(rod_type, token_id, creator_descriptor(lu.naa_designator, block_size), size,
                             block_size, lu.block_count, self.name)
         entry = TokenEntry(token, token_id, rod_type, lu, request.ranges, block_size, lu.block_count, size,
-                           float(request.inactivity_timeout), now, rod_file)
-        self.tokens.add(entry)
+                           float(request.inactivity_timeout), now, rod_file, owner=owner)
+        try:
+            self.tokens.add(entry)
+        except BaseException:
+            if rod_file is not None:
+                remove_quietly(rod_file.path)
+            raise
         return entry
 
     # -- WRITE USING TOKEN (SBC-4 5.x) --------------------------------------------------------
@@ -392,13 +485,15 @@ class CopyManager:
         operation = self.lists.begin(command.nexus, lu, list_id, CopyOutAction.WRITE_USING_TOKEN, now)
         operation.requested = sum(count for _, count in request.ranges)
         try:
-            running = self._prepare_write(lu, operation, request, now)
+            running = self._prepare_write(lu, command, target, operation, request, now)
         except ScsiError as error:
             counters.add_failure(error.sense)
-            operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, self.clock(), error.sense.pack(False),
-                               SAM_CHECK_CONDITION)
+            _complete_failed(operation, error, self.clock())
             if request.immed:
                 return _good(transfer_length=length)
+            raise
+        except BaseException:
+            _complete_failed(operation, InternalTargetFailure(), self.clock())   # frees the list id
             raise
         if request.immed:
             operation.status = CopyStatus.IN_PROGRESS_BACKGROUND
@@ -433,8 +528,8 @@ class CopyManager:
             growth = MAX_STEP_GROWTH if elapsed <= 0 else min(MAX_STEP_GROWTH, target / elapsed)
             step_bytes = max(self.limits.background_step_bytes, int(max(moved, 1) * growth))
 
-    def _prepare_write(self, lu, operation: CopyOperation, request: params.WriteUsingTokenRequest,
-                       now: float) -> _Running:
+    def _prepare_write(self, lu, command: ScsiCommand, target: "ScsiTarget | None", operation: CopyOperation,
+                       request: params.WriteUsingTokenRequest, now: float) -> _Running:
         token = request.token
         destination = inner_backend(lu.backend)
         block_size = lu.block_size
@@ -444,35 +539,65 @@ class CopyManager:
             items, blocks = plan_zero(destination, request.ranges, block_size)
             self._destination_written(lu, request.ranges, None)
             job = CopyJob(items, block_size, blocks, operation.requested)
-            running = _Running(operation, job, lu, None, False, False, False)
+            running = _Running(operation, job, lu, None, False, False, False, request.ranges)
             operation.job = job
             return running
-        entry = self.tokens.resolve(token, now)
+        nexus = command.nexus
+        reached: list[ItNexus] = []        # the nexus through which the token's source is read
+
+        def visible(creator) -> bool:
+            # A deleted LU's tokens are all revoked and guard no data: they keep saying so.
+            found = nexus if id(creator) not in self._units else self._reach(nexus, lu, target, creator)
+            if found is None:
+                log.warning("WRITE USING TOKEN refused: initiator %r, on %s, presented a token of %s, "
+                            "which it cannot reach", nexus.initiator_name, lu.name, creator.name)
+                return False
+            reached.append(found)
+            return True
+
+        entry = self.tokens.resolve(token, now, visible)
+        if reservation_conflict(entry.creator, reached[-1], READ_ACCESS):
+            raise ReservationConflict(f"the token's source {entry.creator.name} is reserved")
         rod_offset = request.offset_into_rod * block_size
         if rod_offset >= entry.bytes_represented:
             raise InvalidFieldInParameterList(8, None, "OFFSET INTO ROD beyond the bytes represented")
         owned: list[int] = []
-        if entry.rod_file is not None:
-            try:
-                fd = os.open(entry.rod_file.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as error:
-                log.error("ROD file %s: %s", entry.rod_file.path, error)
-                raise TokenCancelled() from None
-            owned.append(fd)
-            source = rod_file_source(fd, entry.rod_file.segments)
-        else:
-            source = live_source(inner_backend(entry.creator.backend), entry.ranges, entry.block_size)
-            source = stage_overlapping_sources(
-                source, destination, request.ranges, block_size, owned,
-                self.rod_directory.path if self.rod_directory else None)
-        items, blocks = plan_copy(source, rod_offset, destination, request.ranges, block_size)
+        try:
+            if entry.rod_file is not None:
+                try:
+                    fd = os.open(entry.rod_file.path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as error:
+                    log.error("ROD file %s: %s", entry.rod_file.path, error)
+                    raise TokenCancelled() from None
+                owned.append(fd)
+                source = rod_file_source(fd, entry.rod_file.segments)
+            else:
+                source = live_source(inner_backend(entry.creator.backend), entry.ranges, entry.block_size)
+                source = stage_overlapping_sources(
+                    source, destination, request.ranges, block_size, owned,
+                    self.rod_directory.path if self.rod_directory else None)
+            items, blocks = plan_copy(source, rod_offset, destination, request.ranges, block_size)
+        except OSError as error:
+            _close_all(owned)
+            raise lu.write_error(_lba_after(request.ranges, 0), error) from None
+        except BaseException:
+            _close_all(owned)
+            raise
         alignment = self.rod_directory.alignment if self.rod_directory else 4096
         job = CopyJob(items, block_size, blocks, operation.requested, reflink_alignment=alignment,
                       owned_fds=owned)
         self.tokens.acquire(entry)
         spare_hit = self._destination_written(lu, request.ranges, entry)
         operation.job = job
-        return _Running(operation, job, lu, entry, request.delete_token, spare_hit, False)
+        return _Running(operation, job, lu, entry, request.delete_token, spare_hit, False, request.ranges)
+
+    def _reach(self, nexus: ItNexus, addressed, target: "ScsiTarget | None", lu) -> ItNexus | None:
+        """The nexus through which ``nexus``'s initiator reaches ``lu``, or None: ``nexus``
+        for the LU the command addresses and for the LUs of its target, else the front end's
+        answer (``CopyAccess.reach``)."""
+        if lu is addressed or maps(target, lu):
+            return nexus
+        return self.access.reach(nexus, lu)
 
     def _check_source_still_valid(self, running: _Running) -> None:
         """A background copy from a live token stops when the token is cancelled: what it
@@ -496,26 +621,32 @@ class CopyManager:
                 self.tokens.invalidate(running.entry, TokenCancelled, now)
             else:
                 self.tokens.release(running.entry, now, delete=running.delete_token)
+        flush_error: OSError | None = None
         if not lu.mode.write_cache:
             try:
                 inner_backend(lu.backend).flush()
-            except OSError as error:
-                job.error = job.error or error
+            except OSError as failure:
+                flush_error = failure
         transferred = job.transferred_blocks
         operation.transfer_count = transferred
         error: ScsiError | None = None
         if job.aborted:
             operation.complete(CopyStatus.TERMINATED, now, b"", SAM_TASK_ABORTED)
             return None
-        if job.error is not None:
+        if flush_error is not None:
+            # WCE=0 promises the data is on stable storage when the command completes, and none
+            # of it is known to be: the LU's write error, not a short transfer count
+            # (docs/odx.md, "Crash safety").
+            operation.transfer_count = 0
+            error = lu.write_error(_lba_after(running.ranges, 0), flush_error)
+        elif job.error is not None:
             invalid = operation.extra.get("invalidated")
             if transferred:
                 error = CopyTargetDataUnderrun(transferred)
             elif invalid is not None:
                 error = invalid()
             else:
-                log.error("%s: copy failed: %s", lu.name, job.error)
-                error = MediumError(0x0C, 0x00, None, f"copy failed: {job.error}")
+                error = lu.write_error(_lba_after(running.ranges, transferred), job.error)
         elif transferred < operation.requested:
             error = CopyTargetDataUnderrun(transferred)
         if error is None:
@@ -608,14 +739,27 @@ class CopyManager:
         return _data_in(responses.operating_parameters(self.limits), allocation_length)
 
     def _report_all_rod_tokens(self, lu, command, target) -> ScsiResult:
+        """Only the tokens the requesting nexus could use: the others' leading bytes would
+        name LUs (and token identifiers) it has no business knowing (docs/odx.md)."""
         allocation_length, = U32.unpack_from(command.cdb, 10)
         self.tokens.expire(self.clock())
-        tokens = [entry.token for entry in self.tokens.active()]
+        reachable: dict[int, bool] = {}
+
+        def usable(entry: TokenEntry) -> bool:
+            key = id(entry.creator)
+            if key not in reachable:
+                reachable[key] = self._reach(command.nexus, lu, target, entry.creator) is not None
+            return reachable[key]
+
+        tokens = [entry.token for entry in self.tokens.active() if usable(entry)]
         return _data_in(responses.report_all_rod_tokens(tokens), allocation_length)
 
     # -- EXTENDED COPY(LID1) (SPC-4 6.3) --------------------------------------------------------
 
-    def _resolve_cscd(self, lu, copy_list: xcopy.ExtendedCopyList, index: int, segment_number: int):
+    def _resolve_cscd(self, lu, command: ScsiCommand, target: "ScsiTarget | None",
+                      copy_list: xcopy.ExtendedCopyList, index: int, segment_number: int):
+        """The LU a CSCD descriptor names, if the command's nexus reaches it through its own
+        target: any other LU, existing or not, is COPY TARGET DEVICE NOT REACHABLE alike."""
         if index == CSCD_ID_THIS_LU:
             return lu
         if index >= len(copy_list.cscds):
@@ -624,11 +768,19 @@ class CopyManager:
         target_lu = self._by_designator.get(cscd.designator) if cscd.designator_type == 3 else None
         if target_lu is None:
             target_lu = self._match_other_designator(cscd)
-        if target_lu is None:
-            raise CopyAborted(0x0D, 0x02, f"CSCD {index} names no logical unit here", segment_number)
+        if target_lu is None or not (target_lu is lu or self._in_own_target(command.nexus, target, target_lu)):
+            log.warning("EXTENDED COPY refused: initiator %r, on %s, named designator %s (%s), which "
+                        "its target does not map", command.nexus.initiator_name, lu.name, cscd.designator.hex(),
+                        "no LU" if target_lu is None else f"LU {target_lu.name}")
+            raise CopyAborted(0x0D, 0x02, f"CSCD {index} names no logical unit reachable here", segment_number)
         if cscd.peripheral_type != 0 or (cscd.block_size and cscd.block_size != target_lu.block_size):
             raise CopyAborted(0x0D, 0x03, f"CSCD {index}: not a block device of that block size", segment_number)
         return target_lu
+
+    def _in_own_target(self, nexus: ItNexus, target: "ScsiTarget | None", lu) -> bool:
+        """``lu`` is behind the target port the command came through: the command's
+        ScsiTarget maps it, or the front end says so (LIO: one ScsiTarget per LU)."""
+        return maps(target, lu) or self.access.in_own_target(nexus, lu)
 
     def _match_other_designator(self, cscd: xcopy.Cscd):
         """T10 vendor ID designators (vendor + serial, as VPD 83h reports them)."""
@@ -649,7 +801,7 @@ class CopyManager:
         counters.extended_copy += 1
         try:
             copy_list = xcopy.parse_extended_copy(data, self.limits)
-            plan = self._plan_extended_copy(lu, copy_list)
+            plan = self._plan_extended_copy(lu, command, target, copy_list)
         except ScsiError as error:
             counters.add_failure(error.sense)
             raise
@@ -660,7 +812,21 @@ class CopyManager:
                                          CopyOutAction.EXTENDED_COPY_LID1, now)
             operation.requested = len(plan)
         transferred = 0
-        unflushed = {}                      # id(LU) -> backend written with the write cache off
+
+        def failed(number: int, error: ScsiError) -> CopyAborted:
+            """A copy target reported ``error`` for segment ``number``: COPY ABORTED with the
+            copy target's sense after it (SPC-2 7.2.3, errors during segment processing)."""
+            target_sense = error.sense.fixed() if error.sense is not None else b""
+            aborted = CopyAborted(0x00, 0x00, f"segment {number}: {error}", number, target_sense)
+            counters.add_failure(aborted.sense)
+            if operation is not None:
+                operation.transfer_count = transferred
+                operation.segments_processed = number
+                operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, self.clock(), aborted.sense.pack(False),
+                                   SAM_CHECK_CONDITION)
+            return aborted
+
+        unflushed: dict[int, tuple] = {}    # id(LU) -> (LU, backend, first LBA, last segment), WCE=0
         for number, (source_lu, destination_lu, source_range, destination_range) in enumerate(plan):
             source = live_source(inner_backend(source_lu.backend), [source_range], source_lu.block_size)
             destination = inner_backend(destination_lu.backend)
@@ -672,32 +838,39 @@ class CopyManager:
             self._counter(destination_lu).add_bytes(job.moved)
             transferred += job.bytes_done
             if job.error is not None:
-                log.error("%s: EXTENDED COPY segment %d failed: %s", lu.name, number, job.error)
-                target_sense = SenseData(SenseKey.MEDIUM_ERROR, 0x0C, 0x00).fixed()
-                error = CopyAborted(0x00, 0x00, f"segment {number}: {job.error}", number, target_sense)
-                counters.add_failure(error.sense)
-                if operation is not None:
-                    operation.transfer_count = transferred
-                    operation.segments_processed = number
-                    operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, self.clock(), error.sense.pack(False),
-                                       SAM_CHECK_CONDITION)
-                raise error
+                lba = destination_range[0] + job.transferred_blocks
+                raise failed(number, destination_lu.write_error(lba, job.error))
             if not destination_lu.mode.write_cache:
-                unflushed[id(destination_lu)] = destination
-        for destination in unflushed.values():
-            destination.flush()
+                first = unflushed.get(id(destination_lu), (None, None, destination_range[0]))[2]
+                unflushed[id(destination_lu)] = (destination_lu, destination, min(first, destination_range[0]),
+                                                 number)
+        for destination_lu, destination, first_lba, number in unflushed.values():
+            try:
+                destination.flush()
+            except OSError as error:
+                raise failed(number, destination_lu.write_error(first_lba, error)) from None
         if operation is not None:
             operation.transfer_count = transferred
             operation.segments_processed = len(plan)
             operation.complete(CopyStatus.COMPLETED, self.clock())
         return _good(transfer_length=length)
 
-    def _plan_extended_copy(self, lu, copy_list: xcopy.ExtendedCopyList) -> list:
-        """Validate every segment before moving a byte: (src LU, dst LU, src range, dst range)."""
+    def _plan_extended_copy(self, lu, command: ScsiCommand, target: "ScsiTarget | None",
+                            copy_list: xcopy.ExtendedCopyList) -> list:
+        """Validate every segment before moving a byte: (src LU, dst LU, src range, dst range).
+
+        Each LU a segment reads or writes is checked for reservations as a READ or a WRITE from
+        the command's nexus would be (SPC-4 5.13.1). A conflict is an error the copy target
+        reports during segment processing, so the command ends with COPY ABORTED, THIRD PARTY
+        DEVICE FAILURE and the segment number (SPC-2 7.2.3; docs/odx.md, "Access control"),
+        not with RESERVATION CONFLICT, which would say the LU the command was sent to is
+        reserved.
+        """
         plan = []
+        checked: set[tuple[int, int]] = set()
         for number, segment in enumerate(copy_list.segments):
-            source_lu = self._resolve_cscd(lu, copy_list, segment.source_index, number)
-            destination_lu = self._resolve_cscd(lu, copy_list, segment.destination_index, number)
+            source_lu = self._resolve_cscd(lu, command, target, copy_list, segment.source_index, number)
+            destination_lu = self._resolve_cscd(lu, command, target, copy_list, segment.destination_index, number)
             if destination_lu.write_protected:
                 raise WriteProtected()
             unit = destination_lu.block_size if segment.count_in_destination_blocks else source_lu.block_size
@@ -714,7 +887,13 @@ class CopyManager:
                     target_sense = SenseData(SenseKey.ILLEGAL_REQUEST, 0x21, 0x00).fixed()
                     raise CopyAborted(0x00, 0x00, f"segment {number}: LBA {lba}+{blocks} out of range",
                                       number, target_sense)
-            if size:
-                plan.append((source_lu, destination_lu, source_range, destination_range))
+            if not size:
+                continue
+            for unit_lu, access in ((source_lu, READ_ACCESS), (destination_lu, WRITE_ACCESS)):
+                if (id(unit_lu), access) in checked:
+                    continue
+                if reservation_conflict(unit_lu, command.nexus, access):
+                    raise CopyAborted(0x0D, 0x01, f"segment {number}: {unit_lu.name} is reserved", number)
+                checked.add((id(unit_lu), access))
+            plan.append((source_lu, destination_lu, source_range, destination_range))
         return plan
-

@@ -12,6 +12,16 @@ time). Each live token is a ``TokenEntry`` that says where its data is:
   compare-and-write that touches them cancels it (``source_written``), and so does a change
   of the LU's capacity (checked when the token is used).
 
+Quotas: besides the daemon-wide caps (``max_tokens``, ``max_rod_bytes``), each initiator (by
+name, ``ItNexus.initiator_name``) may hold at most ``max_tokens_per_initiator`` tokens and
+``max_rod_bytes_per_initiator`` bytes of snapshot tokens, so one host cannot take every token
+or all ROD space from the others. An entry counts against its owner until it is dropped.
+
+Visibility: ``resolve`` takes the caller's ``visible(creator)`` test (can the presenting I_T
+nexus read the token's source LU?) and answers TOKEN UNKNOWN for a token it fails, before
+telling anything else about it: a token one may not use is indistinguishable from one that
+does not exist (docs/odx.md, "Access control").
+
 Lifetime (SPC-4 5.16.6.3): the inactivity timer restarts whenever a command that uses the
 token completes; an entry in use by a running copy never expires. An invalidated token
 leaves a tombstone (kept twice its inactivity timeout, bounded in number) so its next use
@@ -27,7 +37,7 @@ import hmac
 import logging
 import os
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,6 +83,7 @@ class TokenEntry:
     rod_file: RodFile | None = None
     in_use: int = 0
     invalid: type[errors.TokenError] | None = None
+    owner: str = ""                        # the initiator name whose quota the token counts against
 
     @property
     def snapshot(self) -> bool:
@@ -87,6 +98,11 @@ class _Tombstone:
     token: bytes
     reason: type[errors.TokenError]
     forget_at: float
+    creator: object
+
+
+def _everyone(creator: object) -> bool:
+    return True
 
 
 class TokenStore:
@@ -94,9 +110,15 @@ class TokenStore:
     or loses its last live token, so its observing backend can switch checks on and off."""
 
     def __init__(self, max_tokens: int, max_rod_bytes: int,
-                 watch: Callable[[object, bool], None] | None = None):
+                 watch: Callable[[object, bool], None] | None = None, *,
+                 max_tokens_per_initiator: int | None = None, max_rod_bytes_per_initiator: int | None = None):
         self.max_tokens = max_tokens
         self.max_rod_bytes = max_rod_bytes
+        self.max_tokens_per_initiator = max_tokens if max_tokens_per_initiator is None else max_tokens_per_initiator
+        self.max_rod_bytes_per_initiator = (max_rod_bytes if max_rod_bytes_per_initiator is None
+                                            else max_rod_bytes_per_initiator)
+        self._tokens_of: Counter[str] = Counter()
+        self._rod_bytes_of: Counter[str] = Counter()
         self._entries: dict[int, TokenEntry] = {}
         self._tombstones: OrderedDict[int, _Tombstone] = OrderedDict()
         self._live_by_lu: dict[int, list[TokenEntry]] = {}
@@ -116,18 +138,32 @@ class TokenStore:
         """An LU of this copy manager: tokens naming any other creator are remote."""
         self._designators.add(bytes(designator))
 
-    def can_hold(self, rod_bytes: int) -> bool:
-        return len(self._entries) < self.max_tokens and self.rod_bytes + rod_bytes <= self.max_rod_bytes
+    def tokens_of(self, owner: str) -> int:
+        """Entries (live, or dead but still in use) counted against ``owner``."""
+        return self._tokens_of[owner]
 
-    def has_room(self) -> bool:
-        return len(self._entries) < self.max_tokens
+    def rod_bytes_of(self, owner: str) -> int:
+        return self._rod_bytes_of[owner]
 
-    def add(self, entry: TokenEntry) -> None:
+    def check_room(self, owner: str, rod_bytes: int = 0) -> None:
+        """Raise INSUFFICIENT RESOURCES TO CREATE ROD unless one more token of ``owner``, with
+        ``rod_bytes`` of snapshot data, fits the daemon-wide caps and ``owner``'s quotas."""
         if len(self._entries) >= self.max_tokens:
             raise errors.InsufficientResourcesToCreateRod("too many ROD tokens")
+        if self._tokens_of[owner] >= self.max_tokens_per_initiator:
+            raise errors.InsufficientResourcesToCreateRod(f"initiator {owner!r} holds its quota of ROD tokens")
+        if rod_bytes and self.rod_bytes + rod_bytes > self.max_rod_bytes:
+            raise errors.InsufficientResourcesToCreateRod("ROD space cap reached")
+        if rod_bytes and self._rod_bytes_of[owner] + rod_bytes > self.max_rod_bytes_per_initiator:
+            raise errors.InsufficientResourcesToCreateRod(f"initiator {owner!r} holds its quota of ROD space")
+
+    def add(self, entry: TokenEntry) -> None:
+        self.check_room(entry.owner, entry.bytes_represented if entry.rod_file is not None else 0)
         self._entries[entry.token_id] = entry
+        self._tokens_of[entry.owner] += 1
         if entry.rod_file is not None:
             self.rod_bytes += entry.bytes_represented
+            self._rod_bytes_of[entry.owner] += entry.bytes_represented
         else:
             live = self._live_by_lu.setdefault(id(entry.creator), [])
             live.append(entry)
@@ -136,8 +172,13 @@ class TokenStore:
 
     # -- lookup -----------------------------------------------------------------------------
 
-    def resolve(self, token: bytes, now: float) -> TokenEntry:
-        """The live entry for a presented token, or the token error that applies."""
+    def resolve(self, token: bytes, now: float,
+                visible: Callable[[object], bool] = _everyone) -> TokenEntry:
+        """The live entry for a presented token, or the token error that applies.
+
+        ``visible(creator)`` says whether the presenter may read the token's source LU; a
+        token whose creator it is not is TOKEN UNKNOWN, whatever else is true of it.
+        """
         length = token_length_of(token)
         if length != ROD_TOKEN_LENGTH:
             raise errors.InvalidTokenLength(length)
@@ -147,6 +188,8 @@ class TokenStore:
         token_id = token_id_of(token)
         entry = self._entries.get(token_id)
         if entry is not None:
+            if not visible(entry.creator):
+                raise errors.TokenUnknown()
             if not hmac.compare_digest(entry.token, bytes(token)):
                 raise errors.TokenCorrupt("token does not match the one issued under its identifier")
             if entry.invalid is None and self._expired(entry, now):
@@ -159,6 +202,8 @@ class TokenStore:
             return entry
         tombstone = self._tombstones.get(token_id)
         if tombstone is not None and hmac.compare_digest(tombstone.token, bytes(token)):
+            if not visible(tombstone.creator):
+                raise errors.TokenUnknown()
             raise tombstone.reason()
         if creator_designator_of(token) not in self._designators:
             raise errors.RemoteTokenUsageNotSupported()
@@ -191,7 +236,7 @@ class TokenStore:
             log.debug("token %016x invalid: %s", entry.token_id, reason.__name__)
             self._forget_live(entry)
             forget_at = now + 2 * entry.inactivity_timeout
-            self._tombstones[entry.token_id] = _Tombstone(entry.token, reason, forget_at)
+            self._tombstones[entry.token_id] = _Tombstone(entry.token, reason, forget_at, entry.creator)
             self._tombstones.move_to_end(entry.token_id)
             while len(self._tombstones) > TOMBSTONES_PER_TOKEN * self.max_tokens:
                 self._tombstones.popitem(last=False)
@@ -217,8 +262,10 @@ class TokenStore:
         if self._entries.get(entry.token_id) is not entry:
             return
         del self._entries[entry.token_id]
+        _decrement(self._tokens_of, entry.owner, 1)
         if entry.rod_file is not None:
             self.rod_bytes -= entry.bytes_represented
+            _decrement(self._rod_bytes_of, entry.owner, entry.bytes_represented)
             remove_quietly(entry.rod_file.path)
 
     def source_written(self, lu, offset: int, length: int, now: float) -> int:
@@ -239,6 +286,16 @@ class TokenStore:
         for entry in list(self._entries.values()):
             if entry.creator is lu and entry.invalid is None:
                 self.invalidate(entry, errors.TokenRevoked, now)
+
+    def creator_storage_replaced(self, lu, now: float) -> int:
+        """``lu``'s storage is being swapped (admin change of its extents, size or flags): its
+        live tokens name ranges of storage that goes away, so they are cancelled. Snapshot
+        tokens keep their own ROD files. Returns how many were cancelled."""
+        live = [entry for entry in self._entries.values()
+                if entry.creator is lu and entry.rod_file is None and entry.invalid is None]
+        for entry in live:
+            self.invalidate(entry, errors.TokenCancelled, now)
+        return len(live)
 
     def revoke(self, token_id: int, now: float) -> bool:
         """Administrative revoke (23h/06h on next use)."""
@@ -278,7 +335,15 @@ class TokenStore:
             if entry.rod_file is not None:
                 remove_quietly(entry.rod_file.path)
         self._entries.clear()
+        self._tokens_of.clear()
+        self._rod_bytes_of.clear()
         self.rod_bytes = 0
+
+
+def _decrement(counter: Counter[str], key: str, amount: int) -> None:
+    counter[key] -= amount
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def remove_quietly(path: str) -> None:

@@ -13,7 +13,8 @@ Theory of operation
    discovery, mode pages and reservations still run);
 5. SPC-2 reservation conflict, then the persistent reservation's access rule for the
    command's class (``PR_ALLOWED`` / ``PR_READ`` / neither; SPC-4 5.13.1), tested only while a
-   persistent reservation is held;
+   persistent reservation is held (``reservation_conflict``, which the copy manager also
+   applies to the logical units a copy reads and writes);
 6. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
 7. write protection (read-only LU or SWP) for commands that change the medium;
 8. the handler.
@@ -32,7 +33,7 @@ from odxtarget.scsi.command_table import CommandFlags
 from odxtarget.scsi.dataout import NoDataOut
 from odxtarget.scsi.errors import (InternalTargetFailure, MediumNotPresent, ReservationConflict, ScsiError,
                                    SoftwareWriteProtected, UnitAttention, WriteProtected)
-from odxtarget.scsi.types import ScsiCommand, ScsiResult, Status
+from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from odxtarget.scsi.lu import LogicalUnit
@@ -68,11 +69,7 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
         flags = spec.flag_bits
         if not lu.medium_present and not flags & _WORKS_WITHOUT_MEDIUM:
             raise MediumNotPresent()
-        holder = lu.reservation_holder
-        if holder is not None and holder != nexus and not flags & _ALLOWED_WHEN_RESERVED:
-            raise ReservationConflict()
-        reservation = lu.pr_reservation
-        if reservation is not None and not flags & _PR_ALLOWED and reservation.conflicts(nexus, flags):
+        if reservation_conflict(lu, nexus, flags):
             raise ReservationConflict()
         if len(cdb) < spec.cdb_length or int.from_bytes(cdb[:spec.cdb_length], "big") & spec.reserved_mask:
             spec.check_reserved_bits(cdb)
@@ -91,6 +88,22 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
     except Exception:  # noqa: BLE001 - the h11 rule: a bug must not take the target down
         log.exception("%s: internal error running CDB %s", lu.name, bytes(command.cdb[:16]).hex())
         return error_result(InternalTargetFailure(), lu.mode.d_sense)
+
+
+def reservation_conflict(lu: "LogicalUnit", nexus: ItNexus, flag_bits: int) -> bool:
+    """Would ``lu`` refuse a command of access class ``flag_bits`` (``CommandFlags``) from
+    ``nexus`` with RESERVATION CONFLICT? The SPC-2 holder test (SPC-2 5.5.1), then the
+    persistent reservation's access rule (SPC-4 5.13.1, SBC-4 4.17).
+
+    The dispatcher asks it for every command; the copy manager asks it for every logical unit
+    a copy reads (as a READ would, ``PR_READ``) or writes (as a WRITE would, ``WRITES_MEDIUM``)
+    on behalf of the nexus that sent the copy command (docs/odx.md, "Access control").
+    """
+    holder = lu.reservation_holder
+    if holder is not None and holder != nexus and not flag_bits & _ALLOWED_WHEN_RESERVED:
+        return True
+    reservation = lu.pr_reservation
+    return reservation is not None and not flag_bits & _PR_ALLOWED and reservation.conflicts(nexus, flag_bits)
 
 
 def error_result(exc: ScsiError, descriptor_format: bool = False) -> ScsiResult:

@@ -130,13 +130,17 @@ class Rrti:
 class OdxSession:
     """One logged-in session to a daemon, with every LUN's unit attention taken."""
 
-    def __init__(self, daemon, initiator_name: str = libiscsi.DEFAULT_INITIATOR):
+    def __init__(self, daemon, initiator_name: str = libiscsi.DEFAULT_INITIATOR, *,
+                 iqn: str | None = None, luns: list[int] | None = None):
+        """A session to ``iqn`` (default: the daemon's main target) whose ``luns`` (default:
+        the main target's) have their unit attentions taken."""
         self.daemon = daemon
-        self.session = libiscsi.connect(daemon.host, daemon.port, daemon.iqn,
-                                        daemon.spec.luns[0].lun, initiator_name=initiator_name)
-        for spec in daemon.spec.luns:
+        luns = [spec.lun for spec in daemon.spec.luns] if luns is None else luns
+        self.session = libiscsi.connect(daemon.host, daemon.port, iqn or daemon.iqn, luns[0],
+                                        initiator_name=initiator_name)
+        for lun in luns:
             for _ in range(8):
-                if self.session.test_unit_ready(spec.lun).sense_key != UNIT_ATTENTION:
+                if self.session.test_unit_ready(lun).sense_key != UNIT_ATTENTION:
                     break
         self._list_id = 0x100
 
