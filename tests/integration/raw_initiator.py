@@ -40,6 +40,17 @@ def decode_text(data: bytes) -> dict[str, str]:
     return out
 
 
+def decode_text_pairs(data: bytes) -> list[tuple[str, str]]:
+    """Every key=value pair in order, repeats kept (a SendTargets answer repeats TargetName and
+    TargetAddress, RFC 7143 Appendix D)."""
+    pairs = []
+    for item in data.split(b"\0"):
+        if item:
+            k, _, v = item.decode(errors="replace").partition("=")
+            pairs.append((k, v))
+    return pairs
+
+
 @dataclass
 class Pdu:
     bhs: bytes
@@ -113,8 +124,12 @@ class RawInitiator:
     """One iSCSI connection whose every byte the test controls."""
 
     def __init__(self, host: str, port: int, initiator: str = "iqn.2026-11.org.odxtarget.test:raw",
-                 isid: bytes = b"\x80\x12\x34\x56\x78\x9a", timeout: float = 5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 isid: bytes = b"\x80\x12\x34\x56\x78\x9a", timeout: float = 5.0,
+                 source_address: str | None = None):
+        # source_address: connect from another loopback address (127.0.0.2, ...) to look like
+        # another host to per-address accounting.
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source_address, 0) if source_address else None)
         self.sock.settimeout(timeout)
         self.initiator = initiator
         self.isid = isid
@@ -125,6 +140,7 @@ class RawInitiator:
         self.header_digest = False
         self.data_digest = False
         self.params: dict[str, str] = {}
+        self.trace: list[Pdu] | None = None     # set to [] to keep every PDU received
 
     # --- framing -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -181,6 +197,8 @@ class RawInitiator:
             if self.data_digest:
                 self._recv_exact(4)
         pdu = Pdu(bhs, data)
+        if self.trace is not None:
+            self.trace.append(pdu)
         if pdu.opcode in (SCSI_RSP, NOP_IN, TMF_RSP, TEXT_RSP, LOGOUT_RSP, REJECT, LOGIN_RSP, ASYNC) or (
                 pdu.opcode == DATA_IN and pdu.flags & 0x01):
             if pdu.opcode != NOP_IN or pdu.itt != 0xFFFFFFFF:
@@ -303,6 +321,34 @@ class RawInitiator:
         return struct.pack(">BBH B3s 8s I I I I 16s", (IMMEDIATE if immediate else 0) | NOP_OUT, 0x80, 0, 0,
                            data_len.to_bytes(3, "big"), b"\0" * 8, itt, 0xFFFFFFFF,
                            self.cmd_sn if cmd_sn is None else cmd_sn, self.exp_stat_sn, b"\0" * 16)
+
+    def text_bhs(self, *, itt: int, data_len: int, ttt: int = 0xFFFFFFFF, final: bool = True, cont: bool = False,
+                 immediate: bool = False, cmd_sn: int | None = None) -> bytes:
+        """Text Request header (RFC 7143 11.10): F and C bits, ITT, TTT, CmdSN, ExpStatSN."""
+        flags = (0x80 if final else 0) | (0x40 if cont else 0)
+        return struct.pack(">BBH B3s 8s I I I I 16s", (IMMEDIATE if immediate else 0) | TEXT_REQ, flags, 0, 0,
+                           data_len.to_bytes(3, "big"), b"\0" * 8, itt, ttt,
+                           self.cmd_sn if cmd_sn is None else cmd_sn, self.exp_stat_sn, b"\0" * 16)
+
+    def text(self, payload: bytes) -> tuple[Pdu, list[tuple[str, str]]]:
+        """One whole Text Request exchange: send ``payload`` (already key=value\\0 encoded) in one
+        final PDU, fetch a continued answer piece by piece (RFC 7143 11.11.2), and return the last
+        PDU (a final Text Response, or whatever else ended the exchange) with every answered pair."""
+        itt = self.next_itt()
+        self.send_pdu(self.text_bhs(itt=itt, data_len=len(payload)), payload)
+        self.cmd_sn += 1
+        answer = bytearray()
+        while True:
+            pdu = self.recv_pdu()
+            if pdu.opcode == NOP_IN and pdu.itt == 0xFFFFFFFF:
+                continue
+            if pdu.opcode != TEXT_RSP or pdu.itt != itt:
+                return pdu, decode_text_pairs(bytes(answer))
+            answer += pdu.data
+            if pdu.flags & 0x80:
+                return pdu, decode_text_pairs(bytes(answer))
+            self.send_pdu(self.text_bhs(itt=itt, data_len=0, ttt=pdu.u32(20)))
+            self.cmd_sn += 1
 
     def ping(self, payload: bytes = b"") -> Pdu:
         """NOP-Out ping; returns the NOP-In answer (skipping target-initiated NOP-Ins)."""

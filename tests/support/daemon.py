@@ -22,6 +22,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 DEFAULT_IQN = "iqn.2026-11.org.odxtarget:test"
+MAIN_PORTAL = "main"     # the portal name of DaemonProcess.port
 MIB = 1024 * 1024
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -69,8 +70,28 @@ class AclSpec:
 
 
 @dataclass(slots=True)
+class TargetSpec:
+    """One more target of the same daemon.
+
+    ``portals`` names the portals it listens on: ``MAIN_PORTAL`` is the daemon's own port
+    (``DaemonProcess.port``); every other name gets a free loopback port of its own, shared by
+    all targets that use the same name (``DaemonProcess.ports``). LUN storage names must be
+    unique across the daemon (set ``LunSpec.name``).
+    """
+
+    iqn: str
+    luns: list[LunSpec] = field(default_factory=list)
+    portals: list[str] = field(default_factory=lambda: [MAIN_PORTAL])
+    tpgt: int = 1
+    chap: ChapSpec | None = None
+    acls: list[AclSpec] = field(default_factory=list)
+    demo_mode: bool | None = None    # None: True unless ACLs are given
+
+
+@dataclass(slots=True)
 class DaemonSpec:
-    """What the test wants the daemon to serve; one target, one portal."""
+    """What the test wants the daemon to serve: one target on one portal, unless
+    ``portals`` / ``extra_targets`` ask for more."""
 
     luns: list[LunSpec] = field(default_factory=lambda: [LunSpec()])
     iqn: str = DEFAULT_IQN
@@ -79,6 +100,17 @@ class DaemonSpec:
     demo_mode: bool | None = None    # None: True unless ACLs are given
     log_level: str = "info"
     extra_config: dict[str, Any] = field(default_factory=dict)  # merged into the top level
+    portals: list[str] = field(default_factory=lambda: [MAIN_PORTAL])   # of the main target
+    extra_targets: list[TargetSpec] = field(default_factory=list)
+    #: The configuration's top-level "iscsi" section (IscsiLimits fields); None leaves it out.
+    iscsi: dict[str, Any] | None = None
+
+    def portal_names(self) -> list[str]:
+        """Every portal name some target listens on, in order of first use."""
+        names: list[str] = []
+        for portals in [self.portals, *(target.portals for target in self.extra_targets)]:
+            names.extend(name for name in portals if name not in names)
+        return names
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -100,10 +132,31 @@ class DaemonStartError(RuntimeError):
     pass
 
 
-def build_config(spec: DaemonSpec, directory: Path, port: int) -> dict[str, Any]:
-    """The JSON configuration for ``spec``; storage files live in ``directory``."""
+def _target_config(iqn: str, tpgt: int, luns: list[LunSpec], portal_ports: list[int], chap: ChapSpec | None,
+                   acls: list[AclSpec], demo_mode: bool | None) -> dict[str, Any]:
+    return {
+        "iqn": iqn,
+        "tpgt": tpgt,
+        "portals": [{"ip": LOOPBACK, "port": port} for port in portal_ports],
+        "luns": [{"lun": lun.lun, "storage_object": lun.storage_name} for lun in luns],
+        "demo_mode": demo_mode if demo_mode is not None else not acls,
+        "chap": chap.as_config() if chap else None,
+        "acls": [
+            {"initiator": acl.initiator, "chap": acl.chap.as_config() if acl.chap else None}
+            for acl in acls
+        ],
+    }
+
+
+def build_config(spec: DaemonSpec, directory: Path, port: int,
+                 ports: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON configuration for ``spec``; storage files live in ``directory``.
+
+    ``ports`` maps portal names to port numbers; the main portal is always ``port``.
+    """
+    ports = {**(ports or {}), MAIN_PORTAL: port}
     storage_objects = []
-    for lun in spec.luns:
+    for lun in [*spec.luns, *(lun for target in spec.extra_targets for lun in target.luns)]:
         image = directory / f"{lun.storage_name}.img"
         storage_objects.append({
             "name": lun.storage_name,
@@ -114,27 +167,21 @@ def build_config(spec: DaemonSpec, directory: Path, port: int) -> dict[str, Any]
             **({"removable": True} if lun.removable else {}),
             "extents": [{"path": str(image), "offset": 0, "length": None}],
         })
-    demo_mode = spec.demo_mode if spec.demo_mode is not None else not spec.acls
-    target = {
-        "iqn": spec.iqn,
-        "tpgt": 1,
-        "portals": [{"ip": LOOPBACK, "port": port}],
-        "luns": [{"lun": lun.lun, "storage_object": lun.storage_name} for lun in spec.luns],
-        "demo_mode": demo_mode,
-        "chap": spec.chap.as_config() if spec.chap else None,
-        "acls": [
-            {"initiator": acl.initiator, "chap": acl.chap.as_config() if acl.chap else None}
-            for acl in spec.acls
-        ],
-    }
+    targets = [_target_config(spec.iqn, 1, spec.luns, [ports[name] for name in spec.portals], spec.chap,
+                              spec.acls, spec.demo_mode)]
+    targets += [_target_config(target.iqn, target.tpgt, target.luns, [ports[name] for name in target.portals],
+                               target.chap, target.acls, target.demo_mode)
+                for target in spec.extra_targets]
     config: dict[str, Any] = {
         "schema_version": 1,
         "frontend": "native",
         "state_dir": str(directory / "state"),
         "log_level": spec.log_level,
         "storage_objects": storage_objects,
-        "targets": [target],
+        "targets": targets,
     }
+    if spec.iscsi is not None:
+        config["iscsi"] = dict(spec.iscsi)
     config.update(spec.extra_config)
     return config
 
@@ -148,9 +195,12 @@ class DaemonProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host = LOOPBACK
         self.port = port if port is not None else free_port()
+        #: Port of every portal name of the spec; ``MAIN_PORTAL`` is always ``self.port``.
+        self.ports = {MAIN_PORTAL: self.port}
+        self.ports.update({name: free_port() for name in spec.portal_names() if name != MAIN_PORTAL})
         self.config_path = directory / "odxtarget.json"
         self.log_path = directory / "odxtarget.log"
-        self.config = build_config(spec, directory, self.port)
+        self.config = build_config(spec, directory, self.port, self.ports)
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
         for storage in self.config["storage_objects"]:
             image = Path(storage["extents"][0]["path"])
@@ -217,7 +267,7 @@ class DaemonProcess:
                     f"odxtarget exited with status {self.process.returncode} before listening on "
                     f"{self.host}:{self.port}\n--- log ---\n{self.log_text()}"
                 )
-            if port_accepts(self.host, self.port):
+            if all(port_accepts(self.host, self.ports[name]) for name in self.spec.portal_names()):
                 return
             time.sleep(0.05)
         self.kill()

@@ -7,12 +7,14 @@ import socket
 
 from odxtarget.config import parse_config
 from tests.support.daemon import (
+    MAIN_PORTAL,
     MIB,
     AclSpec,
     ChapSpec,
     DaemonProcess,
     DaemonSpec,
     LunSpec,
+    TargetSpec,
     free_port,
     port_accepts,
 )
@@ -58,3 +60,29 @@ def test_free_port_is_bindable_and_port_accepts_sees_listeners():
         listener.bind(("127.0.0.1", port))
         listener.listen()
         assert port_accepts("127.0.0.1", port)
+
+
+def test_extra_targets_portals_and_the_iscsi_section_reach_the_config(tmp_path):
+    spec = DaemonSpec(
+        extra_targets=[
+            TargetSpec("iqn.2026-11.org.example:second", luns=[LunSpec(lun=0, size=4 * MIB, name="second0")],
+                       portals=["other"], tpgt=2),
+            TargetSpec("iqn.2026-11.org.example:shared", luns=[LunSpec(lun=0, size=4 * MIB, name="shared0")],
+                       portals=[MAIN_PORTAL, "other"], acls=[AclSpec("iqn.2026-11.org.example:one")]),
+        ],
+        iscsi={"login_timeout": 3.0, "max_sessions_per_address": 4},
+    )
+    daemon = DaemonProcess(spec, tmp_path, port=free_port())
+    config = parse_config(json.loads(daemon.config_path.read_text()), str(daemon.config_path))
+    assert set(daemon.ports) == {MAIN_PORTAL, "other"} and daemon.ports[MAIN_PORTAL] == daemon.port
+    assert daemon.ports["other"] != daemon.port
+    by_iqn = {target.iqn: target for target in config.targets}
+    assert [p.port for p in by_iqn[daemon.iqn].portals] == [daemon.port]
+    assert [p.port for p in by_iqn["iqn.2026-11.org.example:second"].portals] == [daemon.ports["other"]]
+    assert by_iqn["iqn.2026-11.org.example:second"].tpgt == 2
+    assert [p.port for p in by_iqn["iqn.2026-11.org.example:shared"].portals] == [daemon.port, daemon.ports["other"]]
+    assert by_iqn["iqn.2026-11.org.example:shared"].demo_mode is False
+    assert {so.name for so in config.storage_objects} == {"disk0", "second0", "shared0"}
+    assert (tmp_path / "second0.img").stat().st_size == 4 * MIB
+    assert config.iscsi.login_timeout == 3.0 and config.iscsi.max_sessions_per_address == 4
+    assert "iscsi" not in json.loads(DaemonProcess(DaemonSpec(), tmp_path / "plain").config_path.read_text())

@@ -249,6 +249,10 @@ class IscsiServer:
         self._protocols: set[_ConnectionProtocol] = set()
         self._ticker: asyncio.Task | None = None
         self._refused: dict[str, tuple[int, str]] = {}     # address -> (connections refused, why)
+        # The listen queue holds connections not yet accepted; the kernel caps it (somaxconn).
+        # A burst of connects beyond it costs each a SYN retransmission, so it matches the
+        # connections the daemon would take.
+        self._backlog = min(self.registry.limits.max_connections, socket.SOMAXCONN)
 
     def note_refused(self, address: str, why: str) -> None:
         """A connection was closed at accept; logged once per address and tick with a count,
@@ -277,7 +281,7 @@ class IscsiServer:
         try:
             for (ip, port), tpgt in self._portals().items():
                 server = await loop.create_server(lambda tpgt=tpgt: _ConnectionProtocol(self, tpgt), host=ip,
-                                                  port=port, reuse_address=True)
+                                                  port=port, reuse_address=True, backlog=self._backlog)
                 self._servers.append(server)
                 if port == 0 and server.sockets:
                     bound[(ip, port)] = server.sockets[0].getsockname()[1]
@@ -303,7 +307,7 @@ class IscsiServer:
         """Start listening on one more portal. Raises OSError when it cannot be bound."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _ConnectionProtocol(self, tpgt), host=ip, port=port,
-                                          reuse_address=True)
+                                          reuse_address=True, backlog=self._backlog)
         self._servers.append(server)
         log.info("iSCSI portal listening on %s:%d (added live)", ip, port)
 
