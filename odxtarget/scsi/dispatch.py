@@ -22,15 +22,22 @@ Theory of operation
 Handlers raise ``ScsiError``; here it becomes status and sense in the format the control
 mode page's D_SENSE bit selects. ``NoDataOut`` ends the command GOOD. Anything else is a bug:
 logged, and answered HARDWARE ERROR / INTERNAL TARGET FAILURE. ``execute`` never raises.
+
+A handler that waits for storage is a generator (``execution.Steps``); ``execute`` then returns
+a ``Pending`` that the front end drives, and the same mapping applies to whatever the
+generator raises later. A command that the task set cannot admit yet (SAM-5 8.6 task
+attributes) is returned queued, and runs steps 1 to 8 only when it starts.
 """
 
 from __future__ import annotations
 
 import logging
+from types import GeneratorType
 from typing import TYPE_CHECKING
 
 from odxtarget.scsi.command_table import CommandFlags
 from odxtarget.scsi.dataout import NoDataOut
+from odxtarget.scsi.execution import Pending
 from odxtarget.scsi.errors import (InternalTargetFailure, MediumNotPresent, ReservationConflict, ScsiError,
                                    SoftwareWriteProtected, UnitAttention, WriteProtected)
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
@@ -48,7 +55,18 @@ _WORKS_WITHOUT_MEDIUM = int(CommandFlags.WORKS_WITHOUT_MEDIUM)
 _PR_ALLOWED = int(CommandFlags.PR_ALLOWED)
 
 
-def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
+def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult | Pending:
+    """Run one command: its ScsiResult, or a ``Pending`` when it waits for storage or for
+    older tasks (``execution``). Never raises."""
+    if not lu.task_set.may_start(command.task_attribute):
+        pending = Pending(lu, command, lambda queued: _run(lu, command, target, queued))
+        lu.task_set.enqueue(pending)
+        return pending
+    return _run(lu, command, target, None)
+
+
+def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | None) -> ScsiResult | Pending:
+    """The gates and the handler; ``pending`` is the queued command being started, if any."""
     spec = None
     try:
         cdb = command.cdb
@@ -75,19 +93,39 @@ def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult:
             spec.check_reserved_bits(cdb)
         if flags & _WRITES and lu.write_protected:
             raise WriteProtected() if lu.read_only else SoftwareWriteProtected()
-        return spec.handler(lu, command, target)
-    except ScsiError as exc:
+        outcome = spec.handler(lu, command, target)
+    except BaseException as exc:  # noqa: BLE001 - mapped to status and sense, never raised
+        outcome = _error_outcome(lu, spec, command, exc)
+    if type(outcome) is GeneratorType:
+        fresh = pending is None
+        if fresh:
+            pending = Pending.running(lu, command)
+        pending.run_steps(outcome, lambda exc: _error_outcome(lu, spec, command, exc))
+        if fresh and pending.result is not None:
+            return pending.result           # it needed no storage work after all
+        return pending
+    if pending is not None:
+        pending.finish(outcome)
+        return pending
+    return outcome
+
+
+def _error_outcome(lu: "LogicalUnit", spec, command: ScsiCommand, exc: BaseException) -> ScsiResult:
+    """What a handler's exception means for the initiator."""
+    if isinstance(exc, ScsiError):
         result = error_result(exc, lu.mode.d_sense)
         if spec is not None and spec.data_out_length is not None:
             # A refused write still owes the initiator a residual against what the CDB asked
             # for (libiscsi iSCSIResiduals: short data-out -> CHECK CONDITION + overflow).
             result.transfer_length = _required_data_out(spec, command.cdb, lu.block_size)
         return result
-    except NoDataOut as no_data:
-        return ScsiResult(Status.GOOD, b"", b"", no_data.transfer_length)
-    except Exception:  # noqa: BLE001 - the h11 rule: a bug must not take the target down
-        log.exception("%s: internal error running CDB %s", lu.name, bytes(command.cdb[:16]).hex())
-        return error_result(InternalTargetFailure(), lu.mode.d_sense)
+    if isinstance(exc, NoDataOut):
+        return ScsiResult(Status.GOOD, b"", b"", exc.transfer_length)
+    if not isinstance(exc, Exception):
+        raise exc                         # KeyboardInterrupt, SystemExit: not ours to map
+    # The h11 rule: a bug must not take the target down.
+    log.error("%s: internal error running CDB %s", lu.name, bytes(command.cdb[:16]).hex(), exc_info=exc)
+    return error_result(InternalTargetFailure(), lu.mode.d_sense)
 
 
 def reservation_conflict(lu: "LogicalUnit", nexus: ItNexus, flag_bits: int) -> bool:

@@ -37,16 +37,18 @@ import errno
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from odxtarget import __version__
 from odxtarget.scsi.command_table import CommandTable
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.errors import MediumError, ScsiError, SpaceAllocationFailed
+from odxtarget.scsi.execution import Pending, StorageCall, StorageWork, TaskSet
 from odxtarget.scsi.mode_pages import ModeLimits, ModeState
 from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult
-from odxtarget.storage.backend import Backend, WriteBackError
+from odxtarget.storage.backend import Backend, CompareReadError, WriteBackError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ MAX_COMPARE_AND_WRITE_BLOCKS = 255
 MAX_UNMAP_BLOCKS = 1 << 20
 MAX_UNMAP_DESCRIPTORS = 1024
 MAX_WRITE_SAME_BYTES = 32 * 1024 * 1024
+#: The most one piece of storage work deallocates (UNMAP, WRITE SAME with UNMAP): punching a
+#: hole of this size takes milliseconds, so no worker is held long by one huge UNMAP.
+DEALLOCATE_STEP_BYTES = 256 * 1024 * 1024
 #: WRITE SAME(16) of 65536 blocks makes libiscsi's WriteSame16.Unmap READ 64 Ki blocks back,
 #: beyond MAXIMUM TRANSFER LENGTH; staying below makes it expect a refusal instead.
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
@@ -171,6 +176,13 @@ class LogicalUnit:
         #: Callables ``(lu, event, nexus)`` told of "reset" and "nexus_lost" (loss or logout),
         #: so layers above the core (the copy manager) can drop per-nexus state with it.
         self.event_listeners: list = []
+        #: Callables ``(lu, offset, length)`` told before any command changes those bytes of
+        #: the medium (writes, WRITE SAME, UNMAP, COMPARE AND WRITE), so the copy manager can
+        #: cancel the live ROD tokens over them (SPC-4 5.16.6.3). Copies that write through the
+        #: copy manager's own path call ``announce_change`` likewise.
+        self.change_listeners: list[Callable[["LogicalUnit", int, int], None]] = []
+        #: The commands that wait for storage, ordered by their task attributes (SAM-5 8.6).
+        self.task_set = TaskSet()
         self.default_mode = ModeState(write_cache=config.write_cache)
         self.mode = self.default_mode.copy()
         #: A write cache the configuration turned off stays off (SPC-4 6.9, docs/configuration.md).
@@ -193,7 +205,7 @@ class LogicalUnit:
 
     # -- commands -------------------------------------------------------------------------
 
-    def execute(self, command: ScsiCommand, target=None) -> ScsiResult:
+    def execute(self, command: ScsiCommand, target=None) -> ScsiResult | Pending:
         """Run one command; never raises (see ``dispatch.execute``)."""
         from odxtarget.scsi.dispatch import execute
 
@@ -344,14 +356,29 @@ class LogicalUnit:
 
     # -- storage access and its errors (docs/errors.md) -----------------------------------------
 
-    def read_blocks_into(self, lba: int, buf: memoryview) -> None:
-        """Fill ``buf`` from ``lba`` on; a storage error becomes the command's sense."""
+    # Each method that may wait for a disk is a generator of ``StorageWork`` that the handler
+    # runs with ``yield from`` (execution.py): the core never waits, the front end's workers do.
+
+    def read_blocks_now(self, lba: int, buf: memoryview) -> bool:
+        """Fill ``buf`` from ``lba`` on if that needs no disk access (the data is cached);
+        False when it would have to wait. The READ hot path (docs/execution.md)."""
         try:
-            self.backend.read_into(lba * self.block_size, buf)
+            return self.backend.try_read_into(lba * self.block_size, buf)
         except OSError as exc:
             raise self.read_error(lba, exc) from exc
 
-    def write_blocks(self, lba: int, data: memoryview | bytes, *, fua: bool) -> None:
+    def read_blocks(self, lba: int, buf: memoryview) -> Generator[StorageWork, object, None]:
+        """Fill ``buf`` from ``lba`` on; a storage error becomes the command's sense."""
+        backend = self.backend
+        offset = lba * self.block_size
+        try:
+            if not backend.try_read_into(offset, buf):
+                yield StorageCall(backend.lane, backend.read_into, (offset, buf))
+        except OSError as exc:
+            raise self.read_error(lba, exc) from exc
+
+    def write_blocks(self, lba: int, data: memoryview | bytes, *,
+                     fua: bool) -> Generator[StorageWork, object, None]:
         """Write whole blocks at ``lba``. ``fua`` (the FUA bit, SBC-4 5.40) or the write cache
         being off asks for them to be durable before GOOD, which a LU whose write-back failed
         refuses."""
@@ -359,29 +386,71 @@ class LogicalUnit:
         failure = self.write_back_failure
         if durable and failure is not None:
             raise self._write_back_refusal(lba, failure)
+        backend = self.backend
+        offset = lba * self.block_size
+        self.announce_change(offset, len(data))
         try:
-            self.backend.write(lba * self.block_size, data, fua=durable)
+            yield StorageCall(backend.lane, backend.write, (offset, data, durable))
         except OSError as exc:
             raise self.write_error(lba, exc) from exc
 
-    def deallocate_blocks(self, lba: int, blocks: int) -> None:
-        """Unmap ``blocks`` blocks from ``lba`` on (UNMAP, WRITE SAME with UNMAP)."""
+    def compare_and_write_blocks(self, lba: int, expected: memoryview, data: memoryview, *,
+                                 fua: bool) -> Generator[StorageWork, object, int]:
+        """SBC-4 5.3: compare ``expected`` with the medium at ``lba`` and, if equal, write
+        ``data`` there -- atomically with respect to every other write of the backend.
+        Returns the offset of the first differing byte, or -1 when the write was done."""
+        durable = fua or not self.mode.write_cache
+        failure = self.write_back_failure
+        if durable and failure is not None:
+            raise self._write_back_refusal(lba, failure)
+        backend = self.backend
+        offset = lba * self.block_size
+        self.announce_change(offset, len(data))
         try:
-            self.backend.deallocate(lba * self.block_size, blocks * self.block_size)
+            difference = yield StorageCall(backend.lane, backend.compare_and_write, (offset, expected, data, durable))
+        except CompareReadError as exc:
+            raise self.read_error(lba, exc) from exc
         except OSError as exc:
             raise self.write_error(lba, exc) from exc
+        return difference
 
-    def synchronize_cache(self) -> None:
-        """Make every acknowledged write durable (SBC-4 5.24), or say that it cannot be."""
+    def deallocate_blocks(self, lba: int, blocks: int) -> Generator[StorageWork, object, None]:
+        """Unmap ``blocks`` blocks from ``lba`` on (UNMAP, WRITE SAME with UNMAP), in pieces of
+        at most ``DEALLOCATE_STEP_BYTES`` so no worker is held long by one command."""
+        backend = self.backend
+        block_size = self.block_size
+        self.announce_change(lba * block_size, blocks * block_size)
+        step = max(1, DEALLOCATE_STEP_BYTES // block_size)
+        done = 0
+        while done < blocks:
+            count = min(step, blocks - done)
+            try:
+                yield StorageCall(backend.lane, backend.deallocate, ((lba + done) * block_size, count * block_size))
+            except OSError as exc:
+                raise self.write_error(lba + done, exc) from exc
+            done += count
+
+    def synchronize_cache(self, lba: int = 0, blocks: int = 0) -> Generator[StorageWork, object, None]:
+        """Make the acknowledged writes of blocks ``lba`` .. ``lba + blocks`` (0: to the end)
+        durable (SBC-4 5.24), or say that it cannot be. Only the backing files holding that
+        range are flushed (``Backend.flush``)."""
         failure = self.write_back_failure
         if failure is not None:
             raise self._write_back_refusal(None, failure)
+        backend = self.backend
+        offset = lba * self.block_size
+        length = (blocks or self.block_count - lba) * self.block_size
         try:
-            self.backend.flush()
+            yield StorageCall(backend.lane, backend.flush, (offset, length))
         except WriteBackError as exc:
             raise self.write_error(None, exc) from exc
         except OSError as exc:  # a flush has no other kind of failure: earlier data may be lost
             raise self.write_error(None, WriteBackError(exc.errno, exc.strerror or str(exc), exc.filename)) from exc
+
+    def announce_change(self, offset: int, length: int) -> None:
+        """Bytes ``[offset, offset + length)`` of the medium are about to change."""
+        for listener in self.change_listeners:
+            listener(self, offset, length)
 
     def read_error(self, lba: int | None, exc: OSError) -> ScsiError:
         """MEDIUM ERROR, UNRECOVERED READ ERROR (03h/11h/00h) for a failed read at ``lba``."""

@@ -24,20 +24,37 @@ never-written descriptor, its *witness*, opened with the first: when a write or 
 fails, syncing the witness tells whether a writeback error was recorded (by this failure's sync
 half, or earlier) even if another call already consumed it on the main descriptor. Reopening
 the storage (a new backend) is the only way back.
+
+Concurrency (docs/execution.md): the front end's workers call one backend from several threads
+at once. Positional I/O needs no lock. Every call that uses the files holds a *lease*, and so
+does a copy step that uses them through ``extents_for`` (``lease``, the ``FileBacked`` copy
+capability): ``close`` never closes a
+file under a running call, it leaves that to the last lease to end, so a file descriptor is
+never closed, let alone reused, under running work; COMPARE AND WRITE must be atomic against every other
+write, so writes and deallocations register their byte range for as long as they run
+(``_RangeLock``), and ``compare_and_write`` holds its range alone while it reads, compares
+and writes. ``try_read_into`` serves a read from the page cache without ever waiting for the
+disk (``preadv`` with ``RWF_NOWAIT``), so cached reads need no worker at all.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
+import functools
+import logging
 import os
 import stat
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
-from odxtarget.storage.backend import AllocationRun
+from odxtarget.storage.backend import AllocationRun, CompareReadError, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
+
+log = logging.getLogger(__name__)
 
 # linux/falloc.h
 
@@ -48,13 +65,16 @@ ZERO_CHUNK = 1 << 20
 _ZEROS = bytes(ZERO_CHUNK)
 
 
-class FileRange(NamedTuple):
-    """Where a LUN byte range lives: a file (by open fd and path) and a byte range in it."""
-
-    fd: int
-    path: str
-    file_offset: int
-    length: int
+def _leased(method):
+    """Run a backend method under a lease (see ``FileExtentBackend.lease``)."""
+    @functools.wraps(method)
+    def leased(self, *args, **kwargs):
+        self._acquire()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._release()
+    return leased
 
 
 class _Extent(NamedTuple):
@@ -99,6 +119,11 @@ class FileExtentBackend:
     def __init__(self, extents: Sequence[ExtentSpec], size: int, *, read_only: bool = False):
         lengths = resolve_extent_lengths(extents, size)
         self._size = size
+        self._ranges = _RangeLock()
+        self._nowait = _NOWAIT_READS
+        self._lease_lock = threading.Lock()
+        self._leases = 0
+        self._closing = False
         self._read_only = read_only
         self._fds: dict[str, int] = {}
         #: main fd -> its witness fd (see the module docstring); none when read-only.
@@ -123,6 +148,8 @@ class FileExtentBackend:
         self._starts = [extent.lun_offset for extent in table]
         # The common case (one file) skips the extent lookup on the hot path.
         self._single: _Extent | None = table[0] if len(table) == 1 else None
+        #: The device holding the first extent: work for one device shares its workers.
+        self._lane = ("device", os.fstat(table[0].fd).st_dev)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -167,10 +194,15 @@ class FileExtentBackend:
         return self._read_only
 
     @property
+    def lane(self) -> tuple:
+        return self._lane
+
+    @property
     def write_back_error(self) -> OSError | None:
         """The failed sync that ended this backend's durability promises, if one did."""
         return self._write_back_error
 
+    @_leased
     def read_into(self, offset: int, buf: memoryview) -> None:
         if not isinstance(buf, memoryview):
             buf = memoryview(buf)
@@ -185,12 +217,59 @@ class FileExtentBackend:
             _read_fully(extent, file_offset, buf[done:done + length])
             done += length
 
+    def try_read_into(self, offset: int, buf: memoryview) -> bool:
+        """``read_into`` if every byte is in the page cache; False (and ``buf`` undefined) when
+        the read would have to wait for the disk."""
+        if not self._nowait:
+            return False
+        if not isinstance(buf, memoryview):
+            buf = memoryview(buf)
+        if buf.itemsize != 1 or buf.ndim != 1:
+            buf = buf.cast("B")
+        single = self._single
+        if single is None or offset < 0 or offset + len(buf) > single.length:
+            return False
+        try:
+            return os.preadv(single.fd, [buf], single.file_offset + offset, os.RWF_NOWAIT) == len(buf)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._nowait = False           # this kernel or filesystem has no RWF_NOWAIT reads
+                return False
+            raise _with_path(error, single.path, "cannot read") from None
+
+    @_leased
     def write(self, offset: int, data: memoryview | bytes, fua: bool = False) -> None:
         if self._read_only:
             raise OSError(errno.EROFS, "write refused: the logical unit is read-only")
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.itemsize != 1 or view.ndim != 1:
             view = view.cast("B")
+        with self._ranges.shared(offset, len(view)):
+            self._write(offset, view, fua)
+
+    @_leased
+    def compare_and_write(self, offset: int, expected: memoryview, data: memoryview, fua: bool = False) -> int:
+        """SBC-4 5.3 COMPARE AND WRITE: if the bytes at ``offset`` equal ``expected``, write
+        ``data`` there; no other write of this backend touches the range meanwhile. Returns
+        the offset of the first differing byte, or -1 once written."""
+        if self._read_only:
+            raise OSError(errno.EROFS, "write refused: the logical unit is read-only")
+        length = max(len(expected), len(data))
+        with self._ranges.exclusive(offset, length):
+            current = bytearray(len(expected))
+            try:
+                self.read_into(offset, memoryview(current))
+            except OSError as error:
+                raise CompareReadError(error.errno, error.strerror, error.filename) from error
+            if current != expected:
+                return _first_difference(current, expected)
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            self._write(offset, view.cast("B") if view.itemsize != 1 else view, fua)
+        return -1
+
+    def _write(self, offset: int, view: memoryview, fua: bool) -> None:
         single = self._single
         if single is not None and offset >= 0 and offset + len(view) <= single.length:
             self._write_piece(single, single.file_offset + offset, view, fua)
@@ -200,12 +279,21 @@ class FileExtentBackend:
             self._write_piece(extent, file_offset, view[done:done + length], fua)
             done += length
 
-    def flush(self) -> None:
+    @_leased
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        """``fdatasync`` each file that stores bytes of ``[offset, offset + length)`` (None:
+        to the end of the LU); a durable sync of part of a file does not exist on Linux."""
+        self._flush(offset, length)
+
+    def _flush(self, offset: int = 0, length: int | None = None) -> None:
         if self._read_only:
             return
         self._refuse_after_write_back_failure()
+        if length is None:
+            length = self._size - offset
+        fds = {extent.path: extent.fd for extent, _, _ in self._pieces(offset, length)} if length else {}
         failure: OSError | None = None
-        for path, fd in self._fds.items():  # sync every file even if one fails
+        for path, fd in fds.items():  # sync every file even if one fails
             try:
                 os.fdatasync(fd)
             except OSError as error:
@@ -213,15 +301,18 @@ class FileExtentBackend:
         if failure is not None:
             raise failure
 
+    @_leased
     def deallocate(self, offset: int, length: int) -> None:
         if self._read_only:
             raise OSError(errno.EROFS, "deallocate refused: the logical unit is read-only")
-        for extent, file_offset, piece_length in self._pieces(offset, length):
-            try:
-                deallocate_file_range(extent.fd, file_offset, piece_length)
-            except OSError as error:
-                raise self._failure(error, extent, "cannot deallocate") from None
+        with self._ranges.shared(offset, length):
+            for extent, file_offset, piece_length in self._pieces(offset, length):
+                try:
+                    deallocate_file_range(extent.fd, file_offset, piece_length)
+                except OSError as error:
+                    raise self._failure(error, extent, "cannot deallocate") from None
 
+    @_leased
     def allocation_status(self, offset: int, length: int) -> list[AllocationRun]:
         runs: list[AllocationRun] = []
         for extent, file_offset, piece_length in self._pieces(offset, length):
@@ -239,29 +330,75 @@ class FileExtentBackend:
         return runs
 
     def close(self) -> None:
-        """Flush, then close every file; closing twice is harmless."""
+        """Flush, then close every file; closing twice is harmless. With calls still running
+        (leases held), the last of them closes the files when it ends, flushing first; a
+        failure of that late flush is logged, since nobody waits for it any more."""
+        with self._lease_lock:
+            if self._closing:
+                return
+            self._closing = True
+            busy = self._leases
+        if not busy:
+            self._release_files()
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep the files open while the caller uses them (``extents_for``'s descriptors).
+
+        Raises:
+            OSError: EBADF, the backend is closed.
+        """
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        with self._lease_lock:
+            if self._closing:
+                raise OSError(errno.EBADF, "the storage was closed (replaced by the administrator)")
+            self._leases += 1
+
+    def _release(self) -> None:
+        with self._lease_lock:
+            self._leases -= 1
+            last = self._closing and self._leases == 0
+        if last:
+            try:
+                self._release_files()
+            except OSError as error:
+                log.error("closing replaced storage %s: %s", ", ".join(self.paths), error)
+
+    def _release_files(self) -> None:
         if not self._fds:
             return
         try:
-            self.flush()
+            if self._extents:
+                self._flush()
         finally:
             self._close_fds()
             self._extents = ()
             self._starts = []
             self._single = None
 
-    # -- for the copy manager -----------------------------------------------------------------
+    # -- the copy capability (``storage.backend.FileBacked``) ------------------------------------
 
     def extents_for(self, offset: int, length: int) -> list[FileRange]:
         """The file ranges that store LUN bytes ``[offset, offset+length)``, in LUN order.
 
-        The copy manager uses them for ``copy_file_range``/reflink between LUNs. The fds stay
-        owned by this backend: do not close them.
+        Copies use them for reflink and ``copy_file_range`` between LUNs, under a ``lease``.
+        The fds stay owned by this backend: do not close them.
         """
         return [
             FileRange(extent.fd, extent.path, file_offset, piece_length)
             for extent, file_offset, piece_length in self._pieces(offset, length)
         ]
+
+    def writing(self, offset: int, length: int):
+        """Hold ``[offset, offset+length)`` as a write does while a copy writes it through the
+        descriptors of ``extents_for``: COMPARE AND WRITE waits for it (SBC-4 5.3)."""
+        return self._ranges.shared(offset, length)
 
     @property
     def paths(self) -> list[str]:
@@ -346,6 +483,67 @@ class FileExtentBackend:
                 os.close(fd)
             except OSError:
                 pass
+
+
+#: ``preadv(RWF_NOWAIT)`` exists (Linux 4.14); without it every read goes to a worker.
+_NOWAIT_READS = hasattr(os, "RWF_NOWAIT")
+
+
+class _RangeLock:
+    """Byte ranges in use: many writers may share overlapping ranges (SAM-5 leaves the order
+    of overlapping SIMPLE writes to the initiator); an exclusive holder (COMPARE AND WRITE)
+    waits for every overlapping writer and keeps new ones out."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._shared: list[tuple[int, int]] = []
+        self._exclusive: list[tuple[int, int]] = []
+
+    @contextmanager
+    def shared(self, offset: int, length: int) -> Iterator[None]:
+        span = (offset, offset + length)
+        with self._condition:
+            while self._exclusive and _overlaps(span, self._exclusive):
+                self._condition.wait()
+            self._shared.append(span)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._shared.remove(span)
+                if self._exclusive:
+                    self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self, offset: int, length: int) -> Iterator[None]:
+        span = (offset, offset + length)
+        with self._condition:
+            while _overlaps(span, self._exclusive) or _overlaps(span, self._shared):
+                self._condition.wait()
+            self._exclusive.append(span)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive.remove(span)
+                self._condition.notify_all()
+
+
+def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    start, end = span
+    return any(other_start < end and start < other_end for other_start, other_end in spans)
+
+
+def _first_difference(left: bytearray, right, chunk: int = 4096) -> int:
+    """Offset of the first differing byte (called only when they differ): whole chunks are
+    compared first, so only one chunk is walked byte by byte."""
+    left_view, right_view = memoryview(left), memoryview(right).cast("B")
+    for start in range(0, len(left_view), chunk):
+        if left_view[start:start + chunk] != right_view[start:start + chunk]:
+            for index in range(start, min(start + chunk, len(left_view))):
+                if left_view[index] != right_view[index]:
+                    return index
+    return -1  # pragma: no cover - unreachable when they differ
 
 
 def resolve_extent_lengths(extents: Sequence[ExtentSpec], size: int) -> list[int]:

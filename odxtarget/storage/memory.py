@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from odxtarget.storage.backend import AllocationRun
+from odxtarget.storage.backend import AllocationRun, CompareReadError
 
 
 class MemoryBackend:
@@ -19,8 +19,30 @@ class MemoryBackend:
     def size(self) -> int:
         return len(self._data)
 
+    @property
+    def lane(self) -> tuple:
+        return ("memory", id(self))
+
     def read_into(self, offset: int, buf: memoryview) -> None:
         buf[:] = memoryview(self._data)[offset:offset + len(buf)]
+
+    def try_read_into(self, offset: int, buf: memoryview) -> bool:
+        """Memory never waits for a disk."""
+        self.read_into(offset, buf)
+        return True
+
+    def compare_and_write(self, offset: int, expected, data, fua: bool = False) -> int:
+        """Atomic because nothing else runs between the compare and the write here."""
+        current = bytearray(len(expected))
+        try:
+            self.read_into(offset, memoryview(current))
+        except OSError as error:
+            raise CompareReadError(error.errno, error.strerror, error.filename) from error
+        expected = bytes(expected)
+        if current != expected:
+            return next(index for index, (a, b) in enumerate(zip(current, expected)) if a != b)
+        self.write(offset, data, fua)
+        return -1
 
     def write(self, offset: int, data, fua: bool = False) -> None:
         self._data[offset:offset + len(data)] = data
@@ -29,7 +51,7 @@ class MemoryBackend:
         if fua:
             self.fua_writes += 1
 
-    def flush(self) -> None:
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
         self.flushes += 1
 
     def deallocate(self, offset: int, length: int) -> None:

@@ -19,6 +19,7 @@ from odxtarget.scsi.cdb import LBA32_LEN16, LBA64, LBA64_LEN32, U16, U32
 from odxtarget.scsi.constants import ProvisioningStatus
 from odxtarget.scsi.errors import (InvalidFieldInCdb, InvalidFieldInParameterList, LbaOutOfRange,
                                    ParameterListLengthError)
+from odxtarget.scsi.execution import StorageCall, Steps
 from odxtarget.scsi.types import ScsiResult, Status
 
 GOOD = Status.GOOD
@@ -69,7 +70,7 @@ def read_capacity_16(lu, command, target) -> ScsiResult:
 
 # -- WRITE SAME -------------------------------------------------------------------------------
 
-def _write_same(lu, command, lba: int, blocks: int, length_byte: int, ndob: bool) -> ScsiResult:
+def _write_same(lu, command, lba: int, blocks: int, length_byte: int, ndob: bool) -> ScsiResult | Steps:
     """SBC-4 5.x. WSNZ=0 (Block Limits): 0 blocks means "to the end of the medium", which must
     still fit MAXIMUM WRITE SAME LENGTH; ANCHOR is refused by the usage mask (ANC_SUP=0)."""
     cdb = command.cdb
@@ -89,15 +90,27 @@ def _write_same(lu, command, lba: int, blocks: int, length_byte: int, ndob: bool
     if not blocks:
         return ScsiResult(GOOD, b"", b"", transfer_length)
     if cdb[1] & UNMAP_BIT:  # unmap whatever the pattern (as LIO; libiscsi WriteSame*.UnmapUntilEnd sends FFh)
-        lu.deallocate_blocks(lba, blocks)
-        return ScsiResult(GOOD, b"", b"", transfer_length)
+        return _deallocated(lu, [(lba, blocks)], transfer_length)
+    return _pattern_written(lu, lba, blocks, pattern, transfer_length)
+
+
+def _pattern_written(lu, lba: int, blocks: int, pattern: bytes, transfer_length: int) -> Steps:
+    """One piece of storage work per chunk of 1 MiB, so a long WRITE SAME holds no worker long."""
+    block_size = lu.block_size
     chunk_blocks = max(1, min(blocks, _WRITE_SAME_CHUNK_BYTES // block_size))
     chunk = pattern * chunk_blocks
     done = 0
     while done < blocks:  # a failure reports the first LBA of the chunk that failed
         count = min(chunk_blocks, blocks - done)
-        lu.write_blocks(lba + done, chunk if count == chunk_blocks else chunk[:count * block_size], fua=False)
+        yield from lu.write_blocks(lba + done, chunk if count == chunk_blocks else chunk[:count * block_size],
+                                   fua=False)
         done += count
+    return ScsiResult(GOOD, b"", b"", transfer_length)
+
+
+def _deallocated(lu, extents: list[tuple[int, int]], transfer_length: int) -> Steps:
+    for lba, blocks in extents:
+        yield from lu.deallocate_blocks(lba, blocks)
     return ScsiResult(GOOD, b"", b"", transfer_length)
 
 
@@ -114,7 +127,7 @@ def write_same_16(lu, command, target) -> ScsiResult:
 
 # -- UNMAP ------------------------------------------------------------------------------------
 
-def unmap(lu, command, target) -> ScsiResult:
+def unmap(lu, command, target) -> ScsiResult | Steps:
     """SBC-4 5.30: validate every descriptor first, then deallocate (all or nothing)."""
     parameter_list_length = U16.unpack_from(command.cdb, 7)[0]
     if not parameter_list_length:
@@ -139,9 +152,7 @@ def unmap(lu, command, target) -> ScsiResult:
             raise InvalidFieldInParameterList(offset + 8, None, f"{blocks} blocks exceed MAXIMUM UNMAP LBA COUNT")
         if blocks:
             extents.append((lba, blocks))
-    for lba, blocks in extents:
-        lu.deallocate_blocks(lba, blocks)
-    return ScsiResult(GOOD, b"", b"", parameter_list_length)
+    return _deallocated(lu, extents, parameter_list_length)
 
 
 def unmap_data_out_length(cdb: bytes, block_size: int) -> int:
@@ -173,7 +184,7 @@ def block_runs(runs, block_size: int) -> list[list]:
     return out
 
 
-def get_lba_status(lu, command, target) -> ScsiResult:
+def get_lba_status(lu, command, target) -> Steps:
     cdb = command.cdb
     (lba,) = LBA64.unpack_from(cdb)
     allocation_length = U32.unpack_from(cdb, 10)[0]
@@ -181,8 +192,9 @@ def get_lba_status(lu, command, target) -> ScsiResult:
         raise LbaOutOfRange(lba)
     block_size = lu.block_size
     window = min((lu.block_count - lba) * block_size, GET_LBA_STATUS_WINDOW_BYTES)
-    try:
-        runs = lu.backend.allocation_status(lba * block_size, window)
+    backend = lu.backend
+    try:   # SEEK_DATA / SEEK_HOLE may read the file's extent tree from disk
+        runs = yield StorageCall(backend.lane, backend.allocation_status, (lba * block_size, window))
     except OSError as exc:
         raise lu.read_error(lba, exc) from exc
     descriptors = block_runs(runs, block_size)[:GET_LBA_STATUS_MAX_DESCRIPTORS]

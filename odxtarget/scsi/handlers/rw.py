@@ -2,10 +2,12 @@
 SYNCHRONIZE CACHE (SBC-4 5.x).
 
 READ and WRITE are the hot path (tens of thousands per second): one struct unpack, one range
-check, one bytearray filled in place by ``backend.read_into``; no logging, no copies of the
-data-out buffer. Storage goes through the LU's ``read_blocks_into`` / ``write_blocks`` /
-``synchronize_cache``, which own the error mapping and the write-back failed state
-(docs/errors.md).
+check, one bytearray filled in place; no logging, no copies of the data-out buffer. A READ
+whose data is cached completes at once (``LogicalUnit.read_blocks_now``); any other storage
+access is a generator of storage work that the front end runs off its thread
+(``execution.py``, docs/execution.md). Storage goes through the LU's ``read_blocks`` /
+``write_blocks`` / ``compare_and_write_blocks`` / ``synchronize_cache``, which own the error
+mapping and the write-back failed state (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from odxtarget.scsi import dataout
 from odxtarget.scsi.cdb import (BYTCHK_MASK, BYTCHK_SHIFT, FUA, LBA32_LEN16, LBA32_LEN32, LBA64,
                                 LBA64_LEN32, lba_and_length_6)
 from odxtarget.scsi.errors import InvalidFieldInCdb, LbaOutOfRange, Miscompare
+from odxtarget.scsi.execution import Steps
 from odxtarget.scsi.types import ScsiResult, Status
 
 GOOD = Status.GOOD
@@ -22,7 +25,7 @@ _COMPARE_CHUNK = 4096
 
 # -- READ -------------------------------------------------------------------------------------
 
-def _read(lu, lba: int, blocks: int, length_byte: int) -> ScsiResult:
+def _read(lu, lba: int, blocks: int, length_byte: int) -> ScsiResult | Steps:
     if lba + blocks > lu.block_count:
         raise LbaOutOfRange(lba)
     if blocks > lu.max_transfer_blocks:
@@ -30,7 +33,13 @@ def _read(lu, lba: int, blocks: int, length_byte: int) -> ScsiResult:
     if not blocks:
         return ScsiResult()
     buf = bytearray(blocks * lu.block_size)
-    lu.read_blocks_into(lba, memoryview(buf))
+    if lu.read_blocks_now(lba, memoryview(buf)):
+        return ScsiResult(GOOD, buf, b"", len(buf))
+    return _read_from_disk(lu, lba, buf)
+
+
+def _read_from_disk(lu, lba: int, buf: bytearray) -> Steps:
+    yield from lu.read_blocks(lba, memoryview(buf))
     return ScsiResult(GOOD, buf, b"", len(buf))
 
 
@@ -56,7 +65,7 @@ def read_16(lu, command, target) -> ScsiResult:
 
 # -- WRITE ------------------------------------------------------------------------------------
 
-def _write(lu, command, lba: int, blocks: int, fua: int, length_byte: int) -> ScsiResult:
+def _write(lu, command, lba: int, blocks: int, fua: int, length_byte: int) -> ScsiResult | Steps:
     if lba + blocks > lu.block_count:
         raise LbaOutOfRange(lba)
     if blocks > lu.max_transfer_blocks:
@@ -68,8 +77,13 @@ def _write(lu, command, lba: int, blocks: int, fua: int, length_byte: int) -> Sc
         if not required:
             return ScsiResult()
         data, blocks = dataout.whole_blocks(command, required, block_size)
-    if blocks:
-        lu.write_blocks(lba, data, fua=bool(fua))
+    if not blocks:
+        return ScsiResult(GOOD, b"", b"", required)
+    return _written(lu, lba, data, bool(fua), required)
+
+
+def _written(lu, lba: int, data, fua: bool, required: int) -> Steps:
+    yield from lu.write_blocks(lba, data, fua=fua)
     return ScsiResult(GOOD, b"", b"", required)
 
 
@@ -113,9 +127,9 @@ def first_difference(left, right) -> int:
     return -1  # pragma: no cover - unreachable when the views differ
 
 
-def _read_blocks(lu, lba: int, blocks: int) -> bytearray:
+def _read_blocks(lu, lba: int, blocks: int) -> Steps:
     buf = bytearray(blocks * lu.block_size)
-    lu.read_blocks_into(lba, memoryview(buf))
+    yield from lu.read_blocks(lba, memoryview(buf))
     return buf
 
 
@@ -134,7 +148,7 @@ BYTCHK_RESERVED = 2
 BYTCHK_SINGLE_BLOCK = 3
 
 
-def _verify(lu, command, lba: int, blocks: int, length_byte: int) -> ScsiResult:
+def _verify(lu, command, lba: int, blocks: int, length_byte: int) -> ScsiResult | Steps:
     """SBC-4 5.x VERIFY: BYTCHK 00b medium check only, 01b compare all, 11b compare every block
     with one data-out block; a miscompare reports the data-out offset in INFORMATION."""
     bytchk = (command.cdb[1] >> BYTCHK_SHIFT) & BYTCHK_MASK
@@ -146,7 +160,12 @@ def _verify(lu, command, lba: int, blocks: int, length_byte: int) -> ScsiResult:
     block_size = lu.block_size
     required = blocks * block_size if bytchk == BYTCHK_COMPARE else block_size
     expected = dataout.take(command, required)
-    medium = _read_blocks(lu, lba, blocks)
+    return _compared(lu, lba, blocks, bytchk, expected, required)
+
+
+def _compared(lu, lba: int, blocks: int, bytchk: int, expected, required: int) -> Steps:
+    block_size = lu.block_size
+    medium = yield from _read_blocks(lu, lba, blocks)
     if bytchk == BYTCHK_COMPARE:
         offset = first_difference(medium, expected)
     else:
@@ -180,15 +199,23 @@ def verify_16(lu, command, target) -> ScsiResult:
 
 # -- WRITE AND VERIFY -------------------------------------------------------------------------
 
-def _write_and_verify(lu, command, lba: int, blocks: int, length_byte: int) -> ScsiResult:
+def _write_and_verify(lu, command, lba: int, blocks: int, length_byte: int) -> ScsiResult | Steps:
     """SBC-4 5.x: write, then (BYTCHK 01b) read back and compare; BYTCHK 1xb is not defined."""
     bytchk = (command.cdb[1] >> BYTCHK_SHIFT) & BYTCHK_MASK
     if bytchk > BYTCHK_COMPARE:
         raise InvalidFieldInCdb(1, 2, f"BYTCHK {bytchk:02b}b not supported for WRITE AND VERIFY")
-    result = _write(lu, command, lba, blocks, FUA, length_byte)
-    if bytchk == BYTCHK_COMPARE and blocks and len(command.data_out) >= blocks * lu.block_size:
+    write = _write(lu, command, lba, blocks, FUA, length_byte)
+    if isinstance(write, ScsiResult):
+        return write
+    return _written_and_verified(lu, command, lba, blocks, bytchk, write)
+
+
+def _written_and_verified(lu, command, lba: int, blocks: int, bytchk: int, write: Steps) -> Steps:
+    result = yield from write
+    if bytchk == BYTCHK_COMPARE and len(command.data_out) >= blocks * lu.block_size:
         written = memoryview(command.data_out)[:blocks * lu.block_size]
-        offset = first_difference(_read_blocks(lu, lba, blocks), written)
+        medium = yield from _read_blocks(lu, lba, blocks)
+        offset = first_difference(medium, written)
         if offset >= 0:
             raise Miscompare(offset)
     return result
@@ -211,7 +238,7 @@ def write_and_verify_16(lu, command, target) -> ScsiResult:
 
 # -- ORWRITE ----------------------------------------------------------------------------------
 
-def orwrite_16(lu, command, target) -> ScsiResult:
+def orwrite_16(lu, command, target) -> ScsiResult | Steps:
     """SBC-4 5.x ORWRITE(16) with BMOP 000b: the medium becomes medium OR data-out."""
     cdb = command.cdb
     lba, blocks = LBA64_LEN32.unpack_from(cdb)
@@ -220,9 +247,13 @@ def orwrite_16(lu, command, target) -> ScsiResult:
         return ScsiResult()
     required = blocks * lu.block_size
     data = dataout.take(command, required)
-    medium = _read_blocks(lu, lba, blocks)
+    return _or_written(lu, lba, blocks, data, bool(cdb[1] & FUA), required)
+
+
+def _or_written(lu, lba: int, blocks: int, data, fua: bool, required: int) -> Steps:
+    medium = yield from _read_blocks(lu, lba, blocks)
     merged = (int.from_bytes(medium, "big") | int.from_bytes(data, "big")).to_bytes(required, "big")
-    lu.write_blocks(lba, merged, fua=bool(cdb[1] & FUA))
+    yield from lu.write_blocks(lba, merged, fua=fua)
     return ScsiResult(GOOD, b"", b"", required)
 
 
@@ -231,9 +262,10 @@ def orwrite_16(lu, command, target) -> ScsiResult:
 CAW_LENGTH_BYTE = 13
 
 
-def compare_and_write(lu, command, target) -> ScsiResult:
+def compare_and_write(lu, command, target) -> ScsiResult | Steps:
     """SBC-4 5.3: compare NUMBER OF LOGICAL BLOCKS with the first half of the data-out, write the
-    second half if equal. Atomic because the core runs one command at a time."""
+    second half if equal. Atomic against every other write: the backend compares and writes
+    under its range lock (``Backend.compare_and_write``)."""
     cdb = command.cdb
     (lba,) = LBA64.unpack_from(cdb)
     blocks = cdb[CAW_LENGTH_BYTE]
@@ -245,11 +277,13 @@ def compare_and_write(lu, command, target) -> ScsiResult:
     data = dataout.exact(command, 2 * half, CAW_LENGTH_BYTE)
     if not blocks:
         return ScsiResult()
-    view = memoryview(data)
-    offset = first_difference(_read_blocks(lu, lba, blocks), view[:half])
+    return _compared_and_written(lu, lba, memoryview(data), half, bool(cdb[1] & FUA))
+
+
+def _compared_and_written(lu, lba: int, view: memoryview, half: int, fua: bool) -> Steps:
+    offset = yield from lu.compare_and_write_blocks(lba, view[:half], view[half:], fua=fua)
     if offset >= 0:
         raise Miscompare(offset)
-    lu.write_blocks(lba, view[half:], fua=bool(cdb[1] & FUA))
     return ScsiResult(GOOD, b"", b"", 2 * half)
 
 
@@ -275,19 +309,19 @@ def pre_fetch_16(lu, command, target) -> ScsiResult:
     return ScsiResult()
 
 
-def _synchronize(lu, lba: int, blocks: int) -> ScsiResult:
-    """SBC-4 5.24: the whole LU is flushed whatever the range; a failure names no LBA, since
-    which blocks were lost is not known."""
+def _synchronize(lu, lba: int, blocks: int) -> Steps:
+    """SBC-4 5.24: the backing files that hold the range are flushed; a failure names no LBA,
+    since which blocks were lost is not known."""
     _range_to_end(lu, lba, blocks)
-    lu.synchronize_cache()
+    yield from lu.synchronize_cache(lba, blocks)
     return ScsiResult()
 
 
-def synchronize_cache_10(lu, command, target) -> ScsiResult:
+def synchronize_cache_10(lu, command, target) -> Steps:
     lba, blocks = LBA32_LEN16.unpack_from(command.cdb)
     return _synchronize(lu, lba, blocks)
 
 
-def synchronize_cache_16(lu, command, target) -> ScsiResult:
+def synchronize_cache_16(lu, command, target) -> Steps:
     lba, blocks = LBA64_LEN32.unpack_from(command.cdb)
     return _synchronize(lu, lba, blocks)

@@ -6,7 +6,16 @@ Theory of operation
 and handles them in order; everything to send accumulates in an output list that the runner
 drains with ``data_to_send()`` and hands to ``transport.writelines``. Time only arrives as
 ``now`` (``receive_data``/``on_timer``/``resume``); nothing here awaits, sleeps or reads a
-clock. SCSI commands run synchronously through the SCSI target's ``execute``.
+clock.
+
+SCSI commands go to the SCSI target's ``execute`` in CmdSN order. One that completes at once
+(a cached read, INQUIRY) is answered at once; one that waits for storage is a ``Pending``
+that the injected ``CommandRunner`` runs off the event loop (docs/execution.md), and it is
+answered when its work is done, in any order (``_command_ended``, then ``on_output``). The
+split: ``ordering`` (the CmdSN window and held PDUs), ``task_table`` (waiting and running
+tasks, aborts and the barriers task management and logout wait on), ``data_transfer``
+(Data-Out budget, Data-In framing), ``text_exchange`` (Text Requests); this module is the
+state machine that ties them to PDUs.
 
 Connection states (``ConnectionState``) and the PDUs each accepts are a table
 (``ALLOWED_OPCODES``); a PDU outside it is refused (login phase: connection dropped,
@@ -24,8 +33,9 @@ CmdSN order) and executes once it is both in order and has all of its data.
 Bounds (``limits.IscsiLimits``, docs/security.md): every peer is untrusted, so
 
 * the task table holds at most ``max_tasks_per_connection`` tasks, which is also the CmdSN
-  window we advertise; past it an immediate command gets Reject 06h (RFC 7143 11.17.1) and a
-  numbered one TASK SET FULL;
+  window we advertise (numbered commands still running keep their place in it, so MaxCmdSN
+  only moves when one is answered); past it an immediate command gets Reject 06h (RFC 7143
+  11.17.1) and a numbered one TASK SET FULL;
 * no buffer is sized by the Expected Data Transfer Length alone: a write solicits at most what
   its CDB asks for (``ScsiTargetPort.data_out_length``), buffers grow burst by burst, and R2Ts
   go out only while the connection's buffered Data-Out fits ``max_data_out_bytes``;
@@ -55,34 +65,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from odxtarget.scsi.execution import InlineRunner, Pending
 from odxtarget.scsi.sense import SenseData, SenseKey
-from odxtarget.scsi.types import ScsiCommand, Status
+from odxtarget.scsi.types import ScsiCommand, ScsiResult, Status
 from odxtarget.transport.iscsi import pdu as P
+from odxtarget.transport.iscsi.data_transfer import DataOutBudget, frame_data_in
 from odxtarget.transport.iscsi.discovery import (SESSION_TYPE_DISCOVERY, SESSION_TYPE_NORMAL, PortalDirectory,
                                                  TargetDirectory)
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.iscsi.login import LoginReply, LoginRequestInfo, LoginStateMachine, LoginStatus
 from odxtarget.transport.iscsi.negotiation import SessionParameters, TextSessionInfo, negotiate_text_request
 from odxtarget.transport.iscsi.pdu import Opcode, RejectReason, RESERVED_TAG
-from odxtarget.transport.iscsi.session import CommandWindow, Session, SessionRegistry
+from odxtarget.transport.iscsi.ordering import CommandOrder, CommandWindow, Placement
+from odxtarget.transport.iscsi.session import Session, SessionRegistry
 from odxtarget.transport.iscsi.task import DataOutBuffer, R2tState, ScsiTask
+from odxtarget.transport.iscsi.task_table import AbortBarrier, CommandRunner, RunningCommand, TaskTable
 from odxtarget.transport.iscsi.text import TextFormatError
 from odxtarget.transport.iscsi.text_exchange import TextActionKind, TextExchange
+from odxtarget.transport.iscsi.tmf import perform_task_management
 
 log = logging.getLogger("odxtarget.iscsi")
 
 _U32 = struct.Struct(">I")
 _SERIAL_MOD = 1 << 32
 _MAX_RESIDUAL = 0xFFFFFFFF
-_DATA_IN = P.DATA_IN_STRUCT.pack
 _SCSI_RESPONSE = P.ScsiResponse._S.pack
 _R2T = P.ReadyToTransfer._S.pack
 _SCSI_COMMAND_UNPACK = P.ScsiCommandPdu._S.unpack_from
-_OPCODE_DATA_IN = int(Opcode.SCSI_DATA_IN)
 _OPCODE_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
 _OPCODE_R2T = int(Opcode.READY_TO_TRANSFER)
 _GOOD = int(Status.GOOD)
-_BHS = P.BHS_SIZE
 
 DEFAULT_TARGET_MRDSL = 262144
 
@@ -176,12 +188,15 @@ class IscsiConnection:
         nop_interval: seconds of silence before we ping with a NOP-In (0: never); an
             unanswered ping for as long again drops the connection.
         limits: the bounds this connection enforces (docs/security.md).
+        runner: runs the commands that wait for storage (``transport.workers.CommandDriver``);
+            the default runs them on the calling thread, for tests only.
     """
 
     def __init__(self, registry: SessionRegistry, *, peer: str = "?", peer_address: str | None = None,
                  local_address: str | None = None, local_port: int | None = None, portal_group_tag: int = 1,
                  login_factory: LoginFactory | None = None, target_mrdsl: int = DEFAULT_TARGET_MRDSL,
-                 nop_interval: float = 30.0, now: float = 0.0, limits: IscsiLimits | None = None):
+                 nop_interval: float = 30.0, now: float = 0.0, limits: IscsiLimits | None = None,
+                 runner: CommandRunner | None = None):
         self.registry = registry
         self.peer = peer
         self.peer_address = peer_address if peer_address is not None else peer.rpartition(":")[0] or peer
@@ -204,24 +219,27 @@ class IscsiConnection:
         self.max_outstanding_r2t = 1
         self.stat_sn = 0
         self.window: CommandWindow | None = None
+        self.order: CommandOrder | None = None
         self._out: list = []
         self._out_bytes = 0            # bytes in ``_out``
         #: Bytes the runner's transport still holds unsent (it sets this after each write).
         self.send_backlog = 0
         self.close_requested = False   # the runner closes the socket once the output is written
         self.on_terminate: Callable[[], None] | None = None
+        #: Called when output appeared outside ``receive_data``/``on_timer``/``resume`` (a
+        #: command finished on the storage workers): the runner flushes it.
+        self.on_output: Callable[[], None] | None = None
         self._login_factory = login_factory or default_login_factory
         self._login: LoginMachine | None = None
         self._login_first: P.LoginRequest | None = None
         self._initiator_name = "?"
-        self._tasks: dict[int, ScsiTask] = {}           # by ITT
+        self.tasks = TaskTable(self, runner if runner is not None else InlineRunner())
         self._r2t_owner: dict[int, tuple[ScsiTask, R2tState]] = {}  # by TTT
-        self._held: dict[int, object] = {}               # CmdSN -> held PDU/task (None: discarded)
         self._aborted_tags: set[int] = set()             # ITTs of aborted tasks (their Data-Outs are dropped)
-        self._awaiting_r2t: deque[ScsiTask] = deque()    # ordered tasks whose next R2T waits for room
-        self._data_out_reserved = 0                      # Data-Out bytes buffered or solicited
+        self._budget = DataOutBudget(self.limits.max_data_out_bytes)
         self._stalled: deque[P.RawPdu] = deque()         # PDUs received but not handled yet
         self._framing_error: P.PduFramingError | None = None
+        self._closing_barrier: AbortBarrier | None = None
         self._next_ttt = 1
         self._text = TextExchange(self.limits.max_text_bytes, self._answer_text, self._allocate_ttt,
                                   lambda: self.max_xmit)
@@ -359,8 +377,8 @@ class IscsiConnection:
 
     @property
     def busy(self) -> bool:
-        """Tasks are waiting for data-out or for their CmdSN turn."""
-        return bool(self._tasks)
+        """Tasks are waiting for data-out, for their CmdSN turn or for storage."""
+        return bool(self.tasks)
 
     def describe(self) -> dict:
         """What the admin shell shows for this connection's session."""
@@ -430,6 +448,10 @@ class IscsiConnection:
         self._out.extend(buffers)
         self._out_bytes += sum(len(buffer) for buffer in buffers)
 
+    def _output_ready(self) -> None:
+        if self.on_output is not None and self._out:
+            self.on_output()
+
     def _next_stat_sn(self) -> int:
         stat_sn = self.stat_sn
         self.stat_sn = (stat_sn + 1) % _SERIAL_MOD
@@ -447,12 +469,13 @@ class IscsiConnection:
         return ttt
 
     def _forget_tasks(self) -> None:
-        self._tasks.clear()
+        """The connection ends: abort everything it holds; nobody waits for an answer."""
+        self.tasks.abort_all()
         self._r2t_owner.clear()
-        self._held.clear()
-        self._awaiting_r2t.clear()
+        if self.order is not None:
+            self.order.clear()
+        self._budget.clear()
         self._stalled.clear()
-        self._data_out_reserved = 0
 
     # ------------------------------------------------------------------ login phase
     def _login_reply(self, request: P.LoginRequest, *, status_class: int, status_detail: int, transit=False,
@@ -557,6 +580,7 @@ class IscsiConnection:
         session.connection = self
         self.session = session
         self.window = session.window
+        self.order = CommandOrder(session.window)
         params = session.parameters
         log.info("%s: %s session logged in: isid 0x%s tsih %d target %s (HeaderDigest %s, DataDigest %s)",
                  self._who(), session_type, session.isid.hex(), session.tsih, target_name,
@@ -582,34 +606,25 @@ class IscsiConnection:
     # ------------------------------------------------------------------ CmdSN ordering
     def _ordered(self, raw: P.RawPdu, cmd_sn: int, run: Callable[[], None], hold) -> None:
         """Run ``run`` now if ``cmd_sn`` is next, hold ``hold`` if it is ahead, else drop it."""
-        window = self.window
-        where = window.classify(cmd_sn)
-        if where == CommandWindow.IN_ORDER:
-            window.advance()
+        placement = self.order.place(cmd_sn, hold)
+        if placement is Placement.RUN_NOW:
             run()
             self._release_held()
-        elif where == CommandWindow.AHEAD:
-            if cmd_sn not in self._held:
-                self._held[cmd_sn] = hold
-            elif self._held[cmd_sn] is not None:
-                self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
-            # else: an ABORT TASK already consumed this CmdSN (RFC 7143 11.5.1 b): ignore it
-        else:
+        elif placement is Placement.DUPLICATE:
+            self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
+        elif placement is Placement.OUTSIDE:
             # RFC 7143 4.2.2.1: outside [ExpCmdSN, MaxCmdSN] -> silently ignored.
+            window = self.window
             log.warning("%s: ignoring PDU opcode %#04x with CmdSN %d outside the window [%d, %d]", self._who(),
                         raw.opcode, cmd_sn, window.exp_cmd_sn, window.max_cmd_sn)
+        # HELD: it runs when its turn comes; CONSUMED: an ABORT TASK took its CmdSN, ignore it
 
     def _release_held(self) -> None:
-        held = self._held
-        window = self.window
-        while held and window.exp_cmd_sn in held:
-            item = held.pop(window.exp_cmd_sn)
-            window.advance()
-            if item is None:
-                continue
+        for item in self.order.released():
             if isinstance(item, ScsiTask):
                 item.ordered = True
-                if item.initiator_task_tag in self._tasks:
+                if self.tasks.waiting.get(item.initiator_task_tag) is item:
+                    self._count_in_window(item)
                     self._after_data(item)
             else:
                 self._handle_in_order(item)
@@ -640,6 +655,17 @@ class IscsiConnection:
             handler()
         else:
             self._ordered(raw, cmd_sn, handler, self._retain(raw))
+
+    def _count_in_window(self, task: ScsiTask) -> None:
+        """A numbered task passed ExpCmdSN unanswered: it keeps its place in the window
+        (``CommandWindow.occupied``) until it is answered or aborted."""
+        if not task.immediate and not task.in_window:
+            task.in_window = True
+            self.window.occupied += 1
+
+    def _leave_window(self, in_window: bool) -> None:
+        if in_window:
+            self.window.occupied -= 1
 
     # ------------------------------------------------------------------ NOP
     def _on_nop_out(self, raw: P.RawPdu) -> None:
@@ -682,21 +708,22 @@ class IscsiConnection:
         command is the next in CmdSN order, nothing is held, and it needs no more data."""
         b0, flags, _, _, lun_field, itt, edtl, cmd_sn, _, cdb = _SCSI_COMMAND_UNPACK(raw.bhs)
         window = self.window
-        if (not self._held and cmd_sn == window.exp_cmd_sn and not b0 & 0x40 and not raw.ahs
-                and not raw.data_digest_error and self._normal and itt not in self._tasks):
+        if (cmd_sn == window.exp_cmd_sn and not b0 & 0x40 and not self.order.holding and not raw.ahs
+                and not raw.data_digest_error and self._normal and not self.tasks.in_use(itt)
+                and window.occupied < window.depth):
             data = raw.data
             if flags & 0x60 == 0x40 and not data:
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, True, False, edtl, b"", 0)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, True, edtl, b"", 0, numbered=True)
                 return
             if (flags & 0xE0 == 0xA0 and len(data) == edtl and self.immediate_data
                     and edtl <= self.first_burst):
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, True, edtl, data, 0)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, edtl, data, 0, numbered=True)
                 return
             if flags & 0x60 == 0 and not data:
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, False, edtl, b"", 0)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, edtl, b"", 0, numbered=True)
                 return
         self._on_scsi_command_general(raw)
 
@@ -709,7 +736,7 @@ class IscsiConnection:
             self._refuse(raw, RejectReason.DATA_DIGEST_ERROR, "SCSI Command immediate data digest error")
             return
         bhs = raw.bhs
-        b0, flags, _, word4, lun_field, itt, edtl, cmd_sn, _exp_stat_sn, cdb = P.ScsiCommandPdu._S.unpack_from(bhs)
+        b0, flags, _, word4, lun_field, itt, edtl, cmd_sn, _exp_stat_sn, cdb = _SCSI_COMMAND_UNPACK(bhs)
         immediate = bool(b0 & 0x40)
         if raw.ahs:
             try:
@@ -724,7 +751,7 @@ class IscsiConnection:
         read = bool(flags & 0x40)
         write = bool(flags & 0x20)
         data = raw.data
-        if itt in self._tasks:
+        if self.tasks.in_use(itt):
             self._refuse(raw, RejectReason.TASK_IN_PROGRESS, f"ITT {itt:#x} is already in use")
             return
         if data:
@@ -740,45 +767,40 @@ class IscsiConnection:
                 if not immediate:
                     self._ordered(raw, cmd_sn, lambda: None, None)   # the CmdSN is consumed all the same
                 return
-        where = CommandWindow.IN_ORDER if immediate else self.window.classify(cmd_sn)
-        if where == CommandWindow.OUTSIDE:
-            log.warning("%s: ignoring SCSI command ITT %#x with CmdSN %d outside the window [%d, %d]",
-                        self._who(), itt, cmd_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn)
-            return
-        if where == CommandWindow.AHEAD and cmd_sn in self._held:
-            if self._held[cmd_sn] is None:
-                # an ABORT TASK already consumed this CmdSN (RFC 7143 11.5.1 b): ignore the command
-                self._aborted_tags.add(itt)
-            else:
-                self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
+        if immediate and len(self.tasks) >= self.limits.max_tasks_per_connection:
+            self._refuse(raw, RejectReason.IMMEDIATE_COMMAND_REJECT,
+                         f"{len(self.tasks)} tasks held (max_tasks_per_connection)")
             return
         lun = P.decode_lun(lun_field)
         task = ScsiTask(itt, cmd_sn, immediate, bytes(lun_field), lun, bytes(cdb), flags & 7, read, write, edtl)
-        if len(self._tasks) >= self.limits.max_tasks_per_connection:
-            if immediate:
-                self._refuse(raw, RejectReason.IMMEDIATE_COMMAND_REJECT,
-                             f"{len(self._tasks)} tasks held (max_tasks_per_connection)")
-                return
+        placement = Placement.RUN_NOW if immediate else self.order.place(cmd_sn, task)
+        if placement is Placement.OUTSIDE:
+            log.warning("%s: ignoring SCSI command ITT %#x with CmdSN %d outside the window [%d, %d]",
+                        self._who(), itt, cmd_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn)
+            return
+        if placement is Placement.CONSUMED:
+            self._aborted_tags.add(itt)        # an ABORT TASK took its CmdSN (RFC 7143 11.5.1 b)
+            return
+        if placement is Placement.DUPLICATE:
+            self._refuse(raw, RejectReason.PROTOCOL_ERROR, f"CmdSN {cmd_sn} used twice")
+            return
+        if not immediate and len(self.tasks) >= self.limits.max_tasks_per_connection:
             # SAM-5 5.3.3: the task set cannot take another task; the CmdSN is consumed all the same.
             log.warning("%s: TASK SET FULL for ITT %#x: %d tasks held (max_tasks_per_connection)", self._who(),
-                        itt, len(self._tasks))
+                        itt, len(self.tasks))
             task.refusal_status = Status.TASK_SET_FULL
         if read and write or bidi:
             task.failure_sense = _iscsi_condition(INVALID_FIELD_IN_CDB, SenseKey.ILLEGAL_REQUEST)
             log.warning("%s: bidirectional command refused (opcode %#04x)", self._who(), cdb[0])
         if write and edtl:
             self._prepare_write(task, data, bool(flags & 0x80))
-        self._tasks[itt] = task
-        if where == CommandWindow.IN_ORDER:
-            if not immediate:
-                self.window.advance()
+        self.tasks.waiting[itt] = task
+        if placement is Placement.RUN_NOW:
             task.ordered = True
+            self._count_in_window(task)
             self._after_data(task)
             if not immediate:
                 self._release_held()
-        else:
-            self._held[cmd_sn] = task
-            self._after_data(task)
 
     def _prepare_write(self, task: ScsiTask, immediate_data, final: bool) -> None:
         """Size the task's Data-Out from its CDB, not from the initiator's EDTL alone."""
@@ -800,38 +822,27 @@ class IscsiConnection:
             task.unsolicited_limit = received
             task.unsolicited_done = True
         task.next_r2t_offset = received if task.unsolicited_done else task.unsolicited_limit
-        self._reserve(task, min(task.unsolicited_limit, wanted))
-
-    def _reserve(self, task: ScsiTask, size: int) -> None:
-        task.reserved += size
-        self._data_out_reserved += size
-
-    def _release(self, task: ScsiTask) -> None:
-        self._data_out_reserved -= task.reserved
-        task.reserved = 0
+        self._budget.reserve(task, min(task.unsolicited_limit, wanted))
 
     def _after_data(self, task: ScsiTask) -> None:
         """Solicit more data if the task is in order and needs it, or run it when it is complete."""
         if not task.ordered:
             return
-        if task.wants_r2t:
-            self._send_r2ts(task)
+        if task.wants_r2t and not self._send_r2ts(task):
+            self._budget.wait(task)
         if task.data_complete:
             self._complete_task(task)
 
     def _send_r2ts(self, task: ScsiTask) -> bool:
         """RFC 7143 11.8: at most MaxOutstandingR2T, each for at most MaxBurstLength bytes, and only
-        while the connection's Data-Out fits ``max_data_out_bytes`` -- except that one burst may
-        always be outstanding, so every write progresses. False when the budget held it back
-        (the task then waits in ``_awaiting_r2t``)."""
+        while the connection's Data-Out fits its budget (``DataOutBudget``). False when the budget
+        held the next burst back."""
         end = task.solicit_end
-        budget = self.limits.max_data_out_bytes
+        budget = self._budget
         while len(task.r2ts) < self.max_outstanding_r2t and task.next_r2t_offset < end:
             offset = task.next_r2t_offset
             length = min(self.max_burst, end - offset)
-            if self._data_out_reserved + length > budget and self._r2t_owner:
-                if task not in self._awaiting_r2t:
-                    self._awaiting_r2t.append(task)
+            if not budget.fits(length, bool(self._r2t_owner)):
                 return False
             ttt = self._allocate_ttt()
             r2t = R2tState(ttt, task.next_r2t_sn, offset, length)
@@ -839,7 +850,7 @@ class IscsiConnection:
             task.next_r2t_offset = offset + length
             task.r2ts[ttt] = r2t
             self._r2t_owner[ttt] = (task, r2t)
-            self._reserve(task, length)
+            budget.reserve(task, length)
             task.buffer.grow_to(offset + length)
             self._emit_raw(_R2T(_OPCODE_R2T, 0x80, 0, 0, task.lun_field, task.initiator_task_tag, ttt,
                                 self.stat_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn, r2t.r2t_sn,
@@ -848,17 +859,15 @@ class IscsiConnection:
 
     def _grant_r2ts(self) -> None:
         """Budget came free: solicit data for waiting tasks, oldest first."""
-        waiting = self._awaiting_r2t
+        waiting = self._budget.waiting
         while waiting:
             task = waiting[0]
-            if self._tasks.get(task.initiator_task_tag) is not task or not task.wants_r2t:
+            if self.tasks.waiting.get(task.initiator_task_tag) is not task or not task.wants_r2t:
                 waiting.popleft()
                 continue
-            waiting.popleft()
             if not self._send_r2ts(task):
-                waiting.remove(task)
-                waiting.appendleft(task)
                 return
+            waiting.popleft()
 
     def _on_data_out(self, raw: P.RawPdu) -> None:
         if self._is_discovery():
@@ -869,7 +878,7 @@ class IscsiConnection:
         itt = out.initiator_task_tag
         length = len(raw.data) if not raw.data_digest_error else (_U32.unpack_from(raw.bhs, 4)[0] & 0xFFFFFF)
         if ttt == RESERVED_TAG:
-            task = self._tasks.get(itt)
+            task = self.tasks.waiting.get(itt)
             if task is None:
                 if itt in self._aborted_tags:
                     return
@@ -942,27 +951,70 @@ class IscsiConnection:
             return
         task.buffer.write(offset, raw.data)
 
+    def drop_waiting(self, task: ScsiTask) -> None:
+        """Abort a task that is still collecting data or waiting for its turn (``TaskTable``):
+        it gets no SCSI Response (RFC 7143 4.2.3.3), its later Data-Outs are dropped quietly."""
+        self.tasks.waiting.pop(task.initiator_task_tag, None)
+        self._budget.release(task)
+        self._aborted_tags.add(task.initiator_task_tag)
+        if len(self._aborted_tags) > 4096:
+            self._aborted_tags.clear()
+            self._aborted_tags.add(task.initiator_task_tag)
+        for ttt in task.r2ts:
+            self._r2t_owner.pop(ttt, None)
+        task.r2ts.clear()
+        if not task.ordered and self.order is not None:
+            self.order.empty_slot(task.cmd_sn, task)   # keep the CmdSN: the window must still move past it
+        self._leave_window(task.in_window)
+        task.in_window = False
+
+    # ------------------------------------------------------------------ execution and answers
     def _complete_task(self, task: ScsiTask) -> None:
-        self._tasks.pop(task.initiator_task_tag, None)
-        self._release(task)
+        self.tasks.waiting.pop(task.initiator_task_tag, None)
+        self._budget.release(task)
         if task.failure_sense is not None:
+            self._leave_window(task.in_window)
             self._send_scsi_response(task.initiator_task_tag, Status.CHECK_CONDITION, task.failure_sense, 0, False,
                                      False, task.next_r2t_sn)
         elif task.refusal_status is not None:
+            self._leave_window(task.in_window)
             self._send_scsi_response(task.initiator_task_tag, task.refusal_status, b"", 0, False, False,
                                      task.next_r2t_sn)
         else:
             self._execute(task.initiator_task_tag, task.lun_field, task.lun, task.cdb, task.task_attribute,
-                          task.read, task.write, task.expected_data_transfer_length,
-                          task.buffer.contents() if task.buffer is not None else b"", task.next_r2t_sn)
-        if self._awaiting_r2t:
+                          task.read, task.expected_data_transfer_length,
+                          task.buffer.contents() if task.buffer is not None else b"", task.next_r2t_sn,
+                          numbered=not task.immediate, in_window=task.in_window)
+        if self._budget.waiting:
             self._grant_r2ts()
 
-    def _execute(self, itt: int, lun_field: bytes, lun: int, cdb: bytes, attribute: int, read, write, edtl: int,
-                 data_out, r2ts_sent: int) -> None:
-        """Run one command in the core and send its answer (the READ/WRITE hot path)."""
+    def _execute(self, itt: int, lun_field: bytes, lun: int, cdb: bytes, attribute: int, read: bool, edtl: int,
+                 data_out, r2ts_sent: int, *, numbered: bool, in_window: bool = False) -> None:
+        """Run one command in the core: answer it now, or once its storage work is done."""
         session = self.session
-        result = session.scsi_target.execute(ScsiCommand(cdb, session.nexus, lun, data_out, edtl, itt, attribute))
+        outcome = session.scsi_target.execute(ScsiCommand(cdb, session.nexus, lun, data_out, edtl, itt, attribute))
+        if outcome.__class__ is not Pending:
+            self._leave_window(in_window)      # its answer already advertises the freed place
+            self._respond(itt, lun_field, read, edtl, r2ts_sent, outcome)
+            return
+        if numbered and not in_window:
+            in_window = True
+            self.window.occupied += 1
+        self.tasks.start(RunningCommand(itt, lun_field, lun, read, edtl, r2ts_sent, outcome, in_window=in_window),
+                         self._command_ended)
+
+    def _command_ended(self, command: RunningCommand, result: ScsiResult | None) -> None:
+        """A command's storage work is over (on the loop, in any order): answer it unless it
+        was aborted or the connection is gone."""
+        self.tasks.ended(command)
+        self._leave_window(command.in_window)
+        if result is not None and not command.aborted and self.state is ConnectionState.FULL_FEATURE:
+            self._respond(command.initiator_task_tag, command.lun_field, command.read,
+                          command.expected_data_transfer_length, command.r2ts_sent, result)
+        self._output_ready()
+
+    def _respond(self, itt: int, lun_field: bytes, read: bool, edtl: int, r2ts_sent: int, result: ScsiResult) -> None:
+        """Send a command's Data-In and status (the READ/WRITE hot path)."""
         wanted = result.transfer_length
         status = result.status
         sense = result.sense
@@ -980,66 +1032,22 @@ class IscsiConnection:
             length = len(data_in)
             if length > edtl:
                 length = edtl
-            collapse = not sense and status == _GOOD
-            sent = self._send_data_in(itt, lun_field, data_in, length, collapse, status, overflow, underflow,
-                                      residual)
-            if collapse:
+            window = self.window
+            if not sense and status == _GOOD:
+                _, size = frame_data_in(
+                    self._out, initiator_task_tag=itt, lun_field=lun_field, data_in=data_in, length=length,
+                    max_xmit=self.max_xmit, max_burst=self.max_burst, header_digest=self.header_digest,
+                    data_digest=self.data_digest, exp_cmd_sn=window.exp_cmd_sn, max_cmd_sn=window.max_cmd_sn,
+                    status=status, stat_sn=self._next_stat_sn(), overflow=overflow, underflow=underflow,
+                    residual=residual)
+                self._out_bytes += size
                 return
-            r2ts_sent = sent
+            r2ts_sent, size = frame_data_in(
+                self._out, initiator_task_tag=itt, lun_field=lun_field, data_in=data_in, length=length,
+                max_xmit=self.max_xmit, max_burst=self.max_burst, header_digest=self.header_digest,
+                data_digest=self.data_digest, exp_cmd_sn=window.exp_cmd_sn, max_cmd_sn=window.max_cmd_sn)
+            self._out_bytes += size
         self._send_scsi_response(itt, status, sense, residual, overflow, underflow, r2ts_sent)
-
-    def _send_data_in(self, itt: int, lun_field: bytes, data_in, length: int, collapse: bool, status: int,
-                      overflow: bool, underflow: bool, residual: int) -> int:
-        """Data-In PDUs of at most MaxXmitDataSegmentLength; returns how many were sent."""
-        view = data_in if type(data_in) is memoryview else memoryview(data_in)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        max_xmit = self.max_xmit
-        max_burst = self.max_burst
-        out = self._out
-        hd, dd = self.header_digest, self.data_digest
-        window = self.window
-        if length <= max_xmit and length <= max_burst:
-            # one PDU: the common 4 KiB case
-            if collapse:
-                header = _DATA_IN(_OPCODE_DATA_IN, 0x81 | (0x04 if overflow else 0) | (0x02 if underflow else 0),
-                                  0, status, length, lun_field, itt, RESERVED_TAG, self._next_stat_sn(),
-                                  window.exp_cmd_sn, window.max_cmd_sn, 0, 0, residual)
-            else:
-                header = _DATA_IN(_OPCODE_DATA_IN, 0x80, 0, 0, length, lun_field, itt, RESERVED_TAG, 0,
-                                  window.exp_cmd_sn, window.max_cmd_sn, 0, 0, 0)
-            out.extend(P.frame_pdu(header, view[:length] if length < len(view) else view, hd, dd))
-            self._out_bytes += length + _BHS
-            return 1
-        frame = P.frame_pdu
-        offset = 0
-        data_sn = 0
-        burst_left = max_burst
-        while offset < length:
-            size = length - offset
-            if size > max_xmit:
-                size = max_xmit
-            if size > burst_left:
-                size = burst_left
-            last = offset + size >= length
-            burst_left -= size
-            # F ends each Data-In sequence (MaxBurstLength) and the last PDU (RFC 7143 11.7.1).
-            flags = 0x80 if (last or burst_left == 0) else 0
-            if burst_left == 0:
-                burst_left = max_burst
-            if last and collapse:
-                flags |= 0x81 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
-                header = _DATA_IN(_OPCODE_DATA_IN, flags, 0, status, size, lun_field, itt, RESERVED_TAG,
-                                  self._next_stat_sn(), window.exp_cmd_sn, window.max_cmd_sn, data_sn, offset,
-                                  residual)
-            else:
-                header = _DATA_IN(_OPCODE_DATA_IN, flags, 0, 0, size, lun_field, itt, RESERVED_TAG, 0,
-                                  window.exp_cmd_sn, window.max_cmd_sn, data_sn, offset, 0)
-            out.extend(frame(header, view[offset:offset + size], hd, dd))
-            offset += size
-            data_sn += 1
-        self._out_bytes += length + _BHS * data_sn
-        return data_sn
 
     def _send_scsi_response(self, itt: int, status: int, sense: bytes, residual: int, overflow: bool,
                             underflow: bool, exp_data_sn: int) -> None:
@@ -1060,48 +1068,26 @@ class IscsiConnection:
         self._numbered(raw, lambda: self._tmf_in_order(request))
 
     def _tmf_in_order(self, request: P.TaskManagementRequest) -> None:
-        from odxtarget.transport.iscsi.tmf import perform_task_management
+        """Carry out a TMF; answer once every task it aborted has stopped (``task_table``)."""
+        barrier = AbortBarrier()
+        response, after = perform_task_management(self, request, barrier)
 
-        response, after = perform_task_management(self, request)
-        self._emit(P.TaskManagementResponse(response=response, initiator_task_tag=request.initiator_task_tag,
-                                            stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
-                                            max_cmd_sn=self._max_cmd_sn()))
-        if after is not None:
-            after()
+        def answer() -> None:
+            if self.state is not ConnectionState.FULL_FEATURE:
+                return
+            self._emit(P.TaskManagementResponse(response=response, initiator_task_tag=request.initiator_task_tag,
+                                                stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
+                                                max_cmd_sn=self._max_cmd_sn()))
+            if after is not None:
+                after()
+            self._output_ready()
 
-    def abort_tasks(self, predicate: Callable[[ScsiTask], bool]) -> int:
-        """Abort matching tasks of this connection: they get no SCSI Response (RFC 7143 4.2.3.3)."""
-        doomed = [task for task in self._tasks.values() if predicate(task)]
-        for task in doomed:
-            self._abort(task)
-        if doomed and self._awaiting_r2t:
-            self._grant_r2ts()
-        return len(doomed)
-
-    def _abort(self, task: ScsiTask) -> None:
-        self._tasks.pop(task.initiator_task_tag, None)
-        self._release(task)
-        self._aborted_tags.add(task.initiator_task_tag)
-        if len(self._aborted_tags) > 4096:
-            self._aborted_tags.clear()
-            self._aborted_tags.add(task.initiator_task_tag)
-        for ttt in task.r2ts:
-            self._r2t_owner.pop(ttt, None)
-        task.r2ts.clear()
-        if not task.ordered and self._held.get(task.cmd_sn) is task:
-            self._held[task.cmd_sn] = None    # keep the CmdSN: the window must still move past it
-
-    def find_task(self, itt: int) -> ScsiTask | None:
-        return self._tasks.get(itt)
+        barrier.when_open(answer)
 
     def consider_received(self, cmd_sn: int) -> None:
         """RFC 7143 11.5.1 ABORT TASK rule b): a never-received RefCmdSN counts as received."""
-        where = self.window.classify(cmd_sn)
-        if where == CommandWindow.IN_ORDER:
-            self.window.advance()
-            self._release_held()
-        elif where == CommandWindow.AHEAD and cmd_sn not in self._held:
-            self._held[cmd_sn] = None
+        self.order.consume(cmd_sn)
+        self._release_held()
 
     # ------------------------------------------------------------------ text
     def _on_text_request(self, raw: P.RawPdu) -> None:
@@ -1158,16 +1144,29 @@ class IscsiConnection:
             self._send_reject(RejectReason.INVALID_PDU_FIELD, request.pack())
             log.warning("%s: Reject INVALID_PDU_FIELD: logout reason %d", self._who(), reason)
             return
-        params = self.session.parameters if self.session else None
-        self._emit(P.LogoutResponse(response=response, initiator_task_tag=request.initiator_task_tag,
-                                    stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
-                                    max_cmd_sn=self._max_cmd_sn(),
-                                    time2wait=params.default_time2wait if params is not None else 0, time2retain=0))
         if response != P.LogoutResponseCode.CLOSED_SUCCESSFULLY:
+            self._answer_logout(request, response)
             return
-        # Closing the only connection closes the session (MaxConnections=1).
+        # Closing the only connection closes the session (MaxConnections=1): its tasks end with
+        # it, and the Logout Response goes out once none of them is still touching storage.
+        barrier = AbortBarrier()
+        self.tasks.abort(lambda task: True, barrier)
+        barrier.when_open(lambda: self._logged_out(request))
+
+    def _logged_out(self, request: P.LogoutRequest) -> None:
+        if self.state is not ConnectionState.FULL_FEATURE:
+            return
+        self._answer_logout(request, P.LogoutResponseCode.CLOSED_SUCCESSFULLY)
         self._forget_tasks()
         self.state = ConnectionState.LOGGED_OUT
         self.close_requested = True
         if self.session is not None:
             self.registry.close(self.session, logged_out=True, reason="logout")
+        self._output_ready()
+
+    def _answer_logout(self, request: P.LogoutRequest, response: int) -> None:
+        params = self.session.parameters if self.session else None
+        self._emit(P.LogoutResponse(response=response, initiator_task_tag=request.initiator_task_tag,
+                                    stat_sn=self._next_stat_sn(), exp_cmd_sn=self._exp_cmd_sn(),
+                                    max_cmd_sn=self._max_cmd_sn(),
+                                    time2wait=params.default_time2wait if params is not None else 0, time2retain=0))

@@ -14,8 +14,10 @@ not handle because its output was full (``input_stalled``), we do not read from 
 and once the peer has taken the output the queued PDUs are handled (``IscsiConnection.resume``).
 A peer that never reads its responses therefore holds at most that much of our memory.
 
-SCSI commands execute synchronously inside ``data_received`` (the core is single-threaded
-by contract). A bug in one connection is logged and closes that connection only.
+Storage never blocks the loop (docs/execution.md): a command the core cannot answer at once
+is a ``Pending`` that the server's ``CommandDriver`` runs on ``StorageWorkers`` threads; its
+answer comes back on the loop, in any order, and the connection's ``on_output`` hook flushes
+it. A bug in one connection is logged and closes that connection only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from odxtarget.scsi.types import TargetPort
 from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, IscsiConnection, LoginFactory
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.iscsi.session import SessionRegistry
+from odxtarget.transport.workers import CommandDriver, StorageWorkers
 
 log = logging.getLogger("odxtarget.iscsi")
 
@@ -86,6 +89,7 @@ class _ConnectionProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._reading = True
         self._resume_scheduled = False
+        self._flush_scheduled = False
 
     # asyncio callbacks -------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -112,8 +116,10 @@ class _ConnectionProtocol(asyncio.Protocol):
         self.connection = IscsiConnection(
             registry, peer=f"{peer[0]}:{peer[1]}", peer_address=self._address, local_address=local[0],
             local_port=local[1], portal_group_tag=self._portal_group_tag, login_factory=self._server.login_factory,
-            target_mrdsl=self._server.target_mrdsl, nop_interval=self._server.nop_interval, now=self._loop.time())
+            target_mrdsl=self._server.target_mrdsl, nop_interval=self._server.nop_interval, now=self._loop.time(),
+            runner=self._server.driver)
         self.connection.on_terminate = self._terminated
+        self.connection.on_output = self._output_ready
         self._server._protocols.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -214,6 +220,17 @@ class _ConnectionProtocol(asyncio.Protocol):
             return
         self.flush()
 
+    def _output_ready(self) -> None:
+        # Commands finish in batches (one loop wake-up per batch of storage completions):
+        # one flush after the batch writes all their answers with one writelines.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
     def _terminated(self) -> None:
         # Called synchronously from inside another connection's processing; close after the
         # current callback so queued output (e.g. a TMF response) goes out first.
@@ -236,12 +253,17 @@ class IscsiServer:
         login_factory: overrides the login state machine (tests); default ``login.LoginStateMachine``.
         target_mrdsl: the MaxRecvDataSegmentLength we declare.
         limits: what connections, addresses and the daemon may hold (docs/security.md).
+        workers: the threads that run storage work (docs/execution.md); by default the server
+            starts its own in ``start``.
     """
 
     def __init__(self, targets: list[tuple[TargetConfig, TargetPort]], *, nop_interval: float = 30.0,
                  login_factory: LoginFactory | None = None, target_mrdsl: int = DEFAULT_TARGET_MRDSL,
-                 limits: IscsiLimits | None = None):
+                 limits: IscsiLimits | None = None, workers: StorageWorkers | None = None):
         self.registry = SessionRegistry(targets, limits=limits)
+        self._workers = workers
+        self._own_workers = workers is None
+        self.driver: CommandDriver | None = CommandDriver(workers) if workers is not None else None
         self.nop_interval = nop_interval
         self.login_factory = login_factory
         self.target_mrdsl = target_mrdsl
@@ -277,6 +299,9 @@ class IscsiServer:
         """Bind every distinct portal. Raises OSError (after closing what was bound) on failure."""
         raise_descriptor_limit(self.registry.limits.max_connections)
         loop = asyncio.get_running_loop()
+        if self._workers is None:
+            self._workers = StorageWorkers(loop)
+            self.driver = CommandDriver(self._workers)
         bound: dict[tuple[str, int], int] = {}
         try:
             for (ip, port), tpgt in self._portals().items():
@@ -352,9 +377,10 @@ class IscsiServer:
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting, let commands in flight finish, then log every session out.
 
-        Commands execute synchronously, so "in flight" means waiting for data-out; once none
-        is (or ``grace`` has passed) each session is closed as if logged out
-        (``nexus_logged_out``) and its socket closed after its queued responses.
+        "In flight" means waiting for data-out or for storage work; once none is (or ``grace``
+        has passed) each session is closed as if logged out (``nexus_logged_out``), its
+        socket closed after its queued responses, and the storage work still running is
+        awaited, so the daemon closes no backend under a worker.
         """
         for server in self._servers:
             server.close()
@@ -385,3 +411,6 @@ class IscsiServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self._workers is not None and self._own_workers:
+            await self._workers.drain(max(0.1, deadline - time.monotonic()))
+            self._workers.close()

@@ -21,67 +21,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from odxtarget.config import TargetConfig
 from odxtarget.scsi.types import ItNexus, TargetPort
 from odxtarget.transport.iscsi.admission import Admission
-from odxtarget.transport.iscsi.limits import DEFAULT_LIMITS, IscsiLimits
+from odxtarget.transport.iscsi.limits import IscsiLimits
+from odxtarget.transport.iscsi.ordering import CommandWindow
 
 from odxtarget.transport.iscsi.negotiation import SessionParameters
+from odxtarget.transport.iscsi.task_table import TaskTable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from odxtarget.transport.iscsi.connection import IscsiConnection
+
+class SessionConnection(Protocol):
+    """What the registry needs of a session's connection (``connection.IscsiConnection``)."""
+
+    tasks: TaskTable
+
+    def terminate(self, reason: str) -> None: ...
 
 log = logging.getLogger("odxtarget.iscsi")
 
-SERIAL_BITS = 32
-_SERIAL_MOD = 1 << SERIAL_BITS
-_SERIAL_HALF = 1 << (SERIAL_BITS - 1)
 MAX_TSIH = 0xFFFF
-
-
-def serial_add(sn: int, delta: int) -> int:
-    return (sn + delta) % _SERIAL_MOD
-
-
-def serial_lt(a: int, b: int) -> bool:
-    """RFC 1982 serial number arithmetic (RFC 7143 4.2.2.1 uses it for every *SN)."""
-    return a != b and ((b - a) % _SERIAL_MOD) < _SERIAL_HALF
-
-
-def serial_le(a: int, b: int) -> bool:
-    return a == b or serial_lt(a, b)
-
-
-class CommandWindow:
-    """ExpCmdSN / MaxCmdSN bookkeeping for one session (RFC 7143 4.2.2.1).
-
-    ``classify`` tells whether a non-immediate CmdSN is the next expected one, within the
-    window but ahead (hold it until the gap fills), or outside the window (ignore silently).
-    """
-
-    IN_ORDER, AHEAD, OUTSIDE = range(3)
-    __slots__ = ("exp_cmd_sn", "depth")
-
-    def __init__(self, exp_cmd_sn: int, depth: int = DEFAULT_LIMITS.max_tasks_per_connection):
-        self.exp_cmd_sn = exp_cmd_sn
-        self.depth = depth
-
-    @property
-    def max_cmd_sn(self) -> int:
-        return (self.exp_cmd_sn + self.depth - 1) % _SERIAL_MOD
-
-    def classify(self, cmd_sn: int) -> int:
-        offset = (cmd_sn - self.exp_cmd_sn) % _SERIAL_MOD
-        if offset == 0:
-            return self.IN_ORDER
-        if offset < self.depth:
-            return self.AHEAD
-        return self.OUTSIDE
-
-    def advance(self) -> None:
-        self.exp_cmd_sn = (self.exp_cmd_sn + 1) % _SERIAL_MOD
 
 
 @dataclass(slots=True, eq=False)
@@ -99,7 +60,7 @@ class Session:
     parameters: SessionParameters
     window: CommandWindow
     initiator_alias: str | None = None
-    connection: "IscsiConnection | None" = None
+    connection: SessionConnection | None = None
     closed: bool = False
     peer_address: str = ""              # the source IP address admission counts it under
 
@@ -173,7 +134,7 @@ class SessionRegistry:
         for session in list(self._by_tsih.values()):
             connection, scsi_target = session.connection, session.scsi_target
             if session.nexus in nexuses and connection is not None and scsi_target is not None:
-                aborted += connection.abort_tasks(lambda task: scsi_target.logical_unit(task.lun) is lu)
+                aborted += connection.tasks.abort(lambda task: scsi_target.logical_unit(task.lun) is lu)
         if aborted:
             log.info("PREEMPT AND ABORT: %d queued task(s) of %d I_T nexus(es) aborted", aborted, len(nexuses))
         return aborted

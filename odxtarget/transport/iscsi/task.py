@@ -74,6 +74,7 @@ class ScsiTask:
     write: bool
     expected_data_transfer_length: int
     ordered: bool = False         # its CmdSN has been reached (always True for immediate commands)
+    in_window: bool = False       # numbered, past ExpCmdSN and unanswered: it holds a window place
     # write side -------------------------------------------------------------------------
     buffer: DataOutBuffer | None = None
     solicit_end: int = 0          # bytes the target asks for in all (R2Ts stop here)

@@ -1,24 +1,40 @@
 """Task management functions (RFC 7143 11.5/11.6, SAM-5 7).
 
-The front end's share of a TMF is the tasks it still holds (waiting for data-out or for
-their CmdSN): aborted tasks disappear without a SCSI Response (RFC 7143 4.2.3.3). The
-core's share (reservations, unit attentions, its own task state) is
-``ScsiTarget.task_management``, whose return value is the RFC 7143 11.6.1 response code.
-A TARGET COLD RESET also ends every session of the target, after the response went out.
+The front end's share of a TMF is the tasks its sessions hold (``task_table.TaskTable``:
+waiting for data-out or their CmdSN, or running on the storage workers): aborted tasks
+disappear without a SCSI Response (RFC 7143 4.2.3.3), and the response waits until the ones
+still touching storage have stopped (``AbortBarrier``). The core's share (reservations, unit
+attentions) is ``ScsiTarget.task_management``, whose return value is the RFC 7143 11.6.1
+response code. A TARGET COLD RESET also ends every session of the target, after the response
+went out.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from odxtarget.scsi.types import TaskManagementFunction as Tmf
 from odxtarget.transport.iscsi.pdu import RESERVED_TAG, TaskManagementRequest, TmfResponse, decode_lun
-from odxtarget.transport.iscsi.session import CommandWindow
+from odxtarget.transport.iscsi.ordering import CommandOrder, CommandWindow
+from odxtarget.transport.iscsi.session import Session, SessionRegistry
+from odxtarget.transport.iscsi.task_table import AbortBarrier, TaskTable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from odxtarget.transport.iscsi.connection import IscsiConnection
+
+class TmfContext(Protocol):
+    """The connection a TMF arrived on (``connection.IscsiConnection``)."""
+
+    session: Session | None
+    registry: SessionRegistry
+    tasks: TaskTable
+    order: CommandOrder | None
+    peer: str
+    close_requested: bool
+
+    def consider_received(self, cmd_sn: int) -> None: ...
+
+    def connection_lost(self, reason: str) -> None: ...
 
 log = logging.getLogger("odxtarget.iscsi")
 
@@ -27,23 +43,24 @@ _CORE_FUNCTIONS = frozenset({Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL
                              Tmf.TARGET_WARM_RESET, Tmf.TARGET_COLD_RESET})
 
 
-def _connections_of_target(connection: "IscsiConnection") -> list["IscsiConnection"]:
-    """Every live connection whose session uses the same SCSI target as ``connection``."""
+def _task_tables_of_target(connection: TmfContext) -> list[TaskTable]:
+    """The task tables of every live session that uses the same SCSI target as ``connection``."""
     target = connection.session.scsi_target
-    return [session.connection for session in connection.registry.sessions()
+    return [session.connection.tasks for session in connection.registry.sessions()
             if session.scsi_target is target and session.connection is not None]
 
 
-def perform_task_management(connection: "IscsiConnection",
-                            request: TaskManagementRequest) -> tuple[int, Callable[[], None] | None]:
-    """Carry out ``request``; return (response code, action to run after the response is queued)."""
+def perform_task_management(connection: TmfContext, request: TaskManagementRequest,
+                            barrier: AbortBarrier) -> tuple[int, Callable[[], None] | None]:
+    """Carry out ``request``; return (response code, action to run after the response is queued).
+    Aborted tasks still finishing their storage work hold ``barrier``."""
     function = request.function
     session = connection.session
     lun = decode_lun(request.lun)
     who = f"initiator {session.initiator_name} at {connection.peer}"
 
     if function == Tmf.ABORT_TASK:
-        return _abort_task(connection, request), None
+        return _abort_task(connection, request, barrier), None
     if function == Tmf.TASK_REASSIGN:
         log.warning("%s: TASK REASSIGN refused (ErrorRecoveryLevel 0)", who)
         return TmfResponse.TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED, None
@@ -54,13 +71,13 @@ def perform_task_management(connection: "IscsiConnection",
     tmf = Tmf(function)
     if tmf is Tmf.ABORT_TASK_SET:
         # SAM-5 7.3: only this I_T nexus's tasks on the LU.
-        connection.abort_tasks(lambda task: task.lun == lun)
+        connection.tasks.abort(lambda task: task.lun == lun, barrier)
     elif tmf in (Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET):
-        for other in _connections_of_target(connection):
-            other.abort_tasks(lambda task: task.lun == lun)
+        for tasks in _task_tables_of_target(connection):
+            tasks.abort(lambda task: task.lun == lun, barrier)
     else:
-        for other in _connections_of_target(connection):
-            other.abort_tasks(lambda task: True)
+        for tasks in _task_tables_of_target(connection):
+            tasks.abort(lambda task: True, barrier)
     per_lun = tmf in (Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET)
     response = session.scsi_target.task_management(tmf, session.nexus, lun if per_lun else None)
     log.info("%s: %s%s -> response %d", who, tmf.name, f" LUN {lun}" if per_lun else "", response)
@@ -75,15 +92,15 @@ def perform_task_management(connection: "IscsiConnection",
     return response, after
 
 
-def _abort_task(connection: "IscsiConnection", request: TaskManagementRequest) -> int:
+def _abort_task(connection: TmfContext, request: TaskManagementRequest, barrier: AbortBarrier) -> int:
     """RFC 7143 11.5.1 ABORT TASK, including its rules for tasks never received."""
     if request.referenced_task_tag == RESERVED_TAG:
         return TmfResponse.TASK_DOES_NOT_EXIST
-    task = connection.find_task(request.referenced_task_tag)
+    task = connection.tasks.find(request.referenced_task_tag)
     if task is not None:
-        connection.abort_tasks(lambda candidate: candidate is task)
+        connection.tasks.abort(lambda candidate: candidate is task, barrier)
         return TmfResponse.FUNCTION_COMPLETE
-    window = connection.window
+    window = connection.order.window
     ref = request.ref_cmd_sn
     where = window.classify(ref)
     if where != CommandWindow.OUTSIDE and ref != request.cmd_sn:

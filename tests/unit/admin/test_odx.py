@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import dump_config, load_config
 from odxtarget.copy import CopyLimits, CopyManager
@@ -44,8 +45,8 @@ def odx(admin):
     target = admin.ops.live.scsi_target(IQN)
 
     def run(cdb: bytes, data: bytes = b"", lun: int = 0):
-        return target.execute(ScsiCommand(cdb=cdb, nexus=NEXUS, lun=lun, data_out=data,
-                                          expected_transfer_length=len(data)))
+        return complete_inline(target.execute(ScsiCommand(cdb=cdb, nexus=NEXUS, lun=lun, data_out=data,
+                                          expected_transfer_length=len(data))))
 
     for lun in (0, 1):
         run(TEST_UNIT_READY, lun=lun)  # consume the power-on unit attention

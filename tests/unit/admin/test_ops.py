@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.admin import saving
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import dump_config, load_config
@@ -239,7 +240,7 @@ def test_a_storage_object_created_live_keeps_persistent_reservations_across_rest
         target.execute(ScsiCommand(bytes(6), NEXUS, 0))
     register_aptpl = struct.pack(">QQ4xB3x", 0, 0x1234, 0x01)  # SERVICE ACTION KEY, APTPL=1
     cdb = struct.pack(">BBB2xIBB", 0x5F, 0x00, 0, len(register_aptpl), 0, 0)
-    result = target.execute(ScsiCommand(cdb, NEXUS, 0, register_aptpl, len(register_aptpl)))
+    result = complete_inline(target.execute(ScsiCommand(cdb, NEXUS, 0, register_aptpl, len(register_aptpl))))
     assert result.status == Status.GOOD, result.sense.hex()
     saved = os.path.join(admin.daemon.config.state_dir, "reservations")
     assert os.listdir(saved), "the APTPL registration must be on disk"

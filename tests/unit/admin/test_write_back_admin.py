@@ -11,6 +11,7 @@ import struct
 
 import pytest
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.admin.protocol import AdminError
 from odxtarget.admin.shell import AdminShell
 from odxtarget.scsi.types import ItNexus, ScsiCommand, Status
@@ -36,7 +37,7 @@ class Initiator:
             self.run(bytes(6))
 
     def run(self, cdb: bytes, data: bytes = b""):
-        return self.target.execute(ScsiCommand(cdb, NEXUS, 0, data, len(data)))
+        return complete_inline(self.target.execute(ScsiCommand(cdb, NEXUS, 0, data, len(data))))
 
     def triplet(self, cdb: bytes, data: bytes = b"") -> tuple[int, int, int] | int:
         result = self.run(cdb, data)

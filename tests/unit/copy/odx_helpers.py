@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.config import ExtentConfig
 from odxtarget.copy import CopyLimits, CopyManager
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
@@ -93,8 +94,8 @@ class Env:
         return lu
 
     def run(self, cdb: bytes, data: bytes = b"", lun: int = 0, nexus: ItNexus = NEXUS):
-        return self.target.execute(ScsiCommand(cdb=cdb, nexus=nexus, lun=lun, data_out=data,
-                                               expected_transfer_length=len(data)))
+        return complete_inline(self.target.execute(ScsiCommand(cdb=cdb, nexus=nexus, lun=lun, data_out=data,
+                                               expected_transfer_length=len(data))))
 
     def ok(self, cdb: bytes, data: bytes = b"", lun: int = 0, nexus: ItNexus = NEXUS):
         result = self.run(cdb, data, lun, nexus)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.config import ExtentConfig
 from odxtarget.copy.limits import CopyLimits
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
@@ -57,8 +58,8 @@ class TwoTargets:
     x: ScsiTarget
 
     def on_x(self, cdb: bytes, data: bytes = b"", nexus: ItNexus = VICTIM):
-        return self.x.execute(ScsiCommand(cdb=cdb, nexus=nexus, lun=0, data_out=data,
-                                          expected_transfer_length=len(data)))
+        return complete_inline(self.x.execute(ScsiCommand(cdb=cdb, nexus=nexus, lun=0, data_out=data,
+                                          expected_transfer_length=len(data))))
 
     def secret_token(self, list_id: int = 1, nexus: ItNexus = VICTIM) -> bytes:
         data = build_populate_token_list([(0, 64)])

@@ -28,14 +28,14 @@ class Initiator:
     _isids = itertools.count(1)
 
     def __init__(self, registry: SessionRegistry | None = None, target=None, *, login_factory=None,
-                 nop_interval: float = 0.0, isid: bytes | None = None, **login_options):
+                 nop_interval: float = 0.0, isid: bytes | None = None, runner=None, **login_options):
         self.target = target if target is not None else ScsiTargetDouble()
         if registry is None:
             registry = SessionRegistry([(TargetConfig(iqn=IQN, demo_mode=True), self.target)])
         self.registry = registry
         self.connection = IscsiConnection(registry, peer="127.0.0.1:40000",
                                           login_factory=login_factory or fake_login_factory(**login_options),
-                                          nop_interval=nop_interval)
+                                          nop_interval=nop_interval, runner=runner)
         self.decoder = P.PduFramer(max_recv_data_segment_length=1 << 24)
         self.isid = isid if isid is not None else bytes([0x80, 0, 0, 0, 0, next(self._isids) & 0xFF])
         self.cmd_sn = 100

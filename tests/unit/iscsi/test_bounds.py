@@ -38,7 +38,7 @@ def test_write_solicits_what_the_cdb_asks_for_not_the_expected_length():
     stub = logged_in()
     (r2t,) = r2ts(stub.send(stub.command(cdb10(WRITE10, 0, 2), write=True, edtl=0xFFFFFFFF, immediate=True)))
     assert (r2t.buffer_offset, r2t.desired_data_transfer_length) == (0, 2 * BLOCK)
-    task = stub.connection.find_task(r2t.initiator_task_tag)
+    task = stub.connection.tasks.find(r2t.initiator_task_tag)
     assert task.buffer.capacity == 2 * BLOCK and len(task.buffer) == 2 * BLOCK
 
 

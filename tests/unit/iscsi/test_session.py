@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from odxtarget.config import TargetConfig
-from odxtarget.transport.iscsi.session import (CommandWindow, SessionRegistry, make_nexus, serial_le, serial_lt)
+from odxtarget.transport.iscsi.ordering import CommandWindow, serial_le, serial_lt
+from odxtarget.transport.iscsi.session import SessionRegistry, make_nexus
 from tests.unit.iscsi.scsi_double import ScsiTargetDouble
 
 IQN = "iqn.2026-11.org.odxtarget:s"

@@ -79,9 +79,9 @@ def test_lun_reset_aborts_tasks_on_that_lun_in_every_session_and_calls_the_core(
     response = tmf(stub, Tmf.LOGICAL_UNIT_RESET, lun=P.encode_lun(1))
     assert response.response == P.TmfResponse.FUNCTION_COMPLETE
     assert target.tmfs == [(Tmf.LOGICAL_UNIT_RESET, stub.connection.session.nexus, 1)]
-    assert stub.connection.find_task(mine.initiator_task_tag) is None
-    assert other.connection.find_task(theirs.initiator_task_tag) is None
-    assert other.connection.find_task(keep.initiator_task_tag) is not None
+    assert stub.connection.tasks.find(mine.initiator_task_tag) is None
+    assert other.connection.tasks.find(theirs.initiator_task_tag) is None
+    assert other.connection.tasks.find(keep.initiator_task_tag) is not None
 
 
 def test_abort_task_set_only_touches_this_nexus():
@@ -89,8 +89,8 @@ def test_abort_task_set_only_touches_this_nexus():
     mine, _ = waiting_write(stub)
     theirs, _ = waiting_write(other)
     tmf(stub, Tmf.ABORT_TASK_SET, lun=P.encode_lun(0))
-    assert stub.connection.find_task(mine.initiator_task_tag) is None
-    assert other.connection.find_task(theirs.initiator_task_tag) is not None
+    assert stub.connection.tasks.find(mine.initiator_task_tag) is None
+    assert other.connection.tasks.find(theirs.initiator_task_tag) is not None
 
 
 def test_core_response_code_is_passed_through():
@@ -113,7 +113,7 @@ def test_target_warm_reset_keeps_sessions():
     target, (stub, other) = setup_pair()
     pending, _ = waiting_write(other)
     assert tmf(stub, Tmf.TARGET_WARM_RESET).response == P.TmfResponse.FUNCTION_COMPLETE
-    assert other.connection.find_task(pending.initiator_task_tag) is None
+    assert other.connection.tasks.find(pending.initiator_task_tag) is None
     assert not stub.connection.close_requested and len(stub.registry.sessions()) == 2
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
 from odxtarget.scsi.target import ScsiTarget
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
@@ -76,7 +77,7 @@ class Harness:
 
     def run(self, cdb, data_out: bytes = b"", nexus: ItNexus = NEXUS_A, lun: int = 0,
             expected_transfer_length: int = 0) -> ScsiResult:
-        return self.target.execute(ScsiCommand(bytes(cdb), nexus, lun, data_out, expected_transfer_length))
+        return complete_inline(self.target.execute(ScsiCommand(bytes(cdb), nexus, lun, data_out, expected_transfer_length)))
 
     def login(self, nexus: ItNexus = NEXUS_A) -> None:
         """What libiscsi does after login: TEST UNIT READY until no unit attention."""

@@ -5,6 +5,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.scsi.errors import ScsiError
 from odxtarget.scsi.types import ScsiCommand, Status
 from tests.unit.scsi.helpers import NEXUS_A, ready, read10, read16, write10, write16
@@ -35,7 +36,7 @@ def test_random_cdbs_never_raise(cdb, data, expected, four_k):
     harness = HARNESS_4K if four_k else HARNESS
     if cdb[0] in (0x16, 0x56):
         cdb = bytes(6) if cdb[0] == 0x16 else cdb          # keep the LU unreserved for later examples
-    result = harness.target.execute(ScsiCommand(cdb, NEXUS_A, 0, data, expected))
+    result = complete_inline(harness.target.execute(ScsiCommand(cdb, NEXUS_A, 0, data, expected)))
     assert result.status in VALID_STATUSES
     assert (result.status == Status.CHECK_CONDITION) == bool(result.sense)
     assert result.transfer_length >= 0

@@ -2,6 +2,7 @@
 
 import pytest
 
+from odxtarget.scsi.execution import complete_inline
 from odxtarget.scsi.types import ScsiCommand
 from tests.unit.scsi.helpers import (CHECK, GOOD, NEXUS_A, pattern, read6, read10, read12, read16, ready,
                                      rsoc, write6, write10, write12, write16, mode_sense6)
@@ -124,14 +125,21 @@ def test_data_out_longer_uses_what_cdb_requires():
 
 class FailingBackend:
     size = 512 * 64
+    lane = "failing"
 
     def read_into(self, offset, buf):
         raise OSError(5, "EIO")
 
+    def try_read_into(self, offset, buf):
+        return False           # not cached: the read goes to a worker, which fails
+
     def write(self, offset, data, fua=False):
         raise OSError(5, "EIO")
 
-    def flush(self):
+    def compare_and_write(self, offset, expected, data, fua=False):
+        raise OSError(5, "EIO")
+
+    def flush(self, offset=0, length=None):
         raise OSError(5, "EIO")
 
     def deallocate(self, offset, length):
@@ -151,12 +159,12 @@ def test_backend_errors_become_medium_errors():
     target = ScsiTarget("t", {0: lu})
     target.execute(ScsiCommand(bytes(6), NEXUS_A))
     from tests.unit.scsi.helpers import parse_sense
-    read = target.execute(ScsiCommand(read10(3, 1), NEXUS_A))
+    read = complete_inline(target.execute(ScsiCommand(read10(3, 1), NEXUS_A)))
     sense = parse_sense(read.sense)
     assert read.status == CHECK and (sense.key, sense.asc, sense.ascq, sense.information) == (3, 0x11, 0, 3)
-    write = target.execute(ScsiCommand(write10(4, 1), NEXUS_A, 0, bytes(512)))
+    write = complete_inline(target.execute(ScsiCommand(write10(4, 1), NEXUS_A, 0, bytes(512))))
     assert (parse_sense(write.sense).key, parse_sense(write.sense).asc) == (3, 0x0C)
-    sync = target.execute(ScsiCommand(bytes((0x35,)) + bytes(9), NEXUS_A))
+    sync = complete_inline(target.execute(ScsiCommand(bytes((0x35,)) + bytes(9), NEXUS_A)))
     assert parse_sense(sync.sense).key == 3
 
 

@@ -46,10 +46,10 @@ class FaultyBackend(MemoryBackend):
             raise self.write_failures.pop(0)
         super().write(offset, data, fua)
 
-    def flush(self):
+    def flush(self, offset=0, length=None):
         if self.flush_failures:
             raise self.flush_failures.pop(0)
-        super().flush()
+        super().flush(offset, length)
 
     def deallocate(self, offset, length):
         if self.deallocate_failures:

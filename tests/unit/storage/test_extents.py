@@ -289,8 +289,23 @@ def test_close_flushes_and_closes_and_is_idempotent(tmp_path):
     backend.close()
     with pytest.raises(OSError):
         os.fstat(fd)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(OSError, match="closed"):
         backend.read_into(0, memoryview(bytearray(512)))
+
+
+def test_close_under_a_lease_leaves_the_files_open_until_it_ends(tmp_path):
+    """A copy step using the descriptors of ``extents_for`` keeps them valid: close() only
+    marks the backend closing, and the last lease to end flushes and closes the files."""
+    backend = FileExtentBackend([ExtentConfig(str(tmp_path / "d.img"))], MIB)
+    fd = backend.extents_for(0, 1)[0].fd
+    with backend.lease():
+        backend.write(0, b"y" * 512)
+        backend.close()
+        assert os.pread(fd, 512, 0) == b"y" * 512          # still open under the lease
+        with pytest.raises(OSError, match="closed"):       # but no new call may start
+            backend.read_into(0, memoryview(bytearray(512)))
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 def test_read_only_refuses_writes_and_does_not_create_files(tmp_path):
