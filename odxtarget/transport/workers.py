@@ -37,12 +37,13 @@ Completion = Callable[[object, BaseException | None], None]
 
 
 class _Lane:
-    __slots__ = ("queue", "threads", "idle")
+    __slots__ = ("queue", "threads", "idle", "queued")
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
-        self.idle = 0
+        self.idle = 0           # workers waiting for work
+        self.queued = 0         # work no worker has taken yet
 
 
 class StorageWorkers:
@@ -65,7 +66,10 @@ class StorageWorkers:
         if lane is None:
             lane = self._lanes[work.lane] = _Lane()
         self.in_flight += 1
-        if lane.idle == 0 and len(lane.threads) < self._threads_per_lane:
+        with self._lock:
+            lane.queued += 1
+            short = lane.queued > lane.idle
+        if short and len(lane.threads) < self._threads_per_lane:
             thread = threading.Thread(target=self._work, args=(lane,), daemon=True,
                                       name=f"odx-storage-{len(lane.threads)}")
             lane.threads.append(thread)
@@ -95,6 +99,8 @@ class StorageWorkers:
             item = lane.queue.get()
             with self._lock:
                 lane.idle -= 1
+                if item is not None:
+                    lane.queued -= 1
             if item is None:
                 return
             work, completion = item
