@@ -43,7 +43,10 @@ test-unit: setup
 test-conformance: setup
 	$(PYTHON) -m pytest -m conformance $(PYTEST_ARGS)
 
-# odxtarget against tgtd with iscsi-perf; prints a table, asserts nothing.
+# odxtarget against tgtd, each workload on each target in turn: I/O workloads by the project's
+# load generator (tools/loadgen, compiled into build/loadgen), a latency probe and the ODX
+# section; prints tables, writes bench-results/bench-<time>.json, asserts nothing. Needs root.
+# Subsets and options: BENCH_ARGS="--only randread4k,coldread --seconds 4" (docs/testing.md).
 bench: setup
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
