@@ -38,49 +38,16 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from odxtarget.scsi.types import ScsiCommand, ScsiResult
+from odxtarget.scsi.types import ScsiCommand, ScsiResult, TaskAttribute
+from odxtarget.storage.work import StorageCall, StorageWork
 
 if TYPE_CHECKING:  # pragma: no cover
     from odxtarget.scsi.lu import LogicalUnit
 
 
-class StorageWork(Protocol):
-    """One blocking storage call the core hands to its front end to run off its thread."""
-
-    @property
-    def lane(self) -> Hashable:
-        """Work of one lane shares one pool of workers (the backing device of a backend)."""
-        ...
-
-    def run(self) -> object:
-        """Do the work (on a worker thread); raises ``OSError`` when the storage fails."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class StorageCall:
-    """``function(*arguments)`` as ``StorageWork``."""
-
-    lane: Hashable
-    function: Callable[..., object]
-    arguments: tuple = ()
-
-    def run(self) -> object:
-        return self.function(*self.arguments)
-
-
 #: What a handler that waits for storage is: it yields work, receives each piece's result
 #: (or has its ``OSError`` thrown in) and returns its ScsiResult.
 Steps = Generator[StorageWork, object, ScsiResult]
-
-
-class TaskAttribute(enum.IntEnum):
-    """SAM-5 8.6 task attributes, numbered as RFC 7143 11.3.1 ATTR and TCMU carry them."""
-
-    SIMPLE = 0
-    ORDERED = 1
-    HEAD_OF_QUEUE = 2
-    ACA = 4
 
 
 class AbortOutcome(enum.Enum):

@@ -284,15 +284,10 @@ class LogicalUnit:
     def replace_backend(self, backend, *, read_only: bool) -> None:
         """Put reopened storage under this LU (live resize, read-only flag).
 
-        A proxy the copy manager installed around the backend (``replace_inner``) stays in
-        place and wraps the new one. A size change establishes CAPACITY DATA HAS CHANGED.
+        A size change establishes CAPACITY DATA HAS CHANGED.
         """
         resized = backend.size != self.backend.size
-        rebind = getattr(self.backend, "replace_inner", None)
-        if rebind is not None:
-            rebind(backend)
-        else:
-            self.backend = backend
+        self.backend = backend
         self.config.backend = backend
         self.config.read_only = read_only
         self.read_only = read_only
@@ -367,13 +362,15 @@ class LogicalUnit:
         except OSError as exc:
             raise self.read_error(lba, exc) from exc
 
-    def read_blocks(self, lba: int, buf: memoryview) -> Generator[StorageWork, object, None]:
-        """Fill ``buf`` from ``lba`` on; a storage error becomes the command's sense."""
+    def read_blocks(self, lba: int, buf: bytearray | memoryview, *,
+                    cached: bool = True) -> Generator[StorageWork, object, None]:
+        """Fill ``buf`` from ``lba`` on; a storage error becomes the command's sense.
+        ``cached=False``: the caller already found the data not cached, go to the disk."""
         backend = self.backend
         offset = lba * self.block_size
         try:
-            if not backend.try_read_into(offset, buf):
-                yield StorageCall(backend.lane, backend.read_into, (offset, buf))
+            if not cached or not backend.try_read_into(offset, memoryview(buf)):
+                yield backend.read_work(offset, buf)
         except OSError as exc:
             raise self.read_error(lba, exc) from exc
 

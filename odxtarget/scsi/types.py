@@ -53,7 +53,18 @@ class ScsiCommand:
     data_out: bytes | bytearray | memoryview = b""
     expected_transfer_length: int = 0
     task_tag: int = 0
-    task_attribute: int = 0  # SAM task attribute: 0 simple, 1 head of queue, 2 ordered, 4 ACA
+    task_attribute: int = 0  # a TaskAttribute: 0 simple, 1 head of queue, 2 ordered, 4 ACA
+
+
+class TaskAttribute(enum.IntEnum):
+    """SAM-5 8.6 task attributes, with the TASK ATTRIBUTE codes of SAM-5's transport mappings
+    (SRP, SAS: 0 simple, 1 head of queue, 2 ordered, 4 ACA). Front ends translate their own
+    encodings (iSCSI's ATTR field counts differently, RFC 7143 11.3.1)."""
+
+    SIMPLE = 0
+    HEAD_OF_QUEUE = 1
+    ORDERED = 2
+    ACA = 4
 
 
 class Status(enum.IntEnum):

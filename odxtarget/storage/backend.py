@@ -58,6 +58,10 @@ class Backend(Protocol):
     def read_into(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` with the bytes at ``offset``; unmapped ranges read as zeros."""
 
+    def read_work(self, offset: int, buf: bytearray | memoryview) -> StorageWork:
+        """The storage work that fills ``buf`` from ``offset``: a ``FileRead`` where the bytes
+        lie in one file and ``buf`` is a whole bytearray, else a plain call of ``read_into``."""
+
     def try_read_into(self, offset: int, buf: memoryview) -> bool:
         """``read_into`` when it needs no wait for a disk (the bytes are cached), else False
         at once. The only call the core makes on its own thread; every other method is

@@ -53,6 +53,7 @@ from typing import NamedTuple
 from odxtarget.storage.backend import AllocationRun, CompareReadError, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
+from odxtarget.storage.work import FileRead, StorageCall, StorageWork, read_fully
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,16 @@ class FileExtentBackend:
         for extent, file_offset, length in self._pieces(offset, len(buf)):
             _read_fully(extent, file_offset, buf[done:done + length])
             done += length
+
+    def read_work(self, offset: int, buf: bytearray | memoryview) -> StorageWork:
+        """A ``FileRead`` (which io_uring can run) when the bytes lie in one file and ``buf`` is a
+        whole bytearray; the read then holds a lease until it ends. Else a call of ``read_into``."""
+        single = self._single
+        if (type(buf) is bytearray and single is not None and offset >= 0
+                and offset + len(buf) <= single.length):
+            self._acquire()
+            return FileRead(self._lane, single.fd, single.file_offset + offset, buf, self._release)
+        return StorageCall(self._lane, self.read_into, (offset, buf))
 
     def try_read_into(self, offset: int, buf: memoryview) -> bool:
         """``read_into`` if every byte is in the page cache; False (and ``buf`` undefined) when
@@ -600,22 +611,11 @@ def _check_no_overlap(table: list[_Extent]) -> None:
 
 
 def _read_fully(extent: _Extent, file_offset: int, view: memoryview) -> None:
-    """preadv until ``view`` is full; bytes past the end of the file read as zeros."""
+    """``read_fully`` with the file named in its error."""
     try:
-        got = os.preadv(extent.fd, [view], file_offset)
-        while got < len(view):
-            if got == 0:
-                view[:] = _zeros_like(len(view))
-                return
-            view = view[got:]
-            file_offset += got
-            got = os.preadv(extent.fd, [view], file_offset)
+        read_fully(extent.fd, file_offset, view)
     except OSError as error:
         raise _with_path(error, extent.path, "cannot read") from None
-
-
-def _zeros_like(length: int) -> bytes | memoryview:
-    return memoryview(_ZEROS)[:length] if length <= ZERO_CHUNK else bytes(length)
 
 
 def _write_fully(fd: int, file_offset: int, view: memoryview, flags: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from odxtarget.storage.backend import AllocationRun, CompareReadError
+from odxtarget.storage.work import StorageCall
 
 
 class MemoryBackend:
@@ -25,6 +26,9 @@ class MemoryBackend:
 
     def read_into(self, offset: int, buf: memoryview) -> None:
         buf[:] = memoryview(self._data)[offset:offset + len(buf)]
+
+    def read_work(self, offset: int, buf) -> StorageCall:
+        return StorageCall(self.lane, self.read_into, (offset, buf))
 
     def try_read_into(self, offset: int, buf: memoryview) -> bool:
         """Memory never waits for a disk."""

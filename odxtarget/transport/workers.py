@@ -11,6 +11,11 @@ batched: a worker appends to one list and wakes the loop only when that list was
 queue-depth-32 burst costs one loop wake-up, not 32. Threads start as work arrives, up to
 ``threads_per_lane``, and stay.
 
+A read declared as a ``FileRead`` (a read that missed the page cache, in one file) does not
+need a thread at all: where io_uring works it is submitted to a ring on the loop
+(``uring.UringReads``), which takes a burst of cold reads to the disk at full queue depth for
+a fraction of the CPU threads cost.
+
 ``CommandDriver`` runs ``Pending`` commands to their end on top of it: it sends each piece
 of work to the workers, resumes the command on the loop with the outcome, and starts the
 queued commands of a logical unit's task set that a completion released. Front ends (the
@@ -26,12 +31,16 @@ import threading
 from collections.abc import Callable, Hashable
 
 from odxtarget.scsi.execution import AbortOutcome, Pending, StorageWork
+from odxtarget.storage.work import FileRead
+from odxtarget.transport.uring import UringReads
 from odxtarget.scsi.types import ScsiResult
 
 log = logging.getLogger(__name__)
 
 #: Workers per lane: enough to keep a disk's queue full at queue depth 32 (docs/execution.md).
-DEFAULT_THREADS_PER_LANE = 32
+DEFAULT_THREADS_PER_LANE = 16
+#: The most pieces of work one worker takes at once (see ``_work``).
+MAX_BATCH = 16
 
 Completion = Callable[[object, BaseException | None], None]
 
@@ -49,8 +58,11 @@ class _Lane:
 class StorageWorkers:
     """Threads that run ``StorageWork`` off the loop; see the module docstring."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threads_per_lane: int = DEFAULT_THREADS_PER_LANE):
+    def __init__(self, loop: asyncio.AbstractEventLoop, threads_per_lane: int = DEFAULT_THREADS_PER_LANE, *,
+                 io_uring: bool = True):
         self._loop = loop
+        #: Reads that miss the page cache go through io_uring where it works (``uring``).
+        self._uring = UringReads.open(loop, self._on_threads) if io_uring else None
         self._threads_per_lane = threads_per_lane
         self._lanes: dict[Hashable, _Lane] = {}
         self._lock = threading.Lock()
@@ -58,10 +70,29 @@ class StorageWorkers:
         self._closed = False
         self.in_flight = 0          # submitted, completion not yet delivered (loop thread only)
 
+    @property
+    def io_uring(self) -> bool:
+        """Reads go through io_uring."""
+        return self._uring is not None
+
     def submit(self, work: StorageWork, completion: Completion) -> None:
-        """Run ``work`` on a worker of its lane; ``completion(value, error)`` runs on the loop."""
+        """Run ``work`` off the loop; ``completion(value, error)`` runs on the loop."""
         if self._closed:
             raise RuntimeError("storage workers are closed")
+        if self._uring is not None and type(work) is FileRead:
+            self.in_flight += 1
+            self._uring.submit(work, self._uring_done(completion))
+            return
+        self._on_threads(work, completion)
+
+    def _uring_done(self, completion: Completion) -> Completion:
+        def done(value: object, error: BaseException | None) -> None:
+            self.in_flight -= 1
+            completion(value, error)
+        return done
+
+    def _on_threads(self, work: StorageWork, completion: Completion) -> None:
+        """Run ``work`` on a worker thread of its lane."""
         lane = self._lanes.get(work.lane)
         if lane is None:
             lane = self._lanes[work.lane] = _Lane()
@@ -86,6 +117,9 @@ class StorageWorkers:
     def close(self) -> None:
         """Stop every worker once its queue is empty (daemon shutdown)."""
         self._closed = True
+        if self._uring is not None:
+            self._uring.close()
+            self._uring = None
         for lane in self._lanes.values():
             for _ in lane.threads:
                 lane.queue.put(None)
@@ -93,24 +127,39 @@ class StorageWorkers:
     # -- worker side ---------------------------------------------------------------------------
 
     def _work(self, lane: _Lane) -> None:
-        while True:
+        stop = False
+        while not stop:
             with self._lock:
                 lane.idle += 1
-            item = lane.queue.get()
+            first = lane.queue.get()
+            batch = [first]
             with self._lock:
                 lane.idle -= 1
-                if item is not None:
+                if first is not None:
                     lane.queued -= 1
-            if item is None:
+                    # Take this worker's share of what is queued: quick work (page-cache
+                    # writes) keeps few workers busy, so each takes a batch and a burst costs
+                    # one wake-up each way; slow work (disk reads) makes the lane start a
+                    # worker per queued piece, so each takes one and they run side by side.
+                    extra = min(MAX_BATCH - 1, lane.queued // len(lane.threads))
+                    lane.queued -= extra
+            if first is None:
                 return
-            work, completion = item
-            try:
-                value, error = work.run(), None
-            except BaseException as exc:  # noqa: BLE001 - handed to the command, which maps it
-                value, error = None, exc
+            for _ in range(extra):
+                item = lane.queue.get()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            results = []
+            for work, completion in batch:
+                try:
+                    results.append((completion, work.run(), None))
+                except BaseException as exc:  # noqa: BLE001 - handed to the command, which maps it
+                    results.append((completion, None, exc))
             with self._lock:
                 wake = not self._done
-                self._done.append((completion, value, error))
+                self._done.extend(results)
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)
@@ -178,9 +227,18 @@ class CommandDriver:
         self.workers.submit(work, resume)
 
     def _start_released(self, pending: Pending) -> None:
-        for ready in pending.lu.task_set.take_ready():
-            done = self._waiting.pop(ready, None)
-            if done is None:       # queued by a front end that is not ours
+        """Start what the end of ``pending`` released in its task set, and what the end of
+        those (if they finish at once) releases in turn -- iteratively, not recursively."""
+        task_set = pending.lu.task_set
+        ready = task_set.take_ready()
+        while ready:
+            released = ready.pop(0)
+            done = self._waiting.pop(released, None)
+            if done is None:       # queued by another front end's driver
                 continue
-            ready.start()
-            self._step(ready, done)
+            released.start()
+            if released.work is None:
+                done(released.result)
+                ready.extend(task_set.take_ready())
+            else:
+                self._step(released, done)

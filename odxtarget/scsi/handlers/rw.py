@@ -39,7 +39,7 @@ def _read(lu, lba: int, blocks: int, length_byte: int) -> ScsiResult | Steps:
 
 
 def _read_from_disk(lu, lba: int, buf: bytearray) -> Steps:
-    yield from lu.read_blocks(lba, memoryview(buf))
+    yield from lu.read_blocks(lba, buf, cached=False)
     return ScsiResult(GOOD, buf, b"", len(buf))
 
 
@@ -129,7 +129,7 @@ def first_difference(left, right) -> int:
 
 def _read_blocks(lu, lba: int, blocks: int) -> Steps:
     buf = bytearray(blocks * lu.block_size)
-    yield from lu.read_blocks(lba, memoryview(buf))
+    yield from lu.read_blocks(lba, buf)
     return buf
 
 

@@ -67,7 +67,7 @@ from typing import Protocol
 
 from odxtarget.scsi.execution import InlineRunner, Pending
 from odxtarget.scsi.sense import SenseData, SenseKey
-from odxtarget.scsi.types import ScsiCommand, ScsiResult, Status
+from odxtarget.scsi.types import ScsiCommand, ScsiResult, Status, TaskAttribute
 from odxtarget.transport.iscsi import pdu as P
 from odxtarget.transport.iscsi.data_transfer import DataOutBudget, frame_data_in
 from odxtarget.transport.iscsi.discovery import (SESSION_TYPE_DISCOVERY, SESSION_TYPE_NORMAL, PortalDirectory,
@@ -103,6 +103,12 @@ PROTOCOL_SERVICE_CRC_ERROR = (0x47, 0x05)
 UNEXPECTED_UNSOLICITED_DATA = (0x0C, 0x0C)
 INCORRECT_AMOUNT_OF_DATA = (0x0C, 0x0D)
 INVALID_FIELD_IN_CDB = (0x24, 0x00)
+
+
+#: RFC 7143 11.3.1 ATTR (0 untagged, 1 simple, 2 ordered, 3 head of queue, 4 ACA; 5-7 reserved)
+#: to the core's SAM-5 task attributes. An untagged task is simple; reserved values are too.
+TASK_ATTRIBUTES = (TaskAttribute.SIMPLE, TaskAttribute.SIMPLE, TaskAttribute.ORDERED, TaskAttribute.HEAD_OF_QUEUE,
+                   TaskAttribute.ACA, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE)
 
 
 def _lun_of(lun_field: bytes) -> int:
@@ -712,18 +718,19 @@ class IscsiConnection:
                 and not raw.data_digest_error and self._normal and not self.tasks.in_use(itt)
                 and window.occupied < window.depth):
             data = raw.data
+            attribute = TASK_ATTRIBUTES[flags & 7]
             if flags & 0x60 == 0x40 and not data:
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, True, edtl, b"", 0, numbered=True)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, attribute, True, edtl, b"", 0, numbered=True)
                 return
             if (flags & 0xE0 == 0xA0 and len(data) == edtl and self.immediate_data
                     and edtl <= self.first_burst):
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, edtl, data, 0, numbered=True)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, attribute, False, edtl, data, 0, numbered=True)
                 return
             if flags & 0x60 == 0 and not data:
                 window.advance()
-                self._execute(itt, lun_field, _lun_of(lun_field), cdb, flags & 7, False, edtl, b"", 0, numbered=True)
+                self._execute(itt, lun_field, _lun_of(lun_field), cdb, attribute, False, edtl, b"", 0, numbered=True)
                 return
         self._on_scsi_command_general(raw)
 
@@ -772,7 +779,8 @@ class IscsiConnection:
                          f"{len(self.tasks)} tasks held (max_tasks_per_connection)")
             return
         lun = P.decode_lun(lun_field)
-        task = ScsiTask(itt, cmd_sn, immediate, bytes(lun_field), lun, bytes(cdb), flags & 7, read, write, edtl)
+        task = ScsiTask(itt, cmd_sn, immediate, bytes(lun_field), lun, bytes(cdb), TASK_ATTRIBUTES[flags & 7], read,
+                        write, edtl)
         placement = Placement.RUN_NOW if immediate else self.order.place(cmd_sn, task)
         if placement is Placement.OUTSIDE:
             log.warning("%s: ignoring SCSI command ITT %#x with CmdSN %d outside the window [%d, %d]",

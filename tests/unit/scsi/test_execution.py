@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from odxtarget.scsi.constants import Ascq
-from odxtarget.scsi.execution import (AbortOutcome, InlineRunner, Pending, StorageCall, TaskAttribute,
+from odxtarget.scsi.types import TaskAttribute
+from odxtarget.scsi.execution import (AbortOutcome, InlineRunner, Pending, StorageCall,
                                       complete_inline)
 from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
 from odxtarget.scsi.target import ScsiTarget

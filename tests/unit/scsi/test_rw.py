@@ -2,6 +2,8 @@
 
 import pytest
 
+from odxtarget.storage.work import StorageCall
+
 from odxtarget.scsi.execution import complete_inline
 from odxtarget.scsi.types import ScsiCommand
 from tests.unit.scsi.helpers import (CHECK, GOOD, NEXUS_A, pattern, read6, read10, read12, read16, ready,
@@ -132,6 +134,9 @@ class FailingBackend:
 
     def try_read_into(self, offset, buf):
         return False           # not cached: the read goes to a worker, which fails
+
+    def read_work(self, offset, buf):
+        return StorageCall(self.lane, self.read_into, (offset, buf))
 
     def write(self, offset, data, fua=False):
         raise OSError(5, "EIO")

@@ -8,7 +8,8 @@ import asyncio
 import threading
 import time
 
-from odxtarget.scsi.execution import StorageCall, TaskAttribute
+from odxtarget.scsi.execution import StorageCall
+from odxtarget.scsi.types import TaskAttribute
 from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
 from odxtarget.scsi.target import ScsiTarget
 from odxtarget.scsi.types import ItNexus, ScsiCommand, Status

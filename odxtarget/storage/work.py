@@ -1,0 +1,80 @@
+"""Storage work: the blocking calls the core hands to its front end (docs/execution.md).
+
+The core never waits for a disk; it yields these to the front end, which runs them off its
+event loop. ``StorageCall`` is any blocking call; ``FileRead`` is a read declared as data (file,
+offset, buffer), so a front end may run it through io_uring rather than a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StorageWork(Protocol):
+    """One blocking storage call the core hands to its front end to run off its thread."""
+
+    @property
+    def lane(self) -> Hashable:
+        """Work of one lane shares one pool of workers (the backing device of a backend)."""
+        ...
+
+    def run(self) -> object:
+        """Do the work (on a worker thread); raises ``OSError`` when the storage fails."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCall:
+    """``function(*arguments)`` as ``StorageWork``."""
+
+    lane: Hashable
+    function: Callable[..., object]
+    arguments: tuple = ()
+
+    def run(self) -> object:
+        return self.function(*self.arguments)
+
+
+@dataclass(eq=False, slots=True)
+class FileRead:
+    """Storage work: fill ``buffer`` with the bytes at ``offset`` of the file ``fd``; bytes past
+    the end of the file read as zeros. A declared form of read, so a front end may run it
+    through io_uring instead of a worker thread (docs/execution.md); ``run`` is the worker
+    form. ``release`` ends the lease that keeps ``fd`` open (``FileExtentBackend.lease``) and
+    must be called exactly once, after the read, whichever way it ran."""
+
+    lane: Hashable
+    fd: int
+    offset: int
+    buffer: bytearray
+    release: Callable[[], None]
+
+    def run(self) -> None:
+        try:
+            read_fully(self.fd, self.offset, memoryview(self.buffer))
+        finally:
+            self.release()
+
+
+def read_fully(fd: int, offset: int, view: memoryview) -> None:
+    """``preadv`` until ``view`` is full; bytes past the end of the file read as zeros."""
+    got = os.preadv(fd, [view], offset)
+    while got < len(view):
+        if got == 0:
+            view[:] = _zeros(len(view))
+            return
+        view = view[got:]
+        offset += got
+        got = os.preadv(fd, [view], offset)
+
+
+
+
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+def _zeros(length: int) -> bytes | memoryview:
+    return memoryview(_ZERO_CHUNK)[:length] if length <= len(_ZERO_CHUNK) else bytes(length)
