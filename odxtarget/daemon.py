@@ -30,12 +30,15 @@ from typing import Any, Callable
 from odxtarget.config import DaemonConfig, StorageObjectConfig, TargetConfig
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.limits import IscsiLimits
+from odxtarget.transport.workers import StorageWorkers
 
 log = logging.getLogger(__name__)
 
 #: How long a graceful shutdown lets running commands finish before connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: How often idle tokens expire and stale copy results go.
+COPY_HOUSEKEEPING_SECONDS = 1.0
 
 
 class DaemonError(Exception):
@@ -129,6 +132,8 @@ class Daemon:
         self.server: Any = None
         self.copy_manager: Any = None
         self._copy_pump: asyncio.Task | None = None
+        #: The workers background copies run on (docs/odx.md, "How copies run").
+        self._copy_workers: StorageWorkers | None = None
 
     def open_storage(self) -> None:
         """Open (creating sparse files as needed) every storage object's backend and LU.
@@ -198,6 +203,8 @@ class Daemon:
             self.close_storage()
             raise
         if self.copy_manager is not None:
+            self._copy_workers = StorageWorkers(asyncio.get_running_loop())
+            self.copy_manager.use_workers(self._copy_workers)
             self._copy_pump = asyncio.create_task(self._pump_copy_work(), name="odx-copy-pump")
         addresses = list(getattr(self.server, "addresses", None) or ()) or [
             portal for target in self.config.targets for portal in target.portals
@@ -263,6 +270,9 @@ class Daemon:
         manager, self.copy_manager = self.copy_manager, None
         if manager is not None:
             manager.close()
+        workers, self._copy_workers = self._copy_workers, None
+        if workers is not None:
+            workers.close()
         backends, self.backends = self.backends, {}
         self.logical_units = {}
         for name, backend in backends.items():
@@ -272,25 +282,16 @@ class Daemon:
                 log.error('storage object "%s": %s', name, error)
 
     async def _pump_copy_work(self) -> None:
-        """Advance background (IMMED=1) copies in short slices between commands, and let
-        tokens expire, about once a second. The copy manager itself never blocks for long."""
-        loop = asyncio.get_running_loop()
-        next_housekeeping = 0.0
+        """Let tokens expire and stale copy results go, about once a second. Background
+        (IMMED=1) copies run on ``_copy_workers``, not here."""
         while True:
             try:
-                now = loop.time()
-                if now >= next_housekeeping:
-                    self.copy_manager.housekeeping()
-                    next_housekeeping = now + 1.0
-                if self.copy_manager.has_pending_work():
-                    self.copy_manager.run_background(0.02)
-                    await asyncio.sleep(0)
-                    continue
+                self.copy_manager.housekeeping()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug in one copy must not stop the others or the daemon
-                log.exception("copy manager background work failed")
-            await asyncio.sleep(0.05)
+            except Exception:  # a bug in the bookkeeping must not stop the daemon
+                log.exception("copy manager housekeeping failed")
+            await asyncio.sleep(COPY_HOUSEKEEPING_SECONDS)
 
     def _get_factories(self) -> Factories:
         if self._factories is None:

@@ -265,6 +265,8 @@ class LiveState:
         except (OSError, ValueError) as error:
             raise AdminError(f'storage object "{so.name}": {error}') from None
         retired = daemon.backends.get(so.name)
+        if self.odx is not None:
+            self.odx.storage_replacing(lu)       # no copy uses the old backend's fds after this
         daemon.backends[so.name] = backend
         lu.replace_backend(backend, read_only=so.read_only)
         cleared = lu.clear_write_back_failure()

@@ -9,11 +9,15 @@ the only admin module that knows the manager's attributes (``limits``, ``tokens`
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import ODX_SECTION, OdxConfig
 from odxtarget.copy.limits import ADMIN_METADATA, CopyLimits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.copy.manager import CopyManager
+    from odxtarget.scsi.lu import LogicalUnit
 
 
 class TunableLimit(NamedTuple):
@@ -46,21 +50,27 @@ def token_id_text(token_id: int) -> str:
     return f"{token_id:016x}"
 
 
+class HoldsCopyManager(Protocol):
+    """What the view needs of the daemon (``odxtarget.daemon.Daemon``)."""
+
+    copy_manager: "CopyManager | None"
+
+
 class OdxView:
     """Reads and changes the copy manager of one daemon."""
 
-    def __init__(self, daemon: Any):
+    def __init__(self, daemon: HoldsCopyManager):
         self.daemon = daemon
 
     @property
-    def manager(self) -> Any:
-        return getattr(self.daemon, "copy_manager", None)
+    def manager(self) -> "CopyManager | None":
+        return self.daemon.copy_manager
 
     @property
     def available(self) -> bool:
         return self.manager is not None
 
-    def _require(self) -> Any:
+    def _require(self) -> "CopyManager":
         manager = self.manager
         if manager is None:
             raise AdminError("ODX copy offload is not running in this daemon (no copy manager)")
@@ -112,15 +122,14 @@ class OdxView:
         now = manager.clock()
         out = []
         for entry in sorted(manager.tokens.active(), key=lambda e: e.last_active):
-            created = getattr(entry, "created", None)
             out.append({
                 "id": token_id_text(entry.token_id),
-                "creator": getattr(entry.creator, "name", "?"),
+                "creator": entry.creator.name,
                 "ranges": [[lba, blocks] for lba, blocks in entry.ranges],
                 "block_size": entry.block_size,
                 "bytes": entry.bytes_represented,
                 "kind": "snapshot" if entry.rod_file is not None else "live",
-                "age": round(now - created, 3) if created is not None else None,
+                "age": round(now - entry.created, 3),
                 "idle": round(now - entry.last_active, 3),
                 "expires_in": None if entry.in_use else round(
                     entry.last_active + entry.inactivity_timeout - now, 3),
@@ -153,17 +162,17 @@ class OdxView:
 
     # -- lifecycle hooks used by ``live`` ---------------------------------------------------------
 
-    def logical_unit_attached(self, lu: Any) -> None:
+    def logical_unit_attached(self, lu: "LogicalUnit") -> None:
         manager = self.manager
         if manager is not None:
             manager.attach(lu)
 
-    def logical_unit_detached(self, lu: Any) -> None:
+    def logical_unit_detached(self, lu: "LogicalUnit") -> None:
         manager = self.manager
         if manager is not None:
             manager.detach(lu)
 
-    def storage_replacing(self, lu: Any) -> None:
+    def storage_replacing(self, lu: "LogicalUnit") -> None:
         """Before ``lu``'s backend is swapped and the old one closed: copies on it stop using it."""
         manager = self.manager
         if manager is not None:

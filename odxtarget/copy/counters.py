@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from odxtarget.scsi.sense import SenseData
+from odxtarget.storage.copy_strategies import CopyMethod
+
 
 @dataclass
 class CopyCounters:
@@ -16,11 +19,11 @@ class CopyCounters:
     bytes_by_method: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
 
-    def add_bytes(self, moved: dict) -> None:
+    def add_bytes(self, moved: dict[CopyMethod, int]) -> None:
         for method, count in moved.items():
-            self.bytes_by_method[getattr(method, "value", str(method))] += count
+            self.bytes_by_method[method.value] += count
 
-    def add_failure(self, sense) -> None:
+    def add_failure(self, sense: SenseData | None) -> None:
         if sense is None:
             return
         self.failures[f"{int(sense.key):X}/{sense.asc:02X}/{sense.ascq:02X}"] += 1

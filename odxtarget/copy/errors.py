@@ -1,4 +1,4 @@
-"""Sense conditions of the copy manager (SPC-4 5.16.6.5, SBC-4 4.28, the reference's section 9).
+"""Sense conditions of the copy manager (SPC-4 5.16.6.5, SBC-4 4.28; docs/odx.md).
 
 Each is a ``ScsiError``: handlers raise, the core's dispatcher turns them into CHECK CONDITION
 with sense. The same objects are stored in list results, so RRTI can report them.

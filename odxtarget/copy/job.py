@@ -1,190 +1,114 @@
-"""A copy job: an ordered list of byte moves that advances in bounded steps.
+"""Planning a copy, and cutting the plan into bounded steps of storage work.
 
 Theory of operation
 -------------------
-Planning (``plan_copy``, pure) maps destination ranges onto the ROD byte stream:
-destination byte ``d`` of the i-th destination range receives ROD byte ``r``, where ROD
-bytes are counted from OFFSET INTO ROD through the source segments in order. The result is a
-list of work items in destination order:
+Planning (``plan_copy``) maps destination ranges onto the ROD byte stream: destination byte
+``d`` of the i-th destination range receives ROD byte ``r``, where ROD bytes are counted from
+OFFSET INTO ROD through the source segments in order (SBC-4 5.39, WRITE USING TOKEN). The
+result is a list of items in destination order (``storage.copy_work``):
 
 * ``Move``     -- source segment slice -> destination slice, same length;
-* ``Zero``     -- destination slice that must read as zeros (the zero token);
+* ``Zero``     -- destination slice that must read as zeros (the zero token, SBC-4 4.28.4);
 * ``Assemble`` -- the one destination block that straddles the end of the ROD: the source
-  bytes that remain, zero-filled to a whole block, written with one write (SBC-4 5.x: "zero-
-  fill any part of a written block that lies beyond the ROD end").
+  bytes that remain, zero-filled to a whole block, written with one write (SBC-4 4.28.2).
 
-``CopyJob.step(budget_bytes)`` executes items in order, splitting big ones, and stops near the
-budget at a destination block boundary, so ``transferred_blocks`` is always the count of
-whole destination blocks written contiguously from the start (SBC-4 5.25 TRANSFER COUNT).
-A synchronous command steps until done or until its time budget runs out; a background one
-is stepped by the copy manager's ``run_background``. File I/O is delegated to
-``storage.copy_strategies``; a source or destination that is not a file (a test's
-``MemoryBackend``) goes through the backend's ``read_into``/``write``.
+Places are logical unit byte offsets (or ROD file offsets): which files hold them is the
+storage's business, resolved by each step under the backend's lease.
+
+``CopyJob.next_step(budget_bytes)`` cuts the next slice of about ``budget_bytes``, ending at a
+destination block boundary, as a ``CopyStep`` for a worker; ``advanced`` takes its outcome.
+So ``transferred_blocks`` is always the count of whole destination blocks written contiguously
+from the start (SBC-4 5.25 TRANSFER COUNT). Nothing here touches storage: a job is advanced by
+the copy manager on the core's thread, and its steps run on workers (docs/odx.md, "How copies
+run").
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from odxtarget.storage import copy_strategies as strategies
+from odxtarget.copy.token_store import RodFile
+from odxtarget.storage.backend import Backend, FileBacked
 from odxtarget.storage.copy_strategies import CopyMethod
-from odxtarget.storage.extents import deallocate_file_range
+from odxtarget.storage.copy_work import (Assemble, BackendEndpoint, CopyItem, CopyStep, FindOverlaps, Move, Place,
+                                         RodFileEndpoint, StagingFile, StepOutcome, Zero)
 
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where bytes live: an open file (``fd``) or, failing that, a backend at ``offset``."""
-
-    fd: int | None
-    offset: int
-    backend: object | None = None
-    device: int | None = None
-
-    def shifted(self, delta: int) -> "Place":
-        return Place(self.fd, self.offset + delta, self.backend, self.device)
+Ranges = tuple[tuple[int, int], ...] | list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
 class SourceSegment:
+    """ROD bytes ``[rod_offset, rod_offset + length)``, stored at ``place``."""
+
     rod_offset: int
     length: int
     place: Place
 
 
-@dataclass(slots=True)
-class Move:
-    source: Place
-    destination: Place
-    length: int
-
-
-@dataclass(slots=True)
-class Zero:
-    destination: Place
-    length: int
-
-
-@dataclass(slots=True)
-class Assemble:
-    destination: list[tuple[Place, int]]   # one destination block (split only across files)
-    length: int
-    parts: list[tuple[Place, int]]         # source pieces, in order; the rest is zeros
-
-
-def places_of(backend, offset: int, length: int) -> list[tuple[Place, int]]:
-    """The places storing ``[offset, offset+length)`` of a backend, as (place, length)."""
-    extents_for = getattr(backend, "extents_for", None)
-    if extents_for is None:
-        return [(Place(None, offset, backend), length)]
-    return [(Place(piece.fd, piece.file_offset, None, _device(piece.fd)), piece.length)
-            for piece in extents_for(offset, length)]
-
-
-def _device(fd: int) -> int | None:
-    try:
-        return os.fstat(fd).st_dev
-    except OSError:
-        return None
-
-
-def live_source(backend, ranges, block_size: int) -> list[SourceSegment]:
-    """The ROD stream of a live token: its creator's ranges, read where they are stored."""
+def live_source(backend: Backend, ranges: Ranges, block_size: int) -> list[SourceSegment]:
+    """The ROD stream of a live token (or an EXTENDED COPY segment): ranges of a logical unit."""
+    endpoint = BackendEndpoint(backend)
     segments = []
     rod_offset = 0
     for lba, blocks in ranges:
-        for place, length in places_of(backend, lba * block_size, blocks * block_size):
-            segments.append(SourceSegment(rod_offset, length, place))
-            rod_offset += length
+        length = blocks * block_size
+        segments.append(SourceSegment(rod_offset, length, Place(endpoint, lba * block_size)))
+        rod_offset += length
     return segments
 
 
-def _storage_identity(place: Place) -> tuple:
-    """What storage a place names: the same file through two fds is the same storage."""
-    if place.fd is None:
-        return ("backend", id(place.backend))
-    status = os.fstat(place.fd)
-    return ("file", status.st_dev, status.st_ino)
+def rod_file_source(rod_file: RodFile) -> list[SourceSegment]:
+    """The ROD stream of a snapshot token: its ROD file's segments."""
+    endpoint = RodFileEndpoint(rod_file.path)
+    return [SourceSegment(segment.rod_offset, segment.length, Place(endpoint, segment.file_offset))
+            for segment in rod_file.segments]
 
 
-STAGING_CHUNK = 1 << 20
+def overlaps_for(source: list[SourceSegment], destination: Backend, ranges: Ranges, block_size: int) -> FindOverlaps:
+    """The storage work that finds the segments of ``source`` the copy would overwrite."""
+    endpoint = BackendEndpoint(destination)
+    written = tuple((Place(endpoint, lba * block_size), blocks * block_size) for lba, blocks in ranges)
+    return FindOverlaps(tuple((segment.place, segment.length) for segment in source), written, destination.lane)
 
 
-def stage_overlapping_sources(source: list[SourceSegment], destination_backend, ranges, block_size: int,
-                              owned_fds: list[int], stage_dir: str | None = None) -> list[SourceSegment]:
-    """Copy aside the live source segments that the destination ranges overwrite.
-
-    WRITE USING TOKEN from a live token into ranges that overlap the token's own source must
-    copy what the source held when the command started, whatever order the moves run in (a
-    plain forward copy would read blocks it has just overwritten). The rare overlapping
-    segments are copied once into an unlinked private file first; the rest still move by
-    reflink or copy_file_range. The staging fd is appended to ``owned_fds``.
-
-    Raises OSError (reading the source, or writing the staging file: ENOSPC) having closed
-    the staging file, so neither its fd nor its space outlives the failure.
-    """
-    written: dict[tuple, list[tuple[int, int]]] = {}
-    for lba, count in ranges:
-        for place, length in places_of(destination_backend, lba * block_size, count * block_size):
-            written.setdefault(_storage_identity(place), []).append((place.offset, place.offset + length))
+def set_aside(source: list[SourceSegment], overlapping: tuple[int, ...], staging: StagingFile, block_size: int,
+              lane: Hashable) -> tuple["CopyJob", list[SourceSegment]]:
+    """A job copying the ``overlapping`` segments into ``staging``, and the ROD stream read
+    from there once it is done. ``block_size`` is the source's (segments are whole blocks)."""
+    items: list[CopyItem] = []
     staged: list[SourceSegment] = []
-    stage_fd: int | None = None
-    stage_end = 0
-    try:
-        for segment in source:
-            start, end = segment.place.offset, segment.place.offset + segment.length
-            spans = written.get(_storage_identity(segment.place), ())
-            if not any(a < end and start < b for a, b in spans):
-                staged.append(segment)
-                continue
-            if stage_fd is None:
-                stage_fd = _private_file(stage_dir)
-                owned_fds.append(stage_fd)
-            buffer = memoryview(bytearray(min(STAGING_CHUNK, segment.length)))
-            done = 0
-            while done < segment.length:
-                view = buffer[:min(len(buffer), segment.length - done)]
-                _read(segment.place.shifted(done), view)
-                _write(Place(stage_fd, stage_end + done), view)
-                done += len(view)
-            staged.append(SourceSegment(segment.rod_offset, segment.length,
-                                        Place(stage_fd, stage_end, None, _device(stage_fd))))
-            stage_end += segment.length
-    except BaseException:
-        if stage_fd is not None:
-            owned_fds.remove(stage_fd)
-            os.close(stage_fd)     # unlinked already: closing frees its space
-        raise
-    return staged
+    offset = 0
+    for index, segment in enumerate(source):
+        if index not in overlapping:
+            staged.append(segment)
+            continue
+        place = Place(staging, offset)
+        items.append(Move(segment.place, place, segment.length))
+        staged.append(SourceSegment(segment.rod_offset, segment.length, place))
+        offset += segment.length
+    blocks = offset // block_size
+    return CopyJob(items, block_size, blocks, blocks, lane), staged
 
 
-def _private_file(directory: str | None) -> int:
-    """An open, already unlinked temporary file: its space goes with its last fd."""
-    fd, path = tempfile.mkstemp(prefix=".wut-stage-", dir=directory)
-    try:
-        os.unlink(path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+def may_overlap(source_backend: Backend, destination: Backend) -> bool:
+    """Whether a live source could share storage with the destination: the same backend, or
+    two backends whose files could be the same (staging then checks the files)."""
+    if source_backend is destination:
+        return True
+    return isinstance(source_backend, FileBacked) and isinstance(destination, FileBacked)
 
 
-def rod_file_source(fd: int, rod_segments) -> list[SourceSegment]:
-    device = _device(fd)
-    return [SourceSegment(segment.rod_offset, segment.length, Place(fd, segment.file_offset, None, device))
-            for segment in rod_segments]
-
-
-def plan_copy(source: list[SourceSegment], rod_offset: int, destination_backend, ranges,
-              block_size: int) -> tuple[list, int]:
-    """Work items copying the ROD from ``rod_offset`` into the destination ranges.
+def plan_copy(source: list[SourceSegment], rod_offset: int, destination: Backend, ranges: Ranges,
+              block_size: int) -> tuple[list[CopyItem], int]:
+    """Items copying the ROD from ``rod_offset`` into the destination ranges.
 
     Returns ``(items, blocks)``: ``blocks`` is how many destination blocks will be written
     (fewer than requested when the ROD runs out; the last may be zero-filled).
     """
+    endpoint = BackendEndpoint(destination)
     available = sum(segment.length for segment in source) - rod_offset
-    items: list = []
+    items: list[CopyItem] = []
     blocks_planned = 0
     cursor = rod_offset
     index = _segment_index(source, cursor)
@@ -194,42 +118,42 @@ def plan_copy(source: list[SourceSegment], rod_offset: int, destination_backend,
         want = count * block_size
         whole = min(want, available // block_size * block_size)
         if whole:
-            index = _moves(items, source, index, cursor, destination_backend, lba * block_size, whole)
+            index = _moves(items, source, index, cursor, Place(endpoint, lba * block_size), whole)
             cursor += whole
             available -= whole
             blocks_planned += whole // block_size
         if whole < want and available > 0:
-            destination = places_of(destination_backend, lba * block_size + whole, block_size)
-            items.append(Assemble(destination, block_size, _source_parts(source, index, cursor, available)))
+            parts = _source_parts(source, index, cursor, available)
+            items.append(Assemble(Place(endpoint, lba * block_size + whole), block_size, parts))
             cursor += available
             available = 0
             blocks_planned += 1
     return items, blocks_planned
 
 
-def _segment_index(source, rod_offset: int) -> int:
+def _segment_index(source: list[SourceSegment], rod_offset: int) -> int:
     for index, segment in enumerate(source):
         if rod_offset < segment.rod_offset + segment.length:
             return index
     return len(source)
 
 
-def _moves(items, source, index, cursor, backend, offset, length) -> int:
-    for place, piece_length in places_of(backend, offset, length):
-        done = 0
-        while done < piece_length:
-            segment = source[index]
-            inside = cursor - segment.rod_offset
-            take = min(piece_length - done, segment.length - inside)
-            items.append(Move(segment.place.shifted(inside), place.shifted(done), take))
-            done += take
-            cursor += take
-            if cursor >= segment.rod_offset + segment.length:
-                index += 1
+def _moves(items: list[CopyItem], source: list[SourceSegment], index: int, cursor: int, destination: Place,
+           length: int) -> int:
+    done = 0
+    while done < length:
+        segment = source[index]
+        inside = cursor - segment.rod_offset
+        take = min(length - done, segment.length - inside)
+        items.append(Move(segment.place.shifted(inside), destination.shifted(done), take))
+        done += take
+        cursor += take
+        if cursor >= segment.rod_offset + segment.length:
+            index += 1
     return index
 
 
-def _source_parts(source, index, cursor, length):
+def _source_parts(source: list[SourceSegment], index: int, cursor: int, length: int) -> tuple[tuple[Place, int], ...]:
     parts = []
     while length > 0 and index < len(source):
         segment = source[index]
@@ -239,47 +163,53 @@ def _source_parts(source, index, cursor, length):
         cursor += take
         length -= take
         index += 1
-    return parts
+    return tuple(parts)
 
 
-def plan_zero(destination_backend, ranges, block_size: int) -> tuple[list, int]:
-    items = []
-    blocks = 0
-    for lba, count in ranges:
-        for place, length in places_of(destination_backend, lba * block_size, count * block_size):
-            items.append(Zero(place, length))
-        blocks += count
-    return items, blocks
+def plan_zero(destination: Backend, ranges: Ranges, block_size: int) -> tuple[list[CopyItem], int]:
+    """Items making the destination ranges read as zeros (the block device zero token)."""
+    endpoint = BackendEndpoint(destination)
+    items: list[CopyItem] = [Zero(endpoint, lba * block_size, count * block_size) for lba, count in ranges]
+    return items, sum(count for _, count in ranges)
 
 
 @dataclass(eq=False)
 class CopyJob:
-    """Executes planned work items in bounded steps; see the module docstring."""
+    """A planned copy advanced one bounded step at a time; see the module docstring."""
 
-    items: list
+    items: list[CopyItem]
     block_size: int
     planned_blocks: int
     requested_blocks: int
-    reflink_alignment: int | None = None      # None: never try FICLONERANGE
-    owned_fds: list[int] = field(default_factory=list)
+    #: Where the steps run: the destination's worker lane.
+    lane: Hashable
+    #: The filesystem block size reflinks are aligned to; None: never try FICLONERANGE.
+    reflink_alignment: int | None = None
+    #: Staging files the job reads from; released when it ends.
+    owned: list[StagingFile] = field(default_factory=list)
     bytes_done: int = 0
-    moved: dict = field(default_factory=dict)
+    moved: dict[CopyMethod, int] = field(default_factory=dict)
     error: OSError | None = None
     aborted: bool = False
     _index: int = 0
     _item_done: int = 0
+    _after_step: tuple[int, int] | None = None
 
     @property
     def total_bytes(self) -> int:
         return self.planned_blocks * self.block_size
 
     @property
+    def all_items_done(self) -> bool:
+        return self._index >= len(self.items)
+
+    @property
     def done(self) -> bool:
-        return self.aborted or self.error is not None or self._index >= len(self.items)
+        return self.aborted or self.error is not None or self.all_items_done
 
     @property
     def finished_all(self) -> bool:
-        return self._index >= len(self.items) and self.error is None and not self.aborted
+        return self.all_items_done and self.error is None
 
     @property
     def transferred_blocks(self) -> int:
@@ -288,117 +218,59 @@ class CopyJob:
     def abort(self) -> None:
         self.aborted = True
 
-    def step(self, budget_bytes: int) -> int:
-        """Move about ``budget_bytes`` (at least one unit), ending on a block boundary."""
-        moved_now = 0
-        while not self.done and (moved_now < budget_bytes or self.bytes_done % self.block_size):
-            item = self.items[self._index]
-            remaining = item.length - self._item_done
+    def fail(self, error: OSError) -> None:
+        self.error = self.error or error
+
+    def next_step(self, budget_bytes: int) -> CopyStep:
+        """The next slice of about ``budget_bytes`` (at least one unit), ending on a
+        destination block boundary; ``advanced`` must follow before the next call."""
+        if self.done:
+            raise RuntimeError("the copy job is done")
+        pieces: list[CopyItem] = []
+        planned = 0
+        index, item_done = self._index, self._item_done
+        while index < len(self.items) and (planned < budget_bytes or (self.bytes_done + planned) % self.block_size):
+            item = self.items[index]
+            remaining = item.length - item_done
             take = remaining
             unit = self._unit(item)
-            if remaining > budget_bytes - moved_now:
-                take = min(remaining, max(unit, (budget_bytes - moved_now) // unit * unit))
-            try:
-                self._execute(item, self._item_done, take)
-            except OSError as error:
-                self.error = error
-                break
-            self._item_done += take
-            self.bytes_done += take
-            moved_now += take
-            if self._item_done >= item.length:
-                self._index += 1
-                self._item_done = 0
-        return moved_now
+            if remaining > budget_bytes - planned:
+                take = min(remaining, max(unit, (budget_bytes - planned) // unit * unit))
+            pieces.append(item.part(item_done, take) if (item_done, take) != (0, item.length) else item)
+            planned += take
+            item_done += take
+            if item_done >= item.length:
+                index += 1
+                item_done = 0
+        self._after_step = (index, item_done)
+        return CopyStep(tuple(pieces), self.lane, self.reflink_alignment)
 
-    def run(self, budget_bytes: int = 1 << 62) -> None:
-        while not self.done:
-            self.step(budget_bytes)
+    def advanced(self, step: CopyStep, outcome: StepOutcome) -> None:
+        """Take the outcome of the step ``next_step`` returned."""
+        after, self._after_step = self._after_step, None
+        for method, count in outcome.moved.items():
+            self.moved[method] = self.moved.get(method, 0) + count
+        if outcome.reflink_refused:
+            self.reflink_alignment = None
+        if outcome.error is not None:
+            self.bytes_done += outcome.completed
+            self.fail(outcome.error)
+            return
+        if after is not None:
+            self._index, self._item_done = after
+        self.bytes_done += step.length
 
-    def close(self) -> None:
-        fds, self.owned_fds = self.owned_fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def take_owned(self) -> tuple[StagingFile, ...]:
+        """The staging files to release now that the job reads them no more."""
+        owned, self.owned = tuple(self.owned), []
+        return owned
 
-    # -- execution ------------------------------------------------------------------------
+    @staticmethod
+    def destination_spans(step: CopyStep) -> list[tuple[int, int]]:
+        """(offset, length) of the destination bytes ``step`` changes, for change listeners."""
+        return [(item.destination.offset, item.length) for item in step.items]
 
-    def _unit(self, item) -> int:
+    def _unit(self, item: CopyItem) -> int:
         if isinstance(item, Move) and self.reflink_alignment:
             return max(self.block_size, self.reflink_alignment)
         return self.block_size
-
-    def _account(self, method: CopyMethod, count: int) -> None:
-        self.moved[method] = self.moved.get(method, 0) + count
-
-    def _execute(self, item, start: int, length: int) -> None:
-        if isinstance(item, Move):
-            self._move(item.source.shifted(start), item.destination.shifted(start), length)
-        elif isinstance(item, Zero):
-            self._zero(item.destination.shifted(start), length)
-        else:
-            self._assemble(item)
-
-    def _move(self, source: Place, destination: Place, length: int) -> None:
-        if source.fd is not None and destination.fd is not None:
-            if (self.reflink_alignment and source.device is not None
-                    and source.device == destination.device):
-                try:
-                    for method, count in strategies.clone_or_copy(
-                            source.fd, source.offset, destination.fd, destination.offset, length,
-                            self.reflink_alignment).items():
-                        self._account(method, count)
-                    return
-                except strategies.ReflinkUnsupported:
-                    self.reflink_alignment = None
-            method = strategies.copy_range(source.fd, source.offset, destination.fd, destination.offset, length)
-            self._account(method, length)
-            return
-        buffer = bytearray(length)
-        _read(source, memoryview(buffer))
-        _write(destination, memoryview(buffer))
-        self._account(CopyMethod.READ_WRITE, length)
-
-    def _zero(self, destination: Place, length: int) -> None:
-        if destination.fd is not None:
-            deallocate_file_range(destination.fd, destination.offset, length)
-        else:
-            destination.backend.deallocate(destination.offset, length)
-        self._account(CopyMethod.ZERO, length)
-
-    def _assemble(self, item: Assemble) -> None:
-        buffer = bytearray(item.length)
-        view = memoryview(buffer)
-        filled = 0
-        for place, length in item.parts:
-            _read(place, view[filled:filled + length])
-            filled += length
-        written = 0
-        for place, length in item.destination:
-            _write(place, view[written:written + length])
-            written += length
-        self._account(CopyMethod.READ_WRITE, item.length)
-
-
-def _read(place: Place, view: memoryview) -> None:
-    if place.fd is None:
-        place.backend.read_into(place.offset, view)
-        return
-    got = 0
-    while got < len(view):
-        count = os.preadv(place.fd, [view[got:]], place.offset + got)
-        if count == 0:
-            view[got:] = bytes(len(view) - got)
-            return
-        got += count
-
-
-def _write(place: Place, view: memoryview) -> None:
-    if place.fd is None:
-        place.backend.write(place.offset, view)
-        return
-    written = 0
-    while written < len(view):
-        written += os.pwritev(place.fd, [view[written:]], place.offset + written)

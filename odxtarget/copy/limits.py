@@ -10,12 +10,13 @@ Why these defaults (docs/odx.md, "Limits"):
   WRITE USING TOKEN as min(MTTS, OTC) (64 MiB here), which even the read/write fallback moves
   in well under a second on local storage, and the time budget truncates the rest, so no
   command comes near Windows' 4 s expectation.
-* 3 s WRITE USING TOKEN time budget: under Windows' 4 s per command. A synchronous WRITE
-  USING TOKEN on the native front end runs on the daemon's one event loop and holds every
-  other session while it runs, so the budget also bounds that stall; lower it (the config's
-  ``odx.write_using_token_budget``) where slow storage makes stalls matter. Truncation is
-  partial success to Windows (it continues from INFORMATION) and to ``odxtarget copy``, so a
-  short budget costs one round trip per budget, not a failure.
+* 3 s WRITE USING TOKEN time budget: under Windows' 4 s per command. The copy's steps run on
+  storage workers, so other commands run meanwhile (docs/odx.md, "How copies run"); the
+  budget is only about the initiator's command timeout. Truncation is partial success to
+  Windows (it continues from INFORMATION) and to ``odxtarget copy``, so a short budget costs
+  one round trip per budget, not a failure.
+* 64 background copies at once (``max_concurrent_copies``): more wait, in progress, so a
+  burst of IMMED=1 copies cannot take every storage worker.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ class CopyLimits:
         64 * MiB, "size", multiple_of=TRANSFER_GRANULE, at_most="max_token_transfer_bytes",
         admin_name="optimal_transfer_size", admin_help="OPTIMAL TRANSFER COUNT, in bytes (VPD 8Fh)")
     #: Seconds one synchronous WRITE USING TOKEN may run before it stops with a residual:
-    #: under Windows' 4 s per command. Lower it to shorten how long a slow copy holds the
-    #: other sessions of the native front end (docs/odx.md).
+    #: under Windows' 4 s per command (docs/odx.md, "How copies run").
     #: At most 60 s in a config: past that, initiators time the command out anyway.
     write_using_token_budget: float = _configurable(
         3.0, "seconds", maximum=60.0, admin_name="time_budget",
@@ -93,8 +93,10 @@ class CopyLimits:
     max_segment_descriptors: int = 64
     max_descriptor_list_length: int = 8192
     max_segment_bytes: int = 64 * MiB
+    #: Background (IMMED=1) copies that run at once; the others wait, reported in progress.
     max_concurrent_copies: int = 64
-    #: Bytes one background step moves before it yields to the event loop.
+    #: Bytes one background copy step moves (and the first step of a synchronous one): what
+    #: one piece of storage work holds a worker for, and how often RRTI's count moves.
     background_step_bytes: int = _configurable(8 * MiB, "size", multiple_of=TRANSFER_GRANULE)
 
     def __post_init__(self) -> None:

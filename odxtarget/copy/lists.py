@@ -2,7 +2,8 @@
 
 A ``CopyOperation`` is what RRTI and RECEIVE COPY STATUS report: its status, transfer
 count, sense data and (after POPULATE TOKEN) the token. Identifiers are 32-bit; an LID1 id
-FDh is the same operation as 000000FDh. Rules kept here (the reference's section 5.5):
+FDh is the same operation as 000000FDh. Rules kept here (SPC-4 5.16.4.2; docs/odx.md,
+"Results, list identifiers and the Windows rules"):
 
 * a new command reusing an identifier that is still active answers OPERATION IN PROGRESS;
   reusing a completed one replaces the old results;
@@ -19,8 +20,12 @@ FDh is the same operation as 000000FDh. Rules kept here (the reference's section
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from odxtarget.copy.constants import CopyOutAction, CopyStatus, Lid1Status, SAM_GOOD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.copy.job import CopyJob
 
 _IN_PROGRESS = (CopyStatus.IN_PROGRESS_FOREGROUND, CopyStatus.IN_PROGRESS_BACKGROUND)
 
@@ -37,7 +42,7 @@ class CopyOperation:
     completion_status: int = SAM_GOOD
     sense: bytes = b""
     token: bytes | None = None
-    job: object | None = None
+    job: "CopyJob | None" = None             # while it runs: RRTI's transfer count and delay
     completed_at: float | None = None
     hold: bool = True                        # LID1 LIST ID USAGE 00b keeps results
     started_at: float = 0.0

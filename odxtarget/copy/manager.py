@@ -1,25 +1,31 @@
 """The copy manager: ODX (POPULATE TOKEN / WRITE USING TOKEN) and EXTENDED COPY(LID1) for
-every logical unit of the daemon, on one token store and one copy engine.
+every logical unit of the daemon, on one token store.
 
 Use (the daemon)::
 
     manager = CopyManager(config.state_dir, CopyLimits())
     manager.startup_cleanup()            # ROD files a crashed run left behind
     for lu in logical_units:
-        manager.attach(lu)               # commands 83h/84h, VPD 8Fh, 3PC=1, write observer
-    ...
-    while manager.has_pending_work():    # the front end's scheduling hook (IMMED=1 copies)
-        manager.run_background(0.02)
+        manager.attach(lu)               # commands 83h/84h, VPD 8Fh, 3PC=1, change listener
+    manager.use_workers(workers)         # where background copies run (StorageWorkers)
     manager.housekeeping()               # about once a second: token expiry, stale results
-    manager.nexus_lost(nexus) / manager.lu_reset(lu)   # from the core's TMF / session events
     manager.use_access(access)           # the front end's CopyAccess (docs/odx.md, "Access control")
     manager.storage_replacing(lu)        # before an admin change swaps or closes lu's storage
     manager.close()
 
 Protocol logic lives in pure modules (params, token, responses, xcopy, lists, job planning);
-this module binds them to logical units and runs the jobs. Time comes from ``clock`` (a
-monotonic seconds function), so tests inject it. Everything runs on the core's single
-thread: ``execute`` calls the handlers, the front end calls ``run_background``.
+this module binds them to logical units: it parses, checks and plans each command, and hands
+the copy to ``running.RunningCopies``. Nothing here waits for a disk (docs/odx.md, "How copies
+run"): a command that moves data is a generator of storage work (odxtarget/scsi/execution.py),
+whose steps -- reflinks, copy_file_range, reads and writes, deallocations, flushes, each of
+bounded size (``storage.copy_work``) -- the front end runs on its workers; a background
+(IMMED=1) copy yields the same steps to the daemon's workers (``background.BackgroundCopies``).
+Everything in this module runs on the core's one thread, so its state needs no locks. Time
+comes from ``clock`` (monotonic seconds), so tests inject it.
+
+Live tokens are cancelled through the one path every change of a logical unit's medium
+takes: ``LogicalUnit.change_listeners`` (SPC-4 5.16.6.3). A copy announces each step's
+destination bytes there too, before the step runs.
 
 Access control: a copy reads and writes only what the I_T nexus that sent it could read and
 write itself. EXTENDED COPY's CSCD descriptors resolve only to logical units of the command's
@@ -32,32 +38,29 @@ as a READ or a WRITE from that nexus would. Tokens count against per-initiator q
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from odxtarget.copy import params, responses
+from odxtarget.copy import params, responses, xcopy
 from odxtarget.copy.access import READ_ACCESS, WRITE_ACCESS, CopyAccess, OwnTargetOnly, maps
+from odxtarget.copy.background import BackgroundCopies, WorkSubmitter
 from odxtarget.copy.constants import (
-    CSCD_ID_THIS_LU, DELAY_COMPLETE, SAM_CHECK_CONDITION, SAM_TASK_ABORTED, CopyInAction, CopyOutAction, CopyStatus,
-    RodType,
+    CSCD_ID_THIS_LU, DELAY_COMPLETE, ROD_TOKEN_LENGTH, SAM_CHECK_CONDITION, SAM_TASK_ABORTED, CopyInAction,
+    CopyOutAction, CopyStatus, RodType,
 )
 from odxtarget.copy.counters import CopyCounters
-from odxtarget.copy.errors import (
-    CopyAborted, CopyTargetDataUnderrun, InsufficientResourcesToCreateRod, InvalidTokenLength, TokenCancelled,
-)
-from odxtarget.copy.job import (CopyJob, live_source, places_of, plan_copy, plan_zero, rod_file_source,
-                                stage_overlapping_sources)
+from odxtarget.copy.errors import CopyAborted, InsufficientResourcesToCreateRod, InvalidTokenLength
+from odxtarget.copy.job import (CopyJob, SourceSegment, live_source, may_overlap, overlaps_for, plan_copy,
+                                plan_zero, rod_file_source)
 from odxtarget.copy.limits import CopyLimits
 from odxtarget.copy.lists import CopyOperation, ListRegistry
-from odxtarget.copy.observer import ObservingBackend, inner_backend
 from odxtarget.copy.rod_files import RodDirectory
+from odxtarget.copy.running import CopyRun, RunningCopies, Staging, complete_failed
 from odxtarget.copy.token import build_token, creator_descriptor, is_zero_token, token_length_of
-from odxtarget.copy.token_store import TokenEntry, TokenStore, remove_quietly
-from odxtarget.copy import xcopy
-from odxtarget.copy.constants import ROD_TOKEN_LENGTH
+from odxtarget.copy.token_store import RodFile, TokenEntry, TokenStore
 from odxtarget.scsi.command_table import CommandFlags, CommandSpec, DataDirection
 from odxtarget.scsi.constants import Opcode, VpdPage
 from odxtarget.scsi.dataout import take
@@ -66,10 +69,15 @@ from odxtarget.scsi.errors import (
     InternalTargetFailure, InvalidFieldInCdb, InvalidFieldInParameterList, ParameterListLengthError,
     ReservationConflict, ScsiError, WriteProtected,
 )
+from odxtarget.scsi.execution import Steps
 from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
+from odxtarget.storage.backend import FileBacked
+from odxtarget.storage.copy_work import CreateStagingFile, SettledWork
+from odxtarget.storage.work import StorageCall
 
 if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.scsi.lu import LogicalUnit
     from odxtarget.scsi.target import ScsiTarget
 
 log = logging.getLogger(__name__)
@@ -82,10 +90,8 @@ DEFAULT_UPDATE_DELAY_MS = 500
 #: Nominal / recommended command timeouts reported by REPORT SUPPORTED OPERATION CODES.
 COPY_TIMEOUTS = {"nominal_timeout": 4, "recommended_timeout": 60}
 GROUP_NUMBER = 0x1F
-#: A synchronous copy aims for steps of budget / this long (``_run_within_budget``) ...
-STEP_TARGET_FRACTION = 20
-#: ... and lets a step grow at most this many times over the previous one.
-MAX_STEP_GROWTH = 16
+#: Reflink alignment when there is no ROD directory to measure a filesystem block on.
+DEFAULT_REFLINK_ALIGNMENT = 4096
 
 
 def _parameter_list_length(cdb: bytes, block_size: int) -> int:
@@ -101,48 +107,22 @@ def _data_in(data: bytes, allocation_length: int) -> ScsiResult:
     return ScsiResult(Status.GOOD, data, b"", len(data))
 
 
-def _lba_after(ranges, blocks: int) -> int:
-    """The destination LBA where a copy into ``ranges`` stopped after ``blocks`` whole blocks."""
-    for lba, count in ranges:
-        if blocks < count:
-            return lba + blocks
-        blocks -= count
-    return ranges[-1][0] + ranges[-1][1] - 1 if ranges else 0
+@dataclass(frozen=True, slots=True)
+class _Populate:
+    """A POPULATE TOKEN being served."""
 
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()
-
-
-def _complete_failed(operation: CopyOperation, error: ScsiError, now: float) -> None:
-    """Record a failed command for RRTI / RECEIVE COPY STATUS: its status (CHECK CONDITION,
-    or RESERVATION CONFLICT, which has no sense data) and sense."""
-    sense = error.sense.pack(False) if error.sense is not None else b""
-    operation.complete(CopyStatus.COMPLETED_WITH_ERRORS, now, sense, int(error.status))
-
-
-@dataclass(eq=False)
-class _Running:
-    """A copy in progress: what to finish when its job is done."""
-
+    lu: "LogicalUnit"
     operation: CopyOperation
-    job: CopyJob
-    destination: object
-    entry: TokenEntry | None
-    delete_token: bool
-    spare_cancelled: bool
-    background: bool
-    ranges: tuple[tuple[int, int], ...] = ()    # destination (lba, blocks), for error LBAs
+    request: params.PopulateTokenRequest
+    owner: str      # the initiator name whose quotas the token counts against
+    now: float
+    length: int     # the PARAMETER LIST LENGTH, reported as transferred
 
-    def touches(self, lu) -> bool:
-        """The copy writes ``lu``, or reads it through a live token."""
-        entry = self.entry
-        return self.destination is lu or (entry is not None and entry.rod_file is None and entry.creator is lu)
+
+def _terminated_segment(number: int) -> CopyAborted:
+    """An EXTENDED COPY stopped by an admin change of a copy target's storage, nexus loss or
+    LU reset: COPY TARGET DEVICE NOT REACHABLE for the segment (SPC-4 6.3.4)."""
+    return CopyAborted(0x0D, 0x02, f"segment {number}: the copy was terminated", number)
 
 
 class CopyManager:
@@ -150,20 +130,26 @@ class CopyManager:
 
     def __init__(self, state_dir: str | None, limits: CopyLimits | None = None,
                  clock: Callable[[], float] = time.monotonic, name: str = "odxtarget",
-                 access: CopyAccess | None = None):
+                 access: CopyAccess | None = None, workers: WorkSubmitter | None = None):
         self._limits = limits or CopyLimits()
         self.clock = clock
         self.name = name
         self.access: CopyAccess = access or OwnTargetOnly()
         self.rod_directory = RodDirectory(state_dir) if state_dir else None
-        self.tokens = TokenStore(self._limits.max_tokens, self._limits.max_rod_bytes, watch=self._watch,
+        self.tokens = TokenStore(self._limits.max_tokens, self._limits.max_rod_bytes, self._discard_rod_file,
                                  max_tokens_per_initiator=self._limits.max_tokens_per_initiator,
                                  max_rod_bytes_per_initiator=self._limits.max_rod_bytes_per_initiator)
         self.lists = ListRegistry(self._limits.result_retention, self._limits.max_lists_per_nexus)
-        self._units: dict[int, object] = {}
-        self._by_designator: dict[bytes, object] = {}
+        self._units: dict[int, "LogicalUnit"] = {}
+        self._by_designator: dict[bytes, "LogicalUnit"] = {}
         self._counters: dict[str, CopyCounters] = {}
-        self._background: list[_Running] = []
+        self._background = BackgroundCopies(self._limits.max_concurrent_copies)
+        #: Every copy in progress, synchronous or not.
+        self.copies = RunningCopies(self.tokens, lambda: self.clock(), lambda: self._limits, self._counter,
+                                    self._background)
+        self._closing = False
+        if workers is not None:
+            self.use_workers(workers)
 
     @property
     def limits(self) -> CopyLimits:
@@ -171,12 +157,14 @@ class CopyManager:
 
     @limits.setter
     def limits(self, limits: CopyLimits) -> None:
-        """New limits apply to the next command; the token store's caps and quotas at once."""
+        """New limits apply to the next command; the token store's caps and quotas, and the
+        number of background copies that may run, at once."""
         self._limits = limits
         self.tokens.max_tokens = limits.max_tokens
         self.tokens.max_rod_bytes = limits.max_rod_bytes
         self.tokens.max_tokens_per_initiator = limits.max_tokens_per_initiator
         self.tokens.max_rod_bytes_per_initiator = limits.max_rod_bytes_per_initiator
+        self._background.limit = limits.max_concurrent_copies
 
     # -- daemon API -------------------------------------------------------------------------
 
@@ -184,12 +172,17 @@ class CopyManager:
         """The front end's knowledge of who reaches which LU; set once its targets exist."""
         self.access = access
 
+    def use_workers(self, workers: WorkSubmitter) -> None:
+        """Where background copies and the removal of dead tokens' files run (the daemon's
+        ``StorageWorkers``); until then they wait."""
+        self._background.use_workers(workers)
+
     def startup_cleanup(self) -> int:
         """Delete ROD files left by a previous run; returns how many."""
         return self.rod_directory.startup_cleanup() if self.rod_directory else 0
 
-    def attach(self, lu) -> None:
-        """Offer third-party copy on ``lu``: commands, VPD 8Fh, 3PC=1, the write observer."""
+    def attach(self, lu: "LogicalUnit") -> None:
+        """Offer third-party copy on ``lu``: commands, VPD 8Fh, 3PC=1, the change listener."""
         if id(lu) in self._units:
             return
         for spec in self._command_specs():
@@ -199,78 +192,48 @@ class CopyManager:
                               lambda unit, nexus: responses.third_party_copy_vpd(limits, unit.block_size),
                               replace=True)
         lu.third_party_copy = True
-        lu.backend = ObservingBackend(lu.backend, lambda offset, length, unit=lu: self._lu_written(unit, offset, length))
+        lu.change_listeners.append(self.copies.lu_changing)
+        lu.event_listeners.append(self._on_lu_event)
         self._units[id(lu)] = lu
         self._by_designator[bytes(lu.naa_designator)] = lu
         self.tokens.register_designator(lu.naa_designator)
         self._counters.setdefault(lu.name, CopyCounters())
-        listeners = getattr(lu, "event_listeners", None)
-        if listeners is not None:  # LogicalUnit.event_listeners: resets and nexus loss (scsi/lu.py)
-            listeners.append(self._on_lu_event)
 
-    def _on_lu_event(self, lu, event: str, nexus) -> None:
+    def _on_lu_event(self, lu: "LogicalUnit", event: str, nexus: ItNexus | None) -> None:
         """Core hook: ``reset`` (LU or target reset) or ``nexus_lost`` (loss or logout)."""
         if event == "reset":
             self.lu_reset(lu)
-        elif event == "nexus_lost":
+        elif event == "nexus_lost" and nexus is not None:
             self.nexus_lost(nexus)
 
-    def detach(self, lu) -> None:
+    def detach(self, lu: "LogicalUnit") -> None:
         """Stop offering copies on ``lu`` (its tokens are revoked, its copies terminated)."""
         if self._units.pop(id(lu), None) is None:
             return
-        self._stop_copies_on(lu)
+        self.copies.stop_on(lu)
         self.lu_reset(lu)
         self.tokens.creator_gone(lu, self.clock())
         self._by_designator.pop(bytes(lu.naa_designator), None)
-        if isinstance(lu.backend, ObservingBackend):
-            lu.backend = lu.backend.inner
+        lu.change_listeners.remove(self.copies.lu_changing)
+        lu.event_listeners.remove(self._on_lu_event)
 
-    def storage_replacing(self, lu) -> None:
+    def storage_replacing(self, lu: "LogicalUnit") -> None:
         """``lu``'s storage is about to be swapped or closed (an admin change of its extents,
-        size or read-only flag, or its deletion): after this returns, no copy uses a file
-        descriptor of that storage. Background (IMMED=1) copies that write ``lu``, or read it
-        through a live token, are terminated (status 60h, as after COPY OPERATION ABORT) and
-        ``lu``'s live tokens are cancelled (23h/08h on next use); snapshot tokens keep their own
-        ROD files. Synchronous copies run to completion inside one command, and admin changes
-        run between commands on the same event loop, so none is ever in flight here."""
-        terminated = self._stop_copies_on(lu)
+        size or read-only flag, a reopen, or its deletion): after this returns, no copy starts
+        another step on that storage. Copies that write ``lu``, or read it through a live token
+        or an EXTENDED COPY, are terminated (a background one's status is 60h, as after COPY
+        OPERATION ABORT); a step already on a worker finishes under the backend's lease, which
+        keeps its descriptors open until then. ``lu``'s live tokens are cancelled (23h/08h on
+        next use); snapshot tokens keep their own ROD files."""
+        terminated = self.copies.stop_on(lu)
         cancelled = self.tokens.creator_storage_replaced(lu, self.clock())
         if terminated or cancelled:
-            log.info("%s: storage replaced: %d background copies terminated, %d live tokens cancelled",
+            log.info("%s: storage replaced: %d copies terminated, %d live tokens cancelled",
                      lu.name, terminated, cancelled)
 
-    def _stop_copies_on(self, lu) -> int:
-        """Terminate the background copies that write ``lu`` or read it through a live token;
-        returns how many."""
-        stopping = [running for running in self._background if running.touches(lu)]
-        for running in stopping:
-            running.job.abort()
-            self._background.remove(running)
-            self._finish(running)
-        return len(stopping)
-
     def has_pending_work(self) -> bool:
-        return bool(self._background)
-
-    def run_background(self, max_seconds: float) -> bool:
-        """Advance background (IMMED=1) copies for about ``max_seconds``; True if work remains.
-
-        The front end calls this from its event loop while ``has_pending_work()``; each call
-        blocks the loop for at most ``max_seconds`` plus one step (``background_step_bytes``).
-        """
-        deadline = self.clock() + max_seconds
-        while self._background:
-            for running in list(self._background):
-                self._check_source_still_valid(running)
-                if not running.job.done:
-                    running.job.step(self.limits.background_step_bytes)
-                if running.job.done:
-                    self._background.remove(running)
-                    self._finish(running)
-            if self.clock() >= deadline:
-                break
-        return bool(self._background)
+        """Background copies are running or waiting for a slot."""
+        return self._background.busy
 
     def housekeeping(self) -> None:
         """Expire idle tokens (removing their ROD files) and stale list results."""
@@ -278,15 +241,15 @@ class CopyManager:
         self.tokens.expire(now)
         self.lists.expire(now)
 
-    def nexus_lost(self, nexus) -> None:
+    def nexus_lost(self, nexus: ItNexus) -> None:
         """I_T nexus loss or logout: its list results go, its running copies are terminated."""
         for operation in self.lists.nexus_lost(nexus):
-            self._terminate(operation)
+            self.copies.terminate(operation)
 
-    def lu_reset(self, lu) -> None:
+    def lu_reset(self, lu: "LogicalUnit") -> None:
         """LOGICAL UNIT RESET (or target reset): drop the LU's operations (SAM-5 6.3)."""
         for operation in self.lists.lu_reset(lu):
-            self._terminate(operation)
+            self.copies.terminate(operation)
 
     def revoke_token(self, token_id: int) -> bool:
         return self.tokens.revoke(token_id, self.clock())
@@ -298,44 +261,32 @@ class CopyManager:
         return {name: counters.as_dict() for name, counters in sorted(self._counters.items())}
 
     def close(self) -> None:
-        for running in list(self._background):
-            running.job.abort()
-            self._background.remove(running)
-            self._finish(running)
+        """Daemon shutdown: every copy stops (a step on a worker finishes), every token and ROD
+        file goes. Runs after the front end stopped, so removing the files here stalls nobody."""
+        self._closing = True
+        self.copies.stop_all()
+        self._background.close()
         self.tokens.close()
+        if self.rod_directory is not None:
+            self.rod_directory.remove_all()
         for name, counters in sorted(self._counters.items()):
             log.info("copy counters %s: %s", name, counters.as_dict())
 
-    # -- observers --------------------------------------------------------------------------
+    # -- storage work nobody waits for ---------------------------------------------------------
 
-    def _watch(self, lu, watching: bool) -> None:
-        backend = getattr(lu, "backend", None)
-        if isinstance(backend, ObservingBackend):
-            backend.set_watching(watching)
+    def _discard_rod_file(self, rod_file: RodFile) -> None:
+        """A dead token's ROD file goes, on a worker (``close`` removes the rest at once)."""
+        if self.rod_directory is not None and not self._closing:
+            self._background.errand(self.rod_directory.removal(rod_file))
 
-    def _lu_written(self, lu, offset: int, length: int) -> None:
-        self.tokens.source_written(lu, offset, length, self.clock())
-
-    def _destination_written(self, lu, ranges, spare: TokenEntry | None) -> bool:
-        """The copy is about to write ``ranges`` of ``lu`` (bypassing the observer): cancel
-        live tokens over them, except ``spare`` (the token being used, cancelled at the end).
-        Returns whether ``spare`` was hit."""
-        now = self.clock()
-        hit = False
-        if spare is not None and spare.rod_file is None and spare.creator is lu:
-            spans = spare.byte_spans()
-            for lba, blocks in ranges:
-                start, end = lba * lu.block_size, (lba + blocks) * lu.block_size
-                if any(a < end and start < b for a, b in spans):
-                    hit = True
-            if hit:  # cancelled when this copy completes, not under its feet
-                self.tokens.stop_watching(spare)
-        for lba, blocks in ranges:
-            self.tokens.source_written(lu, lba * lu.block_size, blocks * lu.block_size, now)
-        return hit
-
-    def _counter(self, lu) -> CopyCounters:
+    def _counter(self, lu: "LogicalUnit") -> CopyCounters:
         return self._counters.setdefault(lu.name, CopyCounters())
+
+    def _reflink_alignment(self) -> int:
+        return self.rod_directory.alignment if self.rod_directory else DEFAULT_REFLINK_ALIGNMENT
+
+    def _staging_directory(self) -> str | None:
+        return self.rod_directory.path if self.rod_directory else None
 
     # -- command table ------------------------------------------------------------------------
 
@@ -398,7 +349,7 @@ class CopyManager:
 
     # -- POPULATE TOKEN (SBC-4 5.x) ---------------------------------------------------------
 
-    def _populate_token(self, lu, command, target) -> ScsiResult:
+    def _populate_token(self, lu: "LogicalUnit", command: ScsiCommand, target) -> ScsiResult | Steps:
         cdb = command.cdb
         list_id, length = struct.unpack_from(">II", cdb, 6)
         if length == 0:
@@ -415,60 +366,87 @@ class CopyManager:
             raise
         now = self.clock()
         operation = self.lists.begin(command.nexus, lu, list_id, CopyOutAction.POPULATE_TOKEN, now)
-        blocks = sum(count for _, count in request.ranges)
-        operation.requested = blocks
+        operation.requested = sum(count for _, count in request.ranges)
+        populate = _Populate(lu, operation, request, command.nexus.initiator_name, now, length)
         try:
-            entry = self._create_token(lu, request, now, command.nexus.initiator_name)
+            self.tokens.check_room(populate.owner)
         except ScsiError as error:
-            counters.add_failure(error.sense)
-            _complete_failed(operation, error, self.clock())
-            if request.immed:
-                return _good(transfer_length=length)
-            raise
+            return self._token_refused(populate, error)
+        token_id = self.tokens.next_token_id()
+        source = self._snapshot_source(lu, request)
+        if source is not None:
+            return self._populate_snapshot(populate, token_id, source)
+        return self._token_made(populate, token_id, None)
+
+    def _snapshot_source(self, lu: "LogicalUnit", request: params.PopulateTokenRequest) -> FileBacked | None:
+        """The backend to snapshot into a ROD file, when one may be tried (docs/odx.md, "Token
+        semantics"): not asked for cancel-on-write, files on a reflink-capable state directory."""
+        backend = lu.backend
+        if (request.rod_type == RodType.PIT_CHANGE_VULNERABLE or self.rod_directory is None
+                or not self.rod_directory.reflink_capable or not isinstance(backend, FileBacked)):
+            return None
+        return backend
+
+    def _populate_snapshot(self, populate: "_Populate", token_id: int, source: FileBacked) -> Steps:
+        """Reflink the ranges into a ROD file on a worker, then issue the token."""
+        lu, block_size = populate.lu, populate.lu.block_size
+        spans = [(lba * block_size, count * block_size) for lba, count in populate.request.ranges]
+        try:
+            outcome = yield self.rod_directory.snapshot(token_id, source, lu.backend.lane, spans)
+        except OSError as error:
+            log.error("%s: cannot create ROD file: %s", lu.name, error)
+            return self._token_refused(populate, InsufficientResourcesToCreateRod(f"ROD file: {error}"))
+        if outcome.reflink_refused:
+            self.rod_directory.reflink_refused()
+        return self._token_made(populate, token_id, outcome.rod_file)
+
+    def _token_made(self, populate: "_Populate", token_id: int, rod_file: RodFile | None) -> ScsiResult:
+        lu, operation = populate.lu, populate.operation
+        try:
+            entry = self._create_token(populate, token_id, rod_file)
+        except ScsiError as error:
+            return self._token_refused(populate, error)
+        counters = self._counter(lu)
         counters.tokens_created += 1
         counters.snapshot_tokens += entry.snapshot
         operation.token = entry.token
-        operation.transfer_count = blocks
+        operation.transfer_count = operation.requested
         operation.complete(CopyStatus.COMPLETED, self.clock())
         self.tokens.touch(entry, self.clock())
         log.debug("%s: token %016x (%s) for %d blocks", lu.name, entry.token_id,
-                  "snapshot" if entry.snapshot else "live", blocks)
-        return _good(transfer_length=length)
+                  "snapshot" if entry.snapshot else "live", operation.requested)
+        return _good(transfer_length=populate.length)
 
-    def _create_token(self, lu, request: params.PopulateTokenRequest, now: float, owner: str) -> TokenEntry:
-        """A token of ``owner`` (an initiator name), within the daemon's caps and its quotas."""
-        self.tokens.check_room(owner)
+    def _token_refused(self, populate: "_Populate", error: ScsiError) -> ScsiResult:
+        """POPULATE TOKEN failed: RRTI reports it; with IMMED=1 only RRTI does (SBC-4 5.x)."""
+        self._counter(populate.lu).add_failure(error.sense)
+        complete_failed(populate.operation, error, self.clock())
+        if populate.request.immed:
+            return _good(transfer_length=populate.length)
+        raise error
+
+    def _create_token(self, populate: "_Populate", token_id: int, rod_file: RodFile | None) -> TokenEntry:
+        """A token of the command's initiator, within the daemon's caps and its quotas."""
+        lu, request = populate.lu, populate.request
         block_size = lu.block_size
         size = sum(count for _, count in request.ranges) * block_size
-        token_id = self.tokens.next_token_id()
-        rod_file = None
-        if request.rod_type != RodType.PIT_CHANGE_VULNERABLE and self.rod_directory is not None:
-            backend = inner_backend(lu.backend)
-            places = [item for lba, count in request.ranges
-                      for item in places_of(backend, lba * block_size, count * block_size)]
-            if self.rod_directory.can_snapshot(places):
-                self.tokens.check_room(owner, size)
-                try:
-                    rod_file = self.rod_directory.create_snapshot(token_id, places)
-                except OSError as error:
-                    log.error("%s: cannot create ROD file: %s", lu.name, error)
-                    raise InsufficientResourcesToCreateRod(f"ROD file: {error}") from None
         rod_type = RodType.PIT_DEFAULT if rod_file is not None else RodType.PIT_CHANGE_VULNERABLE
         token = build_token(rod_type, token_id, creator_descriptor(lu.naa_designator, block_size), size,
                             block_size, lu.block_count, self.name)
         entry = TokenEntry(token, token_id, rod_type, lu, request.ranges, block_size, lu.block_count, size,
-                           float(request.inactivity_timeout), now, rod_file, owner=owner)
+                           float(request.inactivity_timeout), populate.now, rod_file, owner=populate.owner,
+                           created=populate.now)
         try:
             self.tokens.add(entry)
         except BaseException:
             if rod_file is not None:
-                remove_quietly(rod_file.path)
+                self._discard_rod_file(rod_file)
             raise
         return entry
 
     # -- WRITE USING TOKEN (SBC-4 5.x) --------------------------------------------------------
 
-    def _write_using_token(self, lu, command, target) -> ScsiResult:
+    def _write_using_token(self, lu: "LogicalUnit", command: ScsiCommand, target) -> ScsiResult | Steps:
         cdb = command.cdb
         list_id, length = struct.unpack_from(">II", cdb, 6)
         if length == 0:
@@ -488,60 +466,33 @@ class CopyManager:
             running = self._prepare_write(lu, command, target, operation, request, now)
         except ScsiError as error:
             counters.add_failure(error.sense)
-            _complete_failed(operation, error, self.clock())
+            complete_failed(operation, error, self.clock())
             if request.immed:
                 return _good(transfer_length=length)
             raise
         except BaseException:
-            _complete_failed(operation, InternalTargetFailure(), self.clock())   # frees the list id
+            complete_failed(operation, InternalTargetFailure(), self.clock())   # frees the list id
             raise
+        self.copies.add(running)
         if request.immed:
             operation.status = CopyStatus.IN_PROGRESS_BACKGROUND
-            running.background = True
-            self._background.append(running)
+            self.copies.start_background(running)
             return _good(transfer_length=length)
-        self._run_within_budget(running.job)
-        error = self._finish(running)
-        if error is not None:
-            raise error
-        return _good(transfer_length=length)
+        return self.copies.synchronous(running, length)
 
-    def _run_within_budget(self, job: CopyJob) -> None:
-        """Step a synchronous copy until done or out of time (then it ends truncated).
-
-        Steps start at ``background_step_bytes`` and are resized towards a twentieth of the
-        budget (growing at most ``MAX_STEP_GROWTH`` times per step): a reflink of 64 MiB costs
-        about what one of 8 MiB does, so fast methods make few calls, while a slow method
-        keeps steps short enough that the budget is overrun by about a twentieth.
-        """
-        budget = self.limits.write_using_token_budget
-        deadline = self.clock() + budget
-        target = budget / STEP_TARGET_FRACTION
-        step_bytes = self.limits.background_step_bytes
-        while not job.done:
-            started = self.clock()
-            moved = job.step(step_bytes)
-            finished = self.clock()
-            if job.done or finished >= deadline:
-                break
-            elapsed = finished - started
-            growth = MAX_STEP_GROWTH if elapsed <= 0 else min(MAX_STEP_GROWTH, target / elapsed)
-            step_bytes = max(self.limits.background_step_bytes, int(max(moved, 1) * growth))
-
-    def _prepare_write(self, lu, command: ScsiCommand, target: "ScsiTarget | None", operation: CopyOperation,
-                       request: params.WriteUsingTokenRequest, now: float) -> _Running:
+    def _prepare_write(self, lu: "LogicalUnit", command: ScsiCommand, target: "ScsiTarget | None",
+                       operation: CopyOperation, request: params.WriteUsingTokenRequest, now: float) -> CopyRun:
+        """Resolve the token, check access, and plan the copy (nothing moves yet)."""
         token = request.token
-        destination = inner_backend(lu.backend)
+        destination = lu.backend
         block_size = lu.block_size
         if is_zero_token(token):
             if token_length_of(token) != ROD_TOKEN_LENGTH:
                 raise InvalidTokenLength(token_length_of(token))
             items, blocks = plan_zero(destination, request.ranges, block_size)
-            self._destination_written(lu, request.ranges, None)
-            job = CopyJob(items, block_size, blocks, operation.requested)
-            running = _Running(operation, job, lu, None, False, False, False, request.ranges)
+            job = CopyJob(items, block_size, blocks, operation.requested, destination.lane)
             operation.job = job
-            return running
+            return CopyRun(operation, job, lu, destination, ranges=request.ranges, units=(lu,))
         nexus = command.nexus
         reached: list[ItNexus] = []        # the nexus through which the token's source is read
 
@@ -556,42 +507,38 @@ class CopyManager:
             return True
 
         entry = self.tokens.resolve(token, now, visible)
-        if reservation_conflict(entry.creator, reached[-1], READ_ACCESS):
-            raise ReservationConflict(f"the token's source {entry.creator.name} is reserved")
+        creator: LogicalUnit = entry.creator
+        if reservation_conflict(creator, reached[-1], READ_ACCESS):
+            raise ReservationConflict(f"the token's source {creator.name} is reserved")
         rod_offset = request.offset_into_rod * block_size
         if rod_offset >= entry.bytes_represented:
             raise InvalidFieldInParameterList(8, None, "OFFSET INTO ROD beyond the bytes represented")
-        owned: list[int] = []
-        try:
-            if entry.rod_file is not None:
-                try:
-                    fd = os.open(entry.rod_file.path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as error:
-                    log.error("ROD file %s: %s", entry.rod_file.path, error)
-                    raise TokenCancelled() from None
-                owned.append(fd)
-                source = rod_file_source(fd, entry.rod_file.segments)
-            else:
-                source = live_source(inner_backend(entry.creator.backend), entry.ranges, entry.block_size)
-                source = stage_overlapping_sources(
-                    source, destination, request.ranges, block_size, owned,
-                    self.rod_directory.path if self.rod_directory else None)
-            items, blocks = plan_copy(source, rod_offset, destination, request.ranges, block_size)
-        except OSError as error:
-            _close_all(owned)
-            raise lu.write_error(_lba_after(request.ranges, 0), error) from None
-        except BaseException:
-            _close_all(owned)
-            raise
-        alignment = self.rod_directory.alignment if self.rod_directory else 4096
-        job = CopyJob(items, block_size, blocks, operation.requested, reflink_alignment=alignment,
-                      owned_fds=owned)
-        self.tokens.acquire(entry)
-        spare_hit = self._destination_written(lu, request.ranges, entry)
-        operation.job = job
-        return _Running(operation, job, lu, entry, request.delete_token, spare_hit, False, request.ranges)
+        alignment = self._reflink_alignment()
 
-    def _reach(self, nexus: ItNexus, addressed, target: "ScsiTarget | None", lu) -> ItNexus | None:
+        def planned(source: list[SourceSegment]) -> CopyJob:
+            items, blocks = plan_copy(source, rod_offset, destination, request.ranges, block_size)
+            return CopyJob(items, block_size, blocks, operation.requested, destination.lane,
+                           reflink_alignment=alignment)
+
+        staging = None
+        if entry.rod_file is not None:
+            source = rod_file_source(entry.rod_file)
+            units: tuple[LogicalUnit, ...] = (lu,)
+        else:
+            source = live_source(creator.backend, entry.ranges, entry.block_size)
+            units = (lu, creator)
+            if may_overlap(creator.backend, destination):
+                staging = Staging(source, overlaps_for(source, destination, request.ranges, block_size),
+                                  CreateStagingFile(self._staging_directory(), destination.lane),
+                                  entry.block_size, planned)
+        job = planned(source)
+        self.tokens.acquire(entry)
+        operation.job = job
+        return CopyRun(operation, job, lu, destination, entry, request.delete_token, ranges=request.ranges,
+                        units=units, staging=staging)
+
+    def _reach(self, nexus: ItNexus, addressed: "LogicalUnit", target: "ScsiTarget | None",
+               lu: "LogicalUnit") -> ItNexus | None:
         """The nexus through which ``nexus``'s initiator reaches ``lu``, or None: ``nexus``
         for the LU the command addresses and for the LUs of its target, else the front end's
         answer (``CopyAccess.reach``)."""
@@ -599,81 +546,25 @@ class CopyManager:
             return nexus
         return self.access.reach(nexus, lu)
 
-    def _check_source_still_valid(self, running: _Running) -> None:
-        """A background copy from a live token stops when the token is cancelled: what it
-        wrote so far was read before the source changed (point-in-time to that block)."""
-        entry = running.entry
-        if entry is not None and entry.rod_file is None and entry.invalid is not None and not running.spare_cancelled:
-            running.job.error = running.job.error or OSError(0, "source token invalidated")
-            running.operation.extra["invalidated"] = entry.invalid
+    # -- COPY OPERATION ABORT (SPC-4 6.4) ---------------------------------------------------
 
-    def _finish(self, running: _Running) -> ScsiError | None:
-        """Complete the operation of a finished (or stopped) job; returns the error for a
-        synchronous command to raise, if any."""
-        job, operation, lu = running.job, running.operation, running.destination
-        job.close()
-        now = self.clock()
-        counters = self._counter(lu)
-        counters.add_bytes(job.moved)
-        if running.entry is not None:
-            if running.spare_cancelled:
-                self.tokens.release(running.entry, now)
-                self.tokens.invalidate(running.entry, TokenCancelled, now)
-            else:
-                self.tokens.release(running.entry, now, delete=running.delete_token)
-        flush_error: OSError | None = None
-        if not lu.mode.write_cache:
-            try:
-                inner_backend(lu.backend).flush()
-            except OSError as failure:
-                flush_error = failure
-        transferred = job.transferred_blocks
-        operation.transfer_count = transferred
-        error: ScsiError | None = None
-        if job.aborted:
-            operation.complete(CopyStatus.TERMINATED, now, b"", SAM_TASK_ABORTED)
-            return None
-        if flush_error is not None:
-            # WCE=0 promises the data is on stable storage when the command completes, and none
-            # of it is known to be: the LU's write error, not a short transfer count
-            # (docs/odx.md, "Crash safety").
-            operation.transfer_count = 0
-            error = lu.write_error(_lba_after(running.ranges, 0), flush_error)
-        elif job.error is not None:
-            invalid = operation.extra.get("invalidated")
-            if transferred:
-                error = CopyTargetDataUnderrun(transferred)
-            elif invalid is not None:
-                error = invalid()
-            else:
-                error = lu.write_error(_lba_after(running.ranges, transferred), job.error)
-        elif transferred < operation.requested:
-            error = CopyTargetDataUnderrun(transferred)
-        if error is None:
-            operation.complete(CopyStatus.COMPLETED, now)
-            return None
-        counters.add_failure(error.sense)
-        status = CopyStatus.COMPLETED_PARTIAL if isinstance(error, CopyTargetDataUnderrun) \
-            else CopyStatus.COMPLETED_WITH_ERRORS
-        operation.complete(status, now, error.sense.pack(False), SAM_CHECK_CONDITION)
-        return error
-
-    def _terminate(self, operation: CopyOperation) -> None:
-        for running in list(self._background):
-            if running.operation is operation:
-                running.job.abort()
-                self._background.remove(running)
-                self._finish(running)
-
-    # -- COPY OPERATION ABORT (SPC-4 6.3) ---------------------------------------------------
-
-    def _copy_operation_abort(self, lu, command, target) -> ScsiResult:
+    def _copy_operation_abort(self, lu: "LogicalUnit", command: ScsiCommand, target) -> ScsiResult | Steps:
         list_id = U32.unpack_from(command.cdb, 2)[0]
         operation = self.lists.get(command.nexus, lu, list_id)
         if operation is None:
             raise InvalidFieldInCdb(2, None, f"no copy operation with list identifier {list_id:#x}")
-        if operation.active:
-            self._terminate(operation)
+        if not operation.active:
+            return _good()
+        in_flight = self.copies.terminate(operation)
+        if in_flight is None:
+            return _good()
+        return self._aborted_once_settled(in_flight)
+
+    def _aborted_once_settled(self, in_flight: SettledWork) -> Steps:
+        """The command completes once the copy has stopped, so what RRTI reports next is final:
+        wait (on a worker) for the step the copy still has on a worker, then take its outcome."""
+        yield in_flight.waiter()
+        self._background.deliver(in_flight)
         return _good()
 
     # -- status commands ----------------------------------------------------------------------
@@ -792,7 +683,7 @@ class CopyManager:
                 return unit
         return None
 
-    def _extended_copy(self, lu, command, target) -> ScsiResult:
+    def _extended_copy(self, lu: "LogicalUnit", command: ScsiCommand, target) -> ScsiResult | Steps:
         length = U32.unpack_from(command.cdb, 10)[0]
         if length == 0:
             return _good()
@@ -806,18 +697,26 @@ class CopyManager:
             counters.add_failure(error.sense)
             raise
         operation = None
-        now = self.clock()
         if copy_list.holds_results:
             operation = self.lists.begin(command.nexus, lu, copy_list.list_id,
-                                         CopyOutAction.EXTENDED_COPY_LID1, now)
+                                         CopyOutAction.EXTENDED_COPY_LID1, self.clock())
             operation.requested = len(plan)
+        return self._run_extended_copy(plan, operation, counters, length)
+
+    def _run_extended_copy(self, plan: list, operation: CopyOperation | None, counters: CopyCounters,
+                           length: int) -> Steps:
+        """The segments in order, each a job of steps on the front end's workers, then one
+        flush per destination whose write cache is off."""
         transferred = 0
+        running: CopyRun | None = None
 
         def failed(number: int, error: ScsiError) -> CopyAborted:
             """A copy target reported ``error`` for segment ``number``: COPY ABORTED with the
             copy target's sense after it (SPC-2 7.2.3, errors during segment processing)."""
             target_sense = error.sense.fixed() if error.sense is not None else b""
-            aborted = CopyAborted(0x00, 0x00, f"segment {number}: {error}", number, target_sense)
+            return finish(number, CopyAborted(0x00, 0x00, f"segment {number}: {error}", number, target_sense))
+
+        def finish(number: int, aborted: CopyAborted) -> CopyAborted:
             counters.add_failure(aborted.sense)
             if operation is not None:
                 operation.transfer_count = transferred
@@ -826,29 +725,54 @@ class CopyManager:
                                    SAM_CHECK_CONDITION)
             return aborted
 
-        unflushed: dict[int, tuple] = {}    # id(LU) -> (LU, backend, first LBA, last segment), WCE=0
-        for number, (source_lu, destination_lu, source_range, destination_range) in enumerate(plan):
-            source = live_source(inner_backend(source_lu.backend), [source_range], source_lu.block_size)
-            destination = inner_backend(destination_lu.backend)
-            items, blocks = plan_copy(source, 0, destination, [destination_range], destination_lu.block_size)
-            self._destination_written(destination_lu, [destination_range], None)
-            job = CopyJob(items, destination_lu.block_size, blocks, destination_range[1],
-                          reflink_alignment=self.rod_directory.alignment if self.rod_directory else 4096)
-            job.run(self.limits.background_step_bytes)
-            self._counter(destination_lu).add_bytes(job.moved)
-            transferred += job.bytes_done
-            if job.error is not None:
-                lba = destination_range[0] + job.transferred_blocks
-                raise failed(number, destination_lu.write_error(lba, job.error))
-            if not destination_lu.mode.write_cache:
-                first = unflushed.get(id(destination_lu), (None, None, destination_range[0]))[2]
-                unflushed[id(destination_lu)] = (destination_lu, destination, min(first, destination_range[0]),
-                                                 number)
-        for destination_lu, destination, first_lba, number in unflushed.values():
-            try:
-                destination.flush()
-            except OSError as error:
-                raise failed(number, destination_lu.write_error(first_lba, error)) from None
+        units = tuple({id(unit): unit for segment in plan for unit in segment[:2]}.values())
+        #: id(LU) -> (LU, backend, first LBA, end LBA, last segment) of destinations with WCE=0
+        unflushed: dict[int, tuple] = {}
+        try:
+            for number, (source_lu, destination_lu, source_range, destination_range) in enumerate(plan):
+                destination = destination_lu.backend
+                source = live_source(source_lu.backend, [source_range], source_lu.block_size)
+                items, blocks = plan_copy(source, 0, destination, [destination_range], destination_lu.block_size)
+                job = CopyJob(items, destination_lu.block_size, blocks, destination_range[1], destination.lane,
+                              reflink_alignment=self._reflink_alignment())
+                if running is None:
+                    running = CopyRun(operation, job, destination_lu, destination, units=units)
+                    self.copies.add(running)
+                else:
+                    running.job, running.destination, running.backend = job, destination_lu, destination
+                if running.stopped:
+                    job.abort()
+                yield from self.copies.steps(running, adaptive=True)
+                self._counter(destination_lu).add_bytes(job.moved)
+                transferred += job.bytes_done
+                if job.error is not None:
+                    lba = destination_range[0] + job.transferred_blocks
+                    raise failed(number, destination_lu.write_error(lba, job.error))
+                if running.stopped:
+                    raise finish(number, _terminated_segment(number))
+                if not destination_lu.mode.write_cache:
+                    first, count = destination_range
+                    end = first + count
+                    earlier = unflushed.get(id(destination_lu))
+                    if earlier is not None:
+                        first, end = min(first, earlier[2]), max(end, earlier[3])
+                    unflushed[id(destination_lu)] = (destination_lu, destination, first, end, number)
+            for destination_lu, backend, first, end, number in unflushed.values():
+                if running.stopped:
+                    raise finish(number, _terminated_segment(number))
+                block_size = destination_lu.block_size
+                try:
+                    yield StorageCall(backend.lane, backend.flush, (first * block_size, (end - first) * block_size))
+                except OSError as error:
+                    raise failed(number, destination_lu.write_error(first, error)) from None
+        except GeneratorExit:          # the command was aborted (SAM-5 7.2) between two steps
+            if operation is not None and operation.active:
+                operation.transfer_count = transferred
+                operation.complete(CopyStatus.TERMINATED, self.clock(), b"", SAM_TASK_ABORTED)
+            raise
+        finally:
+            if running is not None:
+                self.copies.finished(running)
         if operation is not None:
             operation.transfer_count = transferred
             operation.segments_processed = len(plan)

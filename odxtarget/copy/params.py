@@ -1,7 +1,9 @@
 """Parsing and validating POPULATE TOKEN and WRITE USING TOKEN parameter lists (SBC-4 5.x).
 
-Pure functions over bytes: no I/O, no state. Checks come in the order the reference's section
-3.1 lists them, each with its sense code (section 9).
+Pure functions over bytes: no I/O, no state. Checks come in the order the parameter list's
+fields appear (SBC-4, POPULATE TOKEN and WRITE USING TOKEN parameter lists), each with the
+sense code SBC-4 and SPC-4 5.16.6 assign (docs/odx.md, "Results, list identifiers and the
+Windows rules").
 """
 
 from __future__ import annotations

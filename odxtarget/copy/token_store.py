@@ -9,8 +9,9 @@ time). Each live token is a ``TokenEntry`` that says where its data is:
 * a **snapshot** token (``rod_file`` set) owns a ROD file in ``<state_dir>/.rod/`` holding
   reflinked copies of the source ranges; writes to the source cannot change it;
 * a **live** token refers to its creator LU's ranges; any write, unmap, write same or
-  compare-and-write that touches them cancels it (``source_written``), and so does a change
-  of the LU's capacity (checked when the token is used).
+  compare-and-write that touches them cancels it (``source_written``, which the copy manager
+  calls from the logical unit's change listeners, SPC-4 5.16.6.3), and so does a change of
+  the LU's capacity (checked when the token is used).
 
 Quotas: besides the daemon-wide caps (``max_tokens``, ``max_rod_bytes``), each initiator (by
 name, ``ItNexus.initiator_name``) may hold at most ``max_tokens_per_initiator`` tokens and
@@ -26,25 +27,27 @@ Lifetime (SPC-4 5.16.6.3): the inactivity timer restarts whenever a command that
 token completes; an entry in use by a running copy never expires. An invalidated token
 leaves a tombstone (kept twice its inactivity timeout, bounded in number) so its next use
 says EXPIRED/CANCELLED/DELETED/REVOKED rather than UNKNOWN. ROD files are removed when their
-token dies, or at the end of the copy that was still using it.
+token dies, or at the end of the copy that was still using it: the store hands them to its
+``discard`` callable, which removes them off the core's thread.
 
-Time is injected (``now`` arguments); nothing here sleeps or reads a clock.
+Time is injected (``now`` arguments); nothing here sleeps, reads a clock or touches a file.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from odxtarget.copy import errors
-from odxtarget.copy.constants import RodType
+from odxtarget.copy.constants import ROD_TOKEN_LENGTH, RodType
 from odxtarget.copy.token import creator_designator_of, rod_type_of, token_id_of, token_length_of
-from odxtarget.copy.constants import ROD_TOKEN_LENGTH
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class TokenEntry:
     token: bytes
     token_id: int
     rod_type: int
-    creator: object                       # the LogicalUnit whose data the token represents
+    creator: "LogicalUnit"                # whose data the token represents
     ranges: tuple[tuple[int, int], ...]   # (lba, blocks) on the creator, in ROD order
     block_size: int
     creator_block_count: int
@@ -84,6 +87,7 @@ class TokenEntry:
     in_use: int = 0
     invalid: type[errors.TokenError] | None = None
     owner: str = ""                        # the initiator name whose quota the token counts against
+    created: float = 0.0                   # monotonic seconds of POPULATE TOKEN, for the admin shell
 
     @property
     def snapshot(self) -> bool:
@@ -105,12 +109,16 @@ def _everyone(creator: object) -> bool:
     return True
 
 
+def _keep(rod_file: RodFile) -> None:
+    """The default ``discard``: a store without ROD files has nothing to remove."""
+
+
 class TokenStore:
-    """See the module docstring. ``watch(lu, watching)`` is called when an LU gains its first
-    or loses its last live token, so its observing backend can switch checks on and off."""
+    """See the module docstring. ``discard(rod_file)`` is called once for the ROD file of
+    every snapshot token that is dropped, to remove it."""
 
     def __init__(self, max_tokens: int, max_rod_bytes: int,
-                 watch: Callable[[object, bool], None] | None = None, *,
+                 discard: Callable[[RodFile], None] = _keep, *,
                  max_tokens_per_initiator: int | None = None, max_rod_bytes_per_initiator: int | None = None):
         self.max_tokens = max_tokens
         self.max_rod_bytes = max_rod_bytes
@@ -124,7 +132,7 @@ class TokenStore:
         self._live_by_lu: dict[int, list[TokenEntry]] = {}
         self._designators: set[bytes] = set()
         self._next_id = secrets.randbits(62) | 1
-        self._watch = watch or (lambda lu, watching: None)
+        self._discard = discard
         self.rod_bytes = 0
 
     # -- creation ---------------------------------------------------------------------------
@@ -165,10 +173,7 @@ class TokenStore:
             self.rod_bytes += entry.bytes_represented
             self._rod_bytes_of[entry.owner] += entry.bytes_represented
         else:
-            live = self._live_by_lu.setdefault(id(entry.creator), [])
-            live.append(entry)
-            if len(live) == 1:
-                self._watch(entry.creator, True)
+            self._live_by_lu.setdefault(id(entry.creator), []).append(entry)
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -243,11 +248,6 @@ class TokenStore:
         if entry.in_use == 0:
             self._drop(entry)
 
-    def stop_watching(self, entry: TokenEntry) -> None:
-        """Writes no longer cancel this live token (its own copy is overwriting its source;
-        the caller invalidates it when that copy completes)."""
-        self._forget_live(entry)
-
     def _forget_live(self, entry: TokenEntry) -> None:
         if entry.rod_file is not None:
             return
@@ -256,7 +256,6 @@ class TokenStore:
             live.remove(entry)
             if not live:
                 del self._live_by_lu[id(entry.creator)]
-                self._watch(entry.creator, False)
 
     def _drop(self, entry: TokenEntry) -> None:
         if self._entries.get(entry.token_id) is not entry:
@@ -266,20 +265,27 @@ class TokenStore:
         if entry.rod_file is not None:
             self.rod_bytes -= entry.bytes_represented
             _decrement(self._rod_bytes_of, entry.owner, entry.bytes_represented)
-            remove_quietly(entry.rod_file.path)
+            self._discard(entry.rod_file)
 
-    def source_written(self, lu, offset: int, length: int, now: float) -> int:
-        """Bytes ``[offset, offset+length)`` of ``lu`` changed: cancel the live tokens whose
-        ranges they touch. Returns how many were cancelled."""
+    def watches(self, lu: "LogicalUnit") -> bool:
+        """``lu`` has live tokens that a change of its data would cancel."""
+        return id(lu) in self._live_by_lu
+
+    def source_written(self, lu: "LogicalUnit", offset: int, length: int, now: float,
+                       spare: TokenEntry | None = None) -> bool:
+        """Bytes ``[offset, offset+length)`` of ``lu`` are changing: cancel the live tokens
+        whose ranges they touch, except ``spare`` (the token of the copy making the change,
+        which cancels it once it is done with it). Returns whether ``spare`` was touched."""
         live = self._live_by_lu.get(id(lu))
         if not live:
-            return 0
+            return False
         end = offset + length
         hit = [entry for entry in live
                if any(start < end and offset < stop for start, stop in entry.byte_spans())]
         for entry in hit:
-            self.invalidate(entry, errors.TokenCancelled, now)
-        return len(hit)
+            if entry is not spare:
+                self.invalidate(entry, errors.TokenCancelled, now)
+        return spare is not None and spare in hit
 
     def creator_gone(self, lu, now: float) -> None:
         """An LU is detached: every token it created is revoked."""
@@ -330,11 +336,9 @@ class TokenStore:
         return len(self._entries)
 
     def close(self) -> None:
-        """Daemon shutdown: every ROD file goes."""
-        for entry in list(self._entries.values()):
-            if entry.rod_file is not None:
-                remove_quietly(entry.rod_file.path)
+        """Daemon shutdown: every token goes (the copy manager removes the ROD files)."""
         self._entries.clear()
+        self._live_by_lu.clear()
         self._tokens_of.clear()
         self._rod_bytes_of.clear()
         self.rod_bytes = 0
@@ -344,12 +348,3 @@ def _decrement(counter: Counter[str], key: str, amount: int) -> None:
     counter[key] -= amount
     if counter[key] <= 0:
         del counter[key]
-
-
-def remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        log.warning("cannot remove ROD file %s: %s", path, error)

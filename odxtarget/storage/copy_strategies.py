@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-The copy manager (odxtarget/copy/) plans *what* to move; this module only knows *how*.
-For one piece ``(src_fd, src_offset) -> (dst_fd, dst_offset), length`` it tries, in order:
+The copy manager (odxtarget/copy/) plans *what* to move, ``storage.copy_work`` runs the
+plans on worker threads, and this module only knows *how*. For one piece
+``(src_fd, src_offset) -> (dst_fd, dst_offset), length`` it tries, in order:
 
 1. **reflink** (``FICLONERANGE``, Linux ``fs/remap_range.c``): the destination shares the
    source's blocks; no data moves. The kernel demands that both offsets and the length are
@@ -42,14 +43,12 @@ FICLONERANGE = 0x4020940D
 #: struct file_clone_range { __s64 src_fd; __u64 src_offset, src_length, dest_offset; }
 _CLONE_RANGE = struct.Struct("=qQQQ")
 
-# linux/falloc.h
-
 #: Errors meaning "this method cannot do this piece here", not "the storage failed".
 UNSUPPORTED_ERRNOS = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS,
                                 errno.ETXTBSY, errno.ENOTTY, errno.EPERM})
 
-#: Largest single pread/pwrite and copy_file_range call: bounds memory and the time one
-#: call can block the event loop.
+#: Largest single pread/pwrite and copy_file_range call: bounds memory and how long one
+#: call holds a storage worker (copies run on workers, docs/odx.md "How copies run").
 MAX_CHUNK = 8 * 1024 * 1024
 
 

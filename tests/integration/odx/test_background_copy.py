@@ -1,7 +1,8 @@
-"""IMMED=1 (SBC-4 5.59, reference 3.1): WRITE USING TOKEN returns GOOD at once and copies in
-the background; RRTI shows 12h with a growing transfer count; COPY OPERATION ABORT ends it
-with 60h and completion status TASK ABORTED; errors found later are reported through RRTI
-only. Small background steps (config "odx") make the copy slow enough to watch."""
+"""IMMED=1 (SBC-4, WRITE USING TOKEN): the command returns GOOD at once and the copy runs in
+the background, on the daemon's storage workers (docs/odx.md, "How copies run"); RRTI shows
+12h with a growing transfer count; COPY OPERATION ABORT ends it with 60h and completion status
+TASK ABORTED; errors found later are reported through RRTI only. Small background steps
+(config "odx") make the copy slow enough to watch."""
 
 from __future__ import annotations
 

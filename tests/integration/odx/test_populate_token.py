@@ -1,5 +1,6 @@
-"""POPULATE TOKEN (SBC-4 5.12) through libiscsi: every refusal of the reference's section 3.1
-and 9 that a PT can provoke, and RECEIVE ROD TOKEN INFORMATION after it byte for byte."""
+"""POPULATE TOKEN (SBC-4 5.12) through libiscsi: every refusal of its parameter list that a PT
+can provoke, with the sense SBC-4 and SPC-4 5.16.6 assign (docs/odx.md), and RECEIVE ROD TOKEN
+INFORMATION after it byte for byte."""
 
 from __future__ import annotations
 

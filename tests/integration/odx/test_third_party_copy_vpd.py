@@ -63,7 +63,8 @@ def test_page_byte_for_byte_with_default_limits(session: OdxSession):
 
 def test_windows_reads_255_bytes_and_gets_the_page_prefix(session: OdxSession):
     """Windows sends a 6-byte INQUIRY with allocation length 255 and parses the first
-    descriptor: BDRL with DESCRIPTOR LENGTH exactly 0020h (reference 8.2)."""
+    descriptor: BDRL with DESCRIPTOR LENGTH exactly 0020h (docs/odx.md, "The limits reported,
+    and why")."""
     result = check(session.session.inquiry(1, VPD_THIRD_PARTY_COPY, 255), GOOD, "INQUIRY 8Fh")
     assert result.data == expected_page(512)[:255]
     assert result.data[4:8] == bytes.fromhex("00000020")

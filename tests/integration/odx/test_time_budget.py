@@ -66,12 +66,11 @@ def test_odxtarget_copy_finishes_a_copy_made_of_truncated_writes(start_daemon):
 
 
 @pytest.mark.parametrize("filesystem", ["ext4"])     # on XFS even this copy is a quick reflink
-def test_a_long_write_does_not_stall_other_sessions_for_more_than_its_budget(start_daemon):
-    """Commands run on the daemon's one event loop, so a synchronous WRITE USING TOKEN holds
-    every other session for as long as it runs: the per-command budget bounds that. A 512 MiB
-    copy takes several budgets of 20 ms, so the write must come back truncated, and TEST UNIT
-    READY on another session must never wait much longer than one budget."""
-    budget = 0.02
+def test_a_long_write_using_token_does_not_stall_other_sessions(start_daemon):
+    """A copy's steps run on storage workers, not on the daemon's event loop (docs/odx.md,
+    "How copies run"): while a 512 MiB WRITE USING TOKEN copies for up to its budget, TEST
+    UNIT READY on another session keeps being answered at once."""
+    budget = 1.0
     blocks = 512 * MIB // 512
     daemon = start_daemon(DaemonSpec(luns=[LunSpec(0, 512 * MIB), LunSpec(1, 512 * MIB)]),
                           odx={"write_using_token_budget": budget, "background_step_bytes": "4K",
@@ -79,14 +78,14 @@ def test_a_long_write_does_not_stall_other_sessions_for_more_than_its_budget(sta
     with OdxSession(daemon) as session, OdxSession(daemon, initiator_name="iqn.2026-11.org.odxtarget:other") as other:
         data = session.fill(0, 0, 4 * MIB, seed=63)
         token = session.token(0, [(0, blocks)], rod_type=0x0080_0001)   # copy_file_range, not reflink
-        delays: list[float] = []
+        probes: list[tuple[float, float]] = []          # (when answered, how long it took)
         stop = threading.Event()
 
         def probe():
             while not stop.is_set():
                 started = time.monotonic()
                 check(other.session.test_unit_ready(0), GOOD, "TEST UNIT READY")
-                delays.append(time.monotonic() - started)
+                probes.append((time.monotonic(), time.monotonic() - started))
                 time.sleep(0.002)
 
         thread = threading.Thread(target=probe)
@@ -95,15 +94,20 @@ def test_a_long_write_does_not_stall_other_sessions_for_more_than_its_budget(sta
             time.sleep(0.02)
             started = time.monotonic()
             _, result = session.write_using(1, token, [(0, blocks)])
-            elapsed = time.monotonic() - started
+            finished = time.monotonic()
             time.sleep(0.02)
         finally:
             stop.set()
             thread.join()
-        check(result, COPY_TARGET_UNDERRUN, "truncated by the budget")
-        written = information(result)
-        assert 0 < written < blocks
-        assert elapsed < budget + 0.25, elapsed
-        assert len(delays) > 3 and max(delays) < budget + 0.25, max(delays)
+        if result.status == GOOD:
+            written = blocks
+        else:
+            check(result, COPY_TARGET_UNDERRUN, "truncated by the budget")
+            written = information(result)
+        assert 0 < written <= blocks
+        assert finished - started < budget + 0.25, finished - started
+        during = [delay for answered, delay in probes if started <= answered <= finished]
+        assert len(during) >= min(3, int((finished - started) / 0.05)), (len(during), finished - started)
+        assert max(delay for _, delay in probes) < 0.25, max(delay for _, delay in probes)
         checked = min(written * 512, 8 * MIB)            # the copied blocks hold the source's
         assert session.read(1, 0, checked) == (data + bytes(4 * MIB))[:checked]

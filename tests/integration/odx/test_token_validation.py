@@ -1,4 +1,4 @@
-"""Presented tokens that must be refused (SPC-4 5.16.6.5.2.3, reference 4.6): corrupted, forged,
+"""Presented tokens that must be refused (SPC-4 5.16.6.5.2.3; docs/odx.md, "Token semantics"): corrupted, forged,
 of another copy manager, of the wrong length or ROD type, and a token used after its source LU's
 data was read back intact (nothing of a refused WRITE USING TOKEN reaches the medium)."""
 

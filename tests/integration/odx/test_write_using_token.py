@@ -1,6 +1,6 @@
 """WRITE USING TOKEN (SBC-4 5.59) through libiscsi: copies verified by reading back, within
 and across LUNs, OFFSET INTO ROD, several ranges on both sides, the ROD running out, the
-refusals of the reference's sections 3.2 and 9, and RRTI / RECEIVE COPY STATUS(LID4) after it
+refusals of its parameter list (SBC-4, WRITE USING TOKEN; SPC-4 5.16.6), and RRTI / RECEIVE COPY STATUS(LID4) after it
 byte for byte."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_copy_within_a_lun(session: OdxSession):
 
 def test_copy_across_luns_with_several_ranges_and_an_offset(session: OdxSession):
     """The ROD is the source ranges in order; OFFSET INTO ROD skips into it; the destination
-    ranges take it in their own order (SBC-4 5.59, reference 3.2)."""
+    ranges take it in their own order (SBC-4, WRITE USING TOKEN)."""
     first = session.fill(0, 8, 64 * 512, seed=2)
     second = session.fill(0, 5000, 100 * 512, seed=3)
     rod = first + second
@@ -135,7 +135,7 @@ def test_a_list_identifier_in_use_answers_operation_in_progress(start_daemon):
 
 def test_offset_into_rod_counts_destination_blocks(start_daemon):
     """A token made on a 512-byte LU, written to a 4096-byte LU: OFFSET INTO ROD 1 starts at
-    ROD byte 4096, source LBA 8 (the SBC example, reference 3.2)."""
+    ROD byte 4096, source LBA 8 (SBC-4, WRITE USING TOKEN: OFFSET INTO ROD counts destination blocks)."""
     daemon = start_daemon(DaemonSpec(luns=[LunSpec(0, 16 * MIB, 512), LunSpec(1, 16 * MIB, 4096)]))
     with OdxSession(daemon) as session:
         data = session.fill(0, 0, 64 * 512, seed=9)

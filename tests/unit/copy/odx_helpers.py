@@ -1,5 +1,5 @@
 """Helpers for the copy manager tests: LUs over real files, CDB builders, an injectable clock,
-and the XFS reflink loop mount."""
+a synchronous stand-in for the storage workers, and the XFS reflink loop mount."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 
 from odxtarget.scsi.execution import complete_inline
@@ -40,6 +41,44 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class InlineWorkers:
+    """A synchronous stand-in for ``transport.workers.StorageWorkers``: work runs as soon as it
+    is submitted (on the test's thread), and its completion when the test says so (``run_one``,
+    ``run_all``), as the event loop would run it later. So a test sees a background copy move
+    one step at a time."""
+
+    def __init__(self) -> None:
+        self._completions: deque = deque()
+        self.submitted = 0
+
+    def submit(self, work, completion) -> None:
+        self.submitted += 1
+        try:
+            value, error = work.run(), None
+        except Exception as exc:  # noqa: BLE001 - handed to the completion, as the workers do
+            value, error = None, exc
+        self._completions.append((completion, value, error))
+
+    @property
+    def pending(self) -> int:
+        return len(self._completions)
+
+    def run_one(self) -> bool:
+        """Deliver the oldest completion; False when there was none."""
+        if not self._completions:
+            return False
+        completion, value, error = self._completions.popleft()
+        completion(value, error)
+        return True
+
+    def run_all(self, limit: int = 1_000_000) -> int:
+        """Deliver completions (and those of the work they submit) until none is left."""
+        count = 0
+        while count < limit and self.run_one():
+            count += 1
+        return count
 
 
 def pattern(length: int, seed: int) -> bytes:
@@ -74,7 +113,8 @@ class Env:
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir or os.path.join(self.directory, "state")
         os.makedirs(self.state_dir, exist_ok=True)
-        self.manager = CopyManager(self.state_dir, self.limits, clock=self.clock)
+        self.workers = InlineWorkers()
+        self.manager = CopyManager(self.state_dir, self.limits, clock=self.clock, workers=self.workers)
         self.manager.startup_cleanup()
         self.target = ScsiTarget("iqn.2026-01.org.test:tgt", {})
         self.luns: dict[int, LogicalUnit] = {}
@@ -123,6 +163,10 @@ class Env:
     def write_using(self, lun: int, token: bytes, ranges, list_id: int = 2, nexus: ItNexus = NEXUS, **options):
         data = build_write_using_token_list(token, ranges, **options)
         return self.run(wut_cdb(list_id, len(data)), data, lun, nexus)
+
+    def settle(self) -> int:
+        """Run background copies and the storage work nobody waits for to their end."""
+        return self.workers.run_all()
 
     def close(self) -> None:
         self.manager.close()

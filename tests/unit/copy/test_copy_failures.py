@@ -9,13 +9,12 @@ import struct
 
 import pytest
 
-from odxtarget.copy import job as job_module
-from odxtarget.copy.job import CopyJob, live_source, stage_overlapping_sources
+from odxtarget.copy.job import live_source, overlaps_for, set_aside
 from odxtarget.copy.limits import CopyLimits
-from odxtarget.copy.observer import inner_backend
 from odxtarget.copy.token import creator_descriptor
 from odxtarget.copy.xcopy import build_extended_copy
 from odxtarget.scsi.types import Status
+from odxtarget.storage import copy_strategies, copy_work
 from tests.support.copy_cdbs import rrti_cdb, xcopy_cdb
 from tests.unit.copy.odx_helpers import MIB, information, pattern, sense_triplet
 
@@ -44,7 +43,7 @@ def test_flush_failure_after_write_using_token_is_the_lus_write_error(ext4_env, 
     env.write(0, 0, pattern(64 * 512, 1))
     token = env.token(0, [(0, 64)])
     lu.mode.write_cache = False
-    monkeypatch.setattr(inner_backend(lu.backend), "flush", failing(errno.EIO))
+    monkeypatch.setattr(lu.backend, "flush", failing(errno.EIO))
     result = env.write_using(0, token, [(1000, 64)], list_id=7)
     monkeypatch.undo()
     assert result.status == Status.CHECK_CONDITION
@@ -58,7 +57,7 @@ def test_a_copy_failing_for_lack_of_space_reports_it_as_writes_do(ext4_env, monk
     env = ext4_env
     env.add_lu(0)
     token = env.token(0, [(0, 64)])
-    monkeypatch.setattr(CopyJob, "_move", failing(errno.ENOSPC))
+    monkeypatch.setattr(copy_work._StepRun, "_move", failing(errno.ENOSPC))
     result = env.write_using(0, token, [(1000, 64)], list_id=7)
     monkeypatch.undo()
     assert sense_triplet(result) == (DATA_PROTECT, 0x27, 0x07)
@@ -71,7 +70,7 @@ def test_extended_copy_carries_the_destinations_write_error(ext4_env, monkeypatc
     lu = env.add_lu(0)
     descriptor = creator_descriptor(lu.naa_designator, lu.block_size)
     data = build_extended_copy(1, [descriptor], [(0, 0, 8, 0, 4096)])
-    monkeypatch.setattr(CopyJob, "_move", failing(errno.ENOSPC))
+    monkeypatch.setattr(copy_work._StepRun, "_move", failing(errno.ENOSPC))
     result = env.run(xcopy_cdb(len(data)), data)
     monkeypatch.undo()
     assert sense_triplet(result) == (COPY_ABORTED, 0x00, 0x00)
@@ -85,7 +84,7 @@ def test_extended_copy_flush_failure_is_an_error(ext4_env, monkeypatch):
     lu.mode.write_cache = False
     descriptor = creator_descriptor(lu.naa_designator, lu.block_size)
     data = build_extended_copy(1, [descriptor], [(0, 0, 8, 0, 4096)])
-    monkeypatch.setattr(inner_backend(lu.backend), "flush", failing(errno.EIO))
+    monkeypatch.setattr(lu.backend, "flush", failing(errno.EIO))
     result = env.run(xcopy_cdb(len(data)), data)
     monkeypatch.undo()
     assert sense_triplet(result) == (COPY_ABORTED, 0x00, 0x00)
@@ -95,19 +94,36 @@ def test_extended_copy_flush_failure_is_an_error(ext4_env, monkeypatch):
 
 # -- staging overlapping sources -------------------------------------------------------------------
 
-def test_failed_staging_releases_its_fd_and_space(ext4_env, monkeypatch):
+def test_only_the_source_data_the_copy_overwrites_is_staged(ext4_env):
     env = ext4_env
     lu = env.add_lu(0)
-    backend = inner_backend(lu.backend)
-    source = live_source(backend, [(0, 64)], 512)
-    owned: list[int] = [12345]                      # an fd of the caller's: left alone
-    before = open_fds()
-    monkeypatch.setattr(job_module, "_write", failing(errno.ENOSPC))
-    with pytest.raises(OSError):
-        stage_overlapping_sources(source, backend, [(32, 64)], 512, owned, env.manager.rod_directory.path)
-    monkeypatch.undo()
-    assert owned == [12345] and open_fds() == before
-    assert not [name for name in os.listdir(env.manager.rod_directory.path) if name.startswith(".wut-stage-")]
+    other = env.add_lu(1)
+    source = live_source(lu.backend, [(0, 64), (128, 64), (300, 8)], 512)
+    assert overlaps_for(source, lu.backend, [(32, 16), (302, 1)], 512).run() == (0, 2)
+    assert overlaps_for(source, other.backend, [(0, 512)], 512).run() == ()
+
+
+def test_staging_copies_aside_in_steps(ext4_env):
+    env = ext4_env
+    lu = env.add_lu(0)
+    data = pattern(256 * 512, 5)
+    env.write(0, 0, data)
+    source = live_source(lu.backend, [(0, 64), (128, 64)], 512)
+    staging = copy_work.StagingFile.create(env.manager.rod_directory.path)
+    try:
+        job, staged = set_aside(source, (1,), staging, 512, lu.backend.lane)
+        steps = 0
+        while not job.done:
+            step = job.next_step(8 * 512)
+            job.advanced(step, step.run())
+            steps += 1
+        assert job.finished_all and steps == 8
+        assert staged[0] is source[0] and staged[1].place.endpoint is staging
+        copy = bytearray(64 * 512)
+        staging.read(0, memoryview(copy))
+        assert bytes(copy) == data[128 * 512:192 * 512]
+    finally:
+        staging.release()
 
 
 def test_write_using_token_whose_staging_fails_frees_the_list_id(ext4_env, monkeypatch):
@@ -117,7 +133,7 @@ def test_write_using_token_whose_staging_fails_frees_the_list_id(ext4_env, monke
     env.write(0, 0, data)
     token = env.token(0, [(0, 64)])                 # live: the destination overlaps its source
     before = open_fds()
-    monkeypatch.setattr(job_module, "_write", failing(errno.ENOSPC))
+    monkeypatch.setattr(copy_strategies, "copy_range", failing(errno.ENOSPC))    # writing the staging file
     result = env.write_using(0, token, [(32, 64)], list_id=7)
     monkeypatch.undo()
     assert sense_triplet(result) == (DATA_PROTECT, 0x27, 0x07)
@@ -133,7 +149,7 @@ def background(env, destination_lun: int, list_id: int = 7) -> bytes:
     env.manager.limits = CopyLimits(background_step_bytes=64 * 1024)
     token = env.token(0, [(0, 8192)], list_id=1)
     assert env.write_using(destination_lun, token, [(8192, 8192)], list_id=list_id, immed=True).status == Status.GOOD
-    env.manager.run_background(0.0)
+    env.workers.run_one()
     assert env.manager.has_pending_work()
     return token
 
@@ -151,7 +167,10 @@ def two_lus(ext4_env):
 def test_storage_replacing_terminates_copies_reading_or_writing_the_lu(two_lus, replaced):
     env = two_lus
     token = background(env, destination_lun=1)
+    submitted = env.workers.submitted
     env.manager.storage_replacing(env.luns[replaced])
+    env.settle()                                    # the step that was on a worker returns
+    assert env.workers.submitted == submitted       # and no step starts after it
     assert not env.manager.has_pending_work()
     info = rrti(env, 7, lun=1)
     assert info[5] == 0x60 and info[12] == 0x40
@@ -164,8 +183,7 @@ def test_storage_replacing_leaves_other_copies_running(two_lus):
     token = background(env, destination_lun=1)
     env.manager.storage_replacing(env.luns[2])
     assert env.manager.has_pending_work()
-    while env.manager.run_background(1.0):
-        pass
+    env.settle()
     assert rrti(env, 7, lun=1)[5] == 0x01
     assert env.write_using(2, token, [(0, 8)], list_id=8).status == Status.GOOD
 
@@ -174,6 +192,7 @@ def test_detaching_the_source_of_a_background_copy_terminates_it(two_lus):
     env = two_lus
     background(env, destination_lun=1)
     env.manager.detach(env.luns[0])
+    env.settle()
     assert not env.manager.has_pending_work()
     assert rrti(env, 7, lun=1)[5] == 0x60
 

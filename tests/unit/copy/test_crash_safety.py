@@ -1,4 +1,4 @@
-"""Crash safety (item 8): SIGKILL a process in the middle of a big WRITE USING TOKEN; every
+"""Crash safety (docs/odx.md, "Crash safety"): SIGKILL a process in the middle of a big WRITE USING TOKEN; every
 destination block must then hold its old or its new contents, never anything else."""
 
 from __future__ import annotations

@@ -220,6 +220,7 @@ def test_default_inactivity_timeout_and_housekeeping_removes_rod_files(env):
     assert len(env.manager.tokens.active()) == 1
     env.clock.advance(2)
     env.manager.housekeeping()
+    env.settle()                                       # ROD files are removed on a worker
     assert not env.manager.tokens.active() and not rod_files(env)
     check(env.write_using(0, token, [(100, 8)]), ILLEGAL, 0x23, 0x07)
 
@@ -228,6 +229,7 @@ def test_del_tkn_deletes_after_use(env):
     env.add_lu(0)
     token = env.token(0, [(0, 8)])
     assert env.write_using(0, token, [(100, 8)], delete_token=True).status == Status.GOOD
+    env.settle()
     assert not rod_files(env)
     check(env.write_using(0, token, [(100, 8)], list_id=3), ILLEGAL, 0x23, 0x09)
 
@@ -407,7 +409,7 @@ def test_immed_write_runs_in_background_with_progress(env):
             break
         assert 50 <= delay <= 1000
         env.clock.advance(0.01)
-        env.manager.run_background(0.0)
+        env.workers.run_one()                          # the next step's completion
     assert status == 0x01 and delay == 0xFFFFFFFE and counts[-1] == 8192
     assert counts == sorted(counts) and len(set(counts)) > 3
     assert env.read(0, 16384, 8192) == data
@@ -417,7 +419,7 @@ def test_copy_operation_abort_terminates_background_copy(env):
     immed_env(env)
     token = env.token(0, [(0, 8192)])
     env.write_using(0, token, [(16384, 8192)], list_id=7, immed=True)
-    env.manager.run_background(0.0)
+    env.workers.run_one()
     env.ok(coa_cdb(7))
     assert not env.manager.has_pending_work()
     info = bytes(env.ok(rrti_cdb(7)).data_in)
@@ -442,9 +444,9 @@ def test_background_copy_from_cancelled_live_token_stops(ext4_env):
     immed_env(env)
     token = env.token(0, [(0, 8192)])
     env.write_using(0, token, [(16384, 8192)], list_id=7, immed=True)
-    env.manager.run_background(0.0)
+    env.workers.run_one()
     env.write(0, 5000, pattern(512, 1))               # the source changes under the copy
-    env.manager.run_background(10.0)
+    env.settle()
     info = bytes(env.ok(rrti_cdb(7)).data_in)
     assert info[5] == 0x03 and info[32 + 2] & 0x0F == COPY_ABORTED
     assert 0 < struct.unpack_from(">Q", info, 16)[0] < 8192
