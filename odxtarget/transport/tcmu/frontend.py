@@ -3,8 +3,9 @@
 Start order: the handler first (it recovers rings left by a previous run and follows uevents),
 then the LIO objects are reconciled in a worker thread (configfs writes block; the loop keeps
 serving rings meanwhile), then a rescan attaches devices whose uevent raced the start.
-Stop: the handler stops (block, drain, close, unblock); LIO objects stay unless
-``remove_on_stop``, so a restarted daemon resumes I/O for logged-in initiators.
+Stop: the handler stops (block, drain, answer the rest BUSY, close, unblock); LIO objects stay
+unless ``remove_on_stop``, so a restarted daemon resumes I/O for logged-in initiators.
+Storage work runs on ``workers`` when the daemon shares its pool, else on the handler's own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 from odxtarget.config import DaemonConfig
 from odxtarget.transport.tcmu.handler import TcmuHandler
 from odxtarget.transport.tcmu.lio_config import LioConfigurator
+from odxtarget.transport.workers import StorageWorkers
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,9 @@ class LioFrontend:
 
     def __init__(self, config: DaemonConfig, logical_units: Mapping[str, Any], *,
                  manage_lio: bool = True, remove_on_stop: bool = False,
-                 handler: TcmuHandler | None = None):
+                 handler: TcmuHandler | None = None, workers: StorageWorkers | None = None):
         self.config = config
-        self.handler = handler or TcmuHandler(logical_units)
+        self.handler = handler or TcmuHandler(logical_units, workers=workers)
         self.configurator = LioConfigurator(config) if manage_lio else None
         self.remove_on_stop = remove_on_stop
 

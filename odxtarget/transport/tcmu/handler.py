@@ -19,41 +19,65 @@ in-flight commands get BUSY, so initiators retry them instead of seeing errors),
 map it, then unblock. Replaying old commands instead would be wrong: an initiator may
 already have retried them elsewhere (tcmu-runner PR #299).
 
-Clean stop: block, answer whatever is still running (up to ``grace`` seconds), close,
-unblock. Commands arriving afterwards wait on the ring until the next handler resets it or
-LIO's ``cmd_time_out`` fails them, so nothing waits forever.
+Storage work runs on ``StorageWorkers`` threads (one pool per lane, shared by all devices);
+each device has its own ``CommandDriver``, which the processor hands the commands that wait
+for storage. Their completions reach the ring on the loop, out of order, and are notified
+once per batch the workers deliver (``_notify_soon``).
+
+Clean stop: block, let what is running finish (up to ``grace`` seconds), abort what is left
+and answer it BUSY so initiators retry, close, unblock. Commands arriving afterwards wait on
+the ring until the next handler resets it or LIO's ``cmd_time_out`` fails them, so nothing
+waits forever.
+
+A device is never unmapped (nor its fd closed) while storage work of one of its commands runs
+on a worker: that work may read a Data-Out view on the data area, whose blocks the kernel
+frees only once the command is completed -- or hands to the next handler, after a
+``reset_ring``, if our fd were closed. Giving a device up (removed, ring broken) therefore
+aborts its commands, writes nothing more to the ring, and closes it when the last running
+piece of work has returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from odxtarget.scsi.types import ScsiResult, Status
+from odxtarget.scsi.types import Status
 from odxtarget.transport.tcmu.device import (CONFIGFS_ROOT, DEV_ROOT, SUBTYPE, SYSFS_ROOT,
                                              DeviceError, TcmuDeviceInfo, UioDevice, parse_uio_name,
                                              scan_sysfs)
-from odxtarget.transport.tcmu.processor import (_INTERNAL_TARGET_FAILURE, DEVICE_LUN,
-                                                CommandProcessor, lu_nexus)
-from odxtarget.transport.tcmu.ring import RingCommand, RingError
+from odxtarget.transport.tcmu.processor import DEVICE_LUN, CommandProcessor, ScsiPort, lu_nexus
+from odxtarget.transport.tcmu.ring import CommandRing, RingError
+from odxtarget.transport.workers import CommandDriver, StorageWorkers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
 
 #: How often a stopping handler looks whether its last commands have been answered.
 STOP_POLL_SECONDS = 0.05
+#: How long a stop waits for storage work already on a worker once the grace period is over
+#: (the device stays mapped until that work returns, however long it takes).
+STEP_WAIT_SECONDS = 30.0
+
+_BUSY = int(Status.BUSY)
 
 
 @dataclass(eq=False)
 class ServedDevice:
     info: TcmuDeviceInfo
     device: UioDevice
-    processor: CommandProcessor
-    tasks: set = field(default_factory=set)
+    driver: CommandDriver
+    processor: CommandProcessor = field(init=False)
+    notify_scheduled: bool = False
+    closing: bool = False
 
 
-def default_target_factory(device_name: str, lu: Any) -> Any:
+def default_target_factory(device_name: str, lu: "LogicalUnit") -> ScsiPort:
     from odxtarget.scsi.target import ScsiTarget
 
     return ScsiTarget(f"lio:{device_name}", {DEVICE_LUN: lu})
@@ -62,10 +86,11 @@ def default_target_factory(device_name: str, lu: Any) -> Any:
 class TcmuHandler:
     """Serves every TCMU device of ``subtype`` whose config names one of ``logical_units``."""
 
-    def __init__(self, logical_units: Mapping[str, Any], *, subtype: str = SUBTYPE,
+    def __init__(self, logical_units: Mapping[str, "LogicalUnit"], *, subtype: str = SUBTYPE,
                  use_udev: bool = True, use_netlink: bool = True, sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT,
                  configfs_root: str = CONFIGFS_ROOT,
-                 target_factory: Callable[[str, Any], Any] = default_target_factory):
+                 target_factory: Callable[[str, "LogicalUnit"], ScsiPort] = default_target_factory,
+                 workers: StorageWorkers | None = None):
         self.logical_units = logical_units
         self.subtype = subtype
         self._use_udev = use_udev
@@ -73,6 +98,9 @@ class TcmuHandler:
         self._sysfs_root = sysfs_root
         self._target_factory = target_factory
         self.devices: dict[str, ServedDevice] = {}     # by uio name
+        self._closing: set[ServedDevice] = set()        # detached, closed once no work runs
+        self._workers = workers
+        self._owns_workers = workers is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: Any = None
         self._use_netlink = use_netlink
@@ -83,6 +111,8 @@ class TcmuHandler:
     async def start(self) -> None:
         """Recover and serve every existing device of ours, then follow uevents."""
         self._loop = asyncio.get_running_loop()
+        if self._workers is None:
+            self._workers = StorageWorkers(self._loop)
         if self._use_udev:
             self._start_monitor()
         if self._use_netlink:
@@ -93,8 +123,20 @@ class TcmuHandler:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop every device: block, let running commands finish, close, unblock."""
         self._stop_monitor()
+        detached_earlier = set(self._closing)
         for uio in list(self.devices):
             await self._stop_device(uio, grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STEP_WAIT_SECONDS
+        while detached_earlier & self._closing and loop.time() < deadline:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+        for served in self._closing:
+            log.warning("%s: storage work of %d commands still running; the device stays mapped "
+                        "until it returns or the process exits", served.info.uio,
+                        served.processor.in_flight)
+        if self._owns_workers and self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def rescan(self) -> None:
         """Attach devices we do not serve yet (after creating them through configfs)."""
@@ -220,29 +262,49 @@ class TcmuHandler:
             log.error("%s", error)
             device.close()
             return False
+        self.serve(info, device, ring, lu)
+        return True
+
+    def serve(self, info: TcmuDeviceInfo, device: UioDevice, ring: CommandRing,
+              lu: "LogicalUnit") -> ServedDevice:
+        """Serve an opened device: its fd on the loop, its commands through ``lu``."""
         target = self._target_factory(info.device_name, lu)
-        served = ServedDevice(info, device, None)   # type: ignore[arg-type]
-        served.processor = CommandProcessor(
-            ring, target, lu_nexus(info.device_name),
-            defer=lambda command, awaitable: self._defer(served, command, awaitable))
+        served = ServedDevice(info, device, CommandDriver(self._workers))
+        served.processor = CommandProcessor(ring, target, lu_nexus(info.device_name), served.driver,
+                                            notify_soon=lambda: self._notify_soon(served))
         self.devices[info.uio] = served
         self._loop.add_reader(device.fd, self._on_readable, served)
         log.info("serving %s as %s (%s, ring %d KiB, flags 0x%x)", info.config, info.uio,
                  info.device_name, ring.cmdr_size // 1024, ring.flags)
         self._on_readable(served)      # commands may already be waiting
-        return True
+        return served
 
-    def detach(self, uio: str) -> None:
-        """The device went away (or is being given up): stop serving it at once."""
+    def detach(self, uio: str, *, answer: int | None = None) -> None:
+        """Stop serving a device at once: no more commands are fetched, those in flight are
+        aborted. ``answer`` is the status each gets once it has stopped (a clean stop: BUSY);
+        None gives the ring up (removed, broken): nothing more is written to it. The device is
+        closed when no storage work of its commands runs on a worker any more (see the module
+        docstring)."""
         served = self.devices.pop(uio, None)
         if served is None:
             return
-        for task in served.tasks:
-            task.cancel()
         if self._loop is not None and served.device.fd >= 0:
             self._loop.remove_reader(served.device.fd)
+        served.closing = True
+        self._closing.add(served)
+        if answer is None:
+            served.processor.give_up()
+        else:
+            served.processor.abort_all(answer)
+        self._flush_completions(served)
+        if served in self._closing:
+            log.info("%s: closing once the storage work of %d commands has returned", uio,
+                     served.processor.in_flight)
+
+    def _close(self, served: ServedDevice) -> None:
+        self._closing.discard(served)
         served.device.close()
-        log.info("stopped serving %s (%s)", served.info.config, uio)
+        log.info("stopped serving %s (%s)", served.info.config, served.info.uio)
 
     def _on_readable(self, served: ServedDevice) -> None:
         device = served.device
@@ -257,29 +319,33 @@ class TcmuHandler:
             log.info("%s: %s", served.info.uio, error.strerror or error)
             self.detach(served.info.uio)
 
-    def _defer(self, served: ServedDevice, command: RingCommand,
-               awaitable: Awaitable[ScsiResult]) -> asyncio.Task:
-        task = self._loop.create_task(self._finish_later(served, command, awaitable))
-        served.tasks.add(task)
-        task.add_done_callback(served.tasks.discard)
-        return task
+    def _notify_soon(self, served: ServedDevice) -> None:
+        """A completion was written outside a batch (storage work returned): notify the kernel
+        once for everything the workers delivered together, on the next loop iteration."""
+        if not served.notify_scheduled:
+            served.notify_scheduled = True
+            self._loop.call_soon(self._flush_completions, served)
 
-    async def _finish_later(self, served: ServedDevice, command: RingCommand,
-                            awaitable: Awaitable[ScsiResult]) -> None:
-        try:
-            result = await awaitable
-        except asyncio.CancelledError:
+    def _flush_completions(self, served: ServedDevice) -> None:
+        served.notify_scheduled = False
+        processor = served.processor
+        if processor.failure is not None and not served.closing:
+            log.error("%s: %s; giving the device up", served.info.uio, processor.failure)
+            self.detach(served.info.uio)
             return
-        except Exception:  # noqa: BLE001 - a failed copy must still be answered
-            log.exception("%s: deferred command failed", served.info.uio)
-            result = ScsiResult(Status.CHECK_CONDITION, sense=_INTERNAL_TARGET_FAILURE)
-        if self.devices.get(served.info.uio) is served and served.processor.finish_deferred(command, result):
-            try:
+        try:
+            if processor.take_notification():
                 served.device.notify()
-            except OSError:
-                self.detach(served.info.uio)
+        except OSError as error:     # EIO: the device was removed under us
+            log.info("%s: %s", served.info.uio, error.strerror or error)
+            processor.give_up()
+            self.detach(served.info.uio)
+        if served.closing and not processor.in_flight and served in self._closing:
+            self._close(served)
 
     async def _stop_device(self, uio: str, grace: float) -> None:
+        """Block, let running commands finish for up to ``grace`` seconds, answer the rest
+        BUSY once their running storage work has returned, close, unblock."""
         served = self.devices.get(uio)
         if served is None:
             return
@@ -294,7 +360,13 @@ class TcmuHandler:
         deadline = loop.time() + grace
         while served.processor.ring.outstanding and loop.time() < deadline:
             await asyncio.sleep(STOP_POLL_SECONDS)
-        self.detach(uio)
+        if served.processor.in_flight:
+            log.info("%s: %d commands still running after %.1f s; answering them BUSY", uio,
+                     served.processor.in_flight, grace)
+        self.detach(uio, answer=_BUSY)
+        deadline = loop.time() + STEP_WAIT_SECONDS
+        while served in self._closing and loop.time() < deadline:
+            await asyncio.sleep(STOP_POLL_SECONDS)
         if blocked:
             try:
                 served.device.unblock()

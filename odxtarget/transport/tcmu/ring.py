@@ -20,6 +20,12 @@ slot's ``cmd_id``; to finish command X before older ones (``TCMU_MAILBOX_FLAG_CA
 ``CommandRing.complete`` writes X's response into the oldest unconsumed command slot and
 overwrites that slot's ``cmd_id`` -- the same "steal the slot" trick libtcmu uses.
 
+Slots and data blocks have different lifetimes: a slot is free for the kernel once the tail
+has passed it, whichever command's completion that was; a command's data blocks stay its own
+until the kernel consumes the completion carrying its ``cmd_id``. So a view on the data area
+(``gather``) stays valid until that command is completed, however many completions of other
+commands go through first (docs/lio.md, "How commands are served").
+
 Nothing here does I/O: a ``CommandRing`` works on any writable buffer laid out like the
 mapping, which is how the tests drive it with a simulated kernel. The caller notifies the
 kernel (``write()`` on the uio fd) after completing a batch.

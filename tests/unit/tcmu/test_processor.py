@@ -1,89 +1,21 @@
-"""The real SCSI core (ScsiTarget/LogicalUnit over MemoryBackend) behind the simulated kernel."""
+"""The real SCSI core (ScsiTarget/LogicalUnit, real storage workers) behind the simulated kernel."""
 
 from __future__ import annotations
 
 import struct
+import threading
+import time
 
 import pytest
 
-from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
-from odxtarget.scsi.target import ScsiTarget
-from odxtarget.scsi.types import ScsiResult, Status
-from odxtarget.storage.memory import MemoryBackend
+from odxtarget.scsi.execution import AbortOutcome, Pending, TaskAttribute
+from odxtarget.scsi.types import ScsiCommand
+from odxtarget.transport.tcmu import processor as processor_module
 from odxtarget.transport.tcmu import ring as r
-from odxtarget.transport.tcmu.processor import CommandProcessor, lu_nexus
-from tests.unit.tcmu.simulated_kernel import BLOCK_SIZE, STALE_BYTE, SimulatedKernel
-
-BLOCK = 512
-LU_BYTES = 4 << 20
-GOOD, CHECK, TASK_ABORTED = 0x00, 0x02, 0x40
-TUR = bytes(6)
-
-
-def read10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-def write10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
-
-
-def inquiry(allocation: int, page: int | None = None) -> bytes:
-    return struct.pack(">BBBHB", 0x12, 1 if page is not None else 0, page or 0, allocation, 0)
-
-
-def sense_key_asc(sense: bytes) -> tuple[int, int, int]:
-    return sense[2] & 0x0F, sense[12], sense[13]
-
-
-class Rig:
-    """Kernel double + ring + processor + core, with helpers that run whole commands."""
-
-    def __init__(self, flags: int | None = None, cmdr_size: int = 64 * 1024, data_blocks: int = 256,
-                 target=None):
-        kwargs = {} if flags is None else {"flags": flags}
-        self.kernel = SimulatedKernel(cmdr_size=cmdr_size, data_blocks=data_blocks, **kwargs)
-        self.backend = MemoryBackend(LU_BYTES)
-        self.lu = LogicalUnit(LogicalUnitConfig(name="disk0", backend=self.backend, block_size=BLOCK))
-        self.target = target or ScsiTarget("lio:disk0", {0: self.lu})
-        self.ring = r.CommandRing(self.kernel.mv)
-        self.deferred: list = []
-        self.processor = CommandProcessor(self.ring, self.target, lu_nexus("disk0"),
-                                          defer=self._defer)
-
-    def _defer(self, command, awaitable):
-        handle = _Handle(command, awaitable)
-        self.deferred.append(handle)
-        return handle
-
-    def step(self):
-        notify = self.processor.process()
-        return notify, self.kernel.collect_completions()
-
-    def run(self, cdb: bytes, data_out: bytes | None = None, data_in_length: int = 0):
-        cmd_id = self.kernel.queue_command(cdb, data_out=data_out, data_in_length=data_in_length)
-        notify, done = self.step()
-        assert notify
-        (completion,) = [c for c in done if c.cmd_id == cmd_id]
-        return completion
-
-    def clear_power_on_attention(self):
-        completion = self.run(TUR)
-        assert completion.status == CHECK and sense_key_asc(completion.sense) == (6, 0x29, 0x00)
-
-    def close(self):
-        self.kernel.close()
-
-
-class _Handle:
-    def __init__(self, command, awaitable):
-        self.command = command
-        self.awaitable = awaitable
-        self.cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
-        self.awaitable.close()
+from odxtarget.transport.tcmu.processor import lu_nexus
+from tests.unit.tcmu.rig import (BLOCK, CHECK, GOOD, LU_BYTES, TASK_ABORTED, TUR, Rig, inquiry, read10,
+                                 sense_key_asc, write10, write_and_verify10)
+from tests.unit.tcmu.simulated_kernel import BLOCK_SIZE, STALE_BYTE
 
 
 @pytest.fixture
@@ -186,71 +118,6 @@ def test_many_in_flight_in_one_batch_with_wraps():
         rig.close()
 
 
-class SlowCopyTarget:
-    """Wraps a ScsiTarget; SYNCHRONIZE CACHE(10) stands in for a long copy: it is deferred."""
-
-    SLOW_OPCODE = 0x35
-
-    def __init__(self, target):
-        self.inner = target
-
-    def execute(self, command):
-        if command.cdb[0] == self.SLOW_OPCODE:
-            async def later():
-                return ScsiResult(Status.GOOD)
-            return later()
-        return self.inner.execute(command)
-
-    def data_out_length(self, cdb, lun=0):
-        return self.inner.data_out_length(cdb, lun)
-
-    def task_management(self, function, nexus, lun=None, **options):
-        return self.inner.task_management(function, nexus, lun, **options)
-
-
-def _slow_rig() -> Rig:
-    kernel_rig = Rig()
-    kernel_rig.target = SlowCopyTarget(kernel_rig.target)
-    kernel_rig.processor.target = kernel_rig.target
-    kernel_rig.clear_power_on_attention()
-    return kernel_rig
-
-
-def test_a_long_command_does_not_hold_up_reads_behind_it():
-    rig = _slow_rig()
-    try:
-        slow = rig.kernel.queue_command(bytes([0x35] + [0] * 9))
-        reads = [rig.kernel.queue_command(read10(n, 1), data_in_length=BLOCK) for n in range(5)]
-        notify, done = rig.step()
-        assert notify and [c.cmd_id for c in done] == reads     # out of order, in the slow slot
-        assert rig.processor.deferred_ids == [slow] and slow in rig.kernel.outstanding
-        (handle,) = rig.deferred
-        handle.awaitable.close()
-        assert rig.processor.finish_deferred(handle.command, ScsiResult(Status.GOOD))
-        (completion,) = rig.kernel.collect_completions()
-        assert (completion.cmd_id, completion.status) == (slow, GOOD)
-        assert not rig.kernel.outstanding and rig.ring.idle()
-    finally:
-        rig.close()
-
-
-def test_tmr_abort_completes_the_deferred_command_once():
-    rig = _slow_rig()
-    try:
-        slow = rig.kernel.queue_command(bytes([0x35] + [0] * 9))
-        rig.step()
-        rig.kernel.queue_tmr(r.TmrType.ABORT_TASK, [slow])
-        notify, done = rig.step()
-        assert notify and [(c.cmd_id, c.status) for c in done] == [(slow, TASK_ABORTED)]
-        (handle,) = rig.deferred
-        assert handle.cancelled
-        # the copy finishing late must not complete the id a second time (ring would break)
-        assert not rig.processor.finish_deferred(handle.command, ScsiResult(Status.GOOD))
-        assert rig.run(TUR).status == GOOD and not rig.kernel.broken
-    finally:
-        rig.close()
-
-
 PREVENT_REMOVAL = bytes((0x1E, 0, 0, 0, 1, 0))
 EJECT = bytes((0x1B, 0, 0, 0, 0x02, 0))
 
@@ -258,11 +125,8 @@ EJECT = bytes((0x1B, 0, 0, 0, 0x02, 0))
 def test_tmr_lun_reset_reaches_core_state_without_a_unit_attention_of_ours():
     """LUN RESET clears the PREVENT state; the unit attention is LIO's to report (to the
     nexuses it knows): ours would reach whichever initiator sends the next command."""
-    rig = Rig()
+    rig = Rig(removable=True)
     try:
-        rig.lu = LogicalUnit(LogicalUnitConfig(name="disk0", backend=rig.backend, block_size=BLOCK,
-                                               removable=True))
-        rig.target = rig.processor.target = ScsiTarget("lio:disk0", {0: rig.lu})
         rig.clear_power_on_attention()
         assert rig.run(PREVENT_REMOVAL).status == GOOD
         refused = rig.run(EJECT)
@@ -295,3 +159,198 @@ def test_the_synthetic_nexus_is_marked_shared_and_stable():
     nexus = lu_nexus("disk0")
     assert nexus.shared
     assert nexus == lu_nexus("disk0") and nexus != lu_nexus("disk1")
+
+
+# -- storage work on workers: out-of-order completion, aborts, buffer lifetimes ---------------
+
+
+def _await_completion(rig: Rig, cmd_id: int):
+    rig.run_until(lambda: any(c.cmd_id == cmd_id for c in rig.collected))
+    (completion,) = [c for c in rig.collected if c.cmd_id == cmd_id]
+    return completion
+
+
+def _entry_size(cdb: bytes, iovecs: int) -> int:
+    return r.cmd_entry_size(iovecs, len(cdb))
+
+
+def test_a_slow_write_completes_after_the_commands_behind_it(rig):
+    """The write's storage work blocks on its worker. The read and the TUR fetched with it in
+    the same wake-up complete at once, and a write fetched afterwards completes through
+    another worker: each took one of the oldest slots (CAP_OOOC), the kernel notified once
+    per batch; the slow one completes when its work returns."""
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    tail_before, notifications = rig.ring.tail(), rig.notifications
+    slow = rig.kernel.queue_command(write10(0, 8), data_out=bytes([0x5A]) * BLOCK_SIZE)
+    fast_read = rig.kernel.queue_command(read10(128, 8), data_in_length=BLOCK_SIZE)
+    tur = rig.kernel.queue_command(TUR)
+
+    done = rig.process()                                    # one wake-up for all three
+    assert [(c.cmd_id, c.status) for c in done] == [(fast_read, GOOD), (tur, GOOD)]
+    assert rig.notifications == notifications + 1
+    assert rig.backend.blocked.wait(5)
+    fast_write = rig.kernel.queue_command(write10(64, 8), data_out=bytes([0x11]) * BLOCK_SIZE)
+    assert rig.process() == []                              # its work went to a worker
+    assert _await_completion(rig, fast_write).status == GOOD
+    assert rig.notifications == notifications + 2           # one more, for the worker's batch
+
+    # three completions took the three oldest slots, the slow command's first; the tail stops
+    # before the last slot, left for the command still in flight
+    consumed = (_entry_size(write10(0, 8), 1) + _entry_size(read10(128, 8), 1)
+                + _entry_size(TUR, 0))
+    assert rig.ring.tail() == (tail_before + consumed) % rig.kernel.cmdr_size == rig.kernel.last_cleaned
+    assert rig.ring.outstanding == 1 and rig.processor.in_flight_ids == [slow]
+    assert list(rig.kernel.outstanding) == [slow]
+
+    rig.backend.open_gate()
+    (completion,) = rig.settle()
+    assert (completion.cmd_id, completion.status) == (slow, GOOD)
+    assert rig.notifications == notifications + 3
+    assert rig.backend._data[:BLOCK_SIZE] == bytes([0x5A]) * BLOCK_SIZE
+    assert rig.ring.idle() and not rig.kernel.outstanding and not rig.kernel.broken
+
+
+def test_the_data_out_blocks_of_a_running_write_are_not_reused_before_it_completes(rig):
+    """The worker reads the Data-Out view on the data area only after dozens of later
+    commands went through the data blocks the kernel frees and reuses: the blocks of the
+    slow write are freed only by its own completion, which waits for the worker."""
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    expected = bytes(range(256)) * (BLOCK_SIZE // 256)
+    slow = rig.kernel.queue_command(write10(0, 8), data_out=expected)
+    rig.process()
+    assert rig.backend.blocked.wait(5)
+    for n in range(40):
+        lba = 64 + 8 * (n % 8)
+        cmd_id = rig.kernel.queue_command(write10(lba, 8), data_out=bytes([n]) * BLOCK_SIZE)
+        rig.process()
+        assert _await_completion(rig, cmd_id).status == GOOD
+        cmd_id = rig.kernel.queue_command(read10(lba, 8), data_in_length=BLOCK_SIZE)
+        rig.process()
+        assert _await_completion(rig, cmd_id).data_in == bytes([n]) * BLOCK_SIZE
+    assert slow in rig.kernel.outstanding and rig.kernel.used_before - {0}
+    rig.backend.open_gate()
+    (completion,) = rig.settle()
+    assert (completion.cmd_id, completion.status) == (slow, GOOD)
+    assert rig.backend._data[:BLOCK_SIZE] == expected
+
+
+def test_a_slow_read_has_its_data_in_copied_into_the_iovecs_on_the_loop(rig, monkeypatch):
+    copied_on: list[int] = []
+    scatter = processor_module.scatter
+
+    def recording_scatter(memory, iovecs, data):
+        copied_on.append(threading.get_ident())
+        return scatter(memory, iovecs, data)
+
+    monkeypatch.setattr(processor_module, "scatter", recording_scatter)
+    data = bytes(range(256)) * (2 * BLOCK_SIZE // 256)
+    assert rig.run(write10(200, 16), data_out=data).status == GOOD
+    rig.kernel.free_blocks = [10, 12, 14]                      # Data-In over two iovecs
+    rig.backend.close_gate(200 * BLOCK, len(data))
+    slow = rig.kernel.queue_command(read10(200, 16), data_in_length=len(data))
+    assert rig.process() == [] and rig.backend.blocked.wait(5)
+    rig.backend.open_gate()
+    (completion,) = rig.settle()
+    assert (completion.cmd_id, completion.status, completion.data_in) == (slow, GOOD, data)
+    assert set(copied_on) == {threading.get_ident()}
+
+
+def test_completions_the_workers_deliver_together_are_notified_once(rig):
+    rig.backend.close_gate(0, 4 * BLOCK_SIZE)
+    ids = [rig.kernel.queue_command(write10(8 * n, 8), data_out=bytes([n]) * BLOCK_SIZE) for n in range(4)]
+    assert rig.process() == []
+    notifications = rig.notifications
+    writes_before = rig.backend.writes_done
+    rig.backend.open_gate()                     # the loop is not running: results wait for it
+    deadline = time.monotonic() + 5
+    while rig.backend.writes_done < writes_before + 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)                             # from the backend's return to the results list
+    done = rig.settle()
+    assert sorted(c.cmd_id for c in done) == sorted(ids) and all(c.status == GOOD for c in done)
+    assert rig.notifications == notifications + 1
+
+
+def test_tmr_abort_of_a_running_write_completes_it_once_as_aborted_after_its_work(rig):
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    slow = rig.kernel.queue_command(write10(0, 8), data_out=bytes([0x77]) * BLOCK_SIZE)
+    rig.process()
+    assert rig.backend.blocked.wait(5)
+    rig.kernel.queue_tmr(r.TmrType.ABORT_TASK, [slow])
+    assert rig.process() == []                  # LIO waits: the write is still on its worker
+    rig.kernel.queue_tmr(r.TmrType.LUN_RESET, [slow])
+    assert rig.process() == []                  # listed again: still answered only once
+    assert rig.processor.in_flight_ids == [slow] and slow in rig.kernel.outstanding
+    rig.backend.open_gate()
+    done = rig.settle()
+    assert [(c.cmd_id, c.status) for c in done] == [(slow, TASK_ABORTED)]
+    assert rig.backend._data[:BLOCK_SIZE] == bytes([0x77]) * BLOCK_SIZE   # its piece finished
+    assert rig.run(TUR).status == GOOD and not rig.kernel.broken and rig.ring.idle()
+
+
+def test_an_aborted_command_runs_no_further_piece_of_work(rig):
+    """WRITE AND VERIFY is a write, then a read-back: aborted during the write, it never
+    reads."""
+    data = bytes([0x42]) * BLOCK_SIZE
+    assert rig.run(write_and_verify10(64, 8), data_out=data).status == GOOD
+    assert any(offset == 64 * BLOCK for offset, _ in rig.backend.reads)     # it does read back
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    slow = rig.kernel.queue_command(write_and_verify10(0, 8), data_out=data)
+    rig.process()
+    assert rig.backend.blocked.wait(5)
+    reads_before = len(rig.backend.reads)
+    rig.kernel.queue_tmr(r.TmrType.ABORT_TASK, [slow])
+    rig.process()
+    rig.backend.open_gate()
+    done = rig.settle()
+    assert [(c.cmd_id, c.status) for c in done] == [(slow, TASK_ABORTED)]
+    assert rig.backend.reads[reads_before:] == []
+
+
+def test_commands_queued_behind_an_ordered_task_wait_and_abort_at_once(rig):
+    """The ring carries no task attribute, so ring commands are SIMPLE; one queued behind an
+    ORDERED task of the same logical unit waits in the task set, an abort ends it at once,
+    and the others start when the ORDERED task completes."""
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    ordered = rig.target.execute(ScsiCommand(write10(0, 8), lu_nexus("disk0"), data_out=bytes(BLOCK_SIZE),
+                                             expected_transfer_length=BLOCK_SIZE,
+                                             task_attribute=TaskAttribute.ORDERED))
+    assert isinstance(ordered, Pending)
+    ordered_results: list = []
+    rig.driver.run(ordered, ordered_results.append)
+    assert rig.backend.blocked.wait(5)
+    write = rig.kernel.queue_command(write10(64, 8), data_out=bytes([3]) * BLOCK_SIZE)
+    tur = rig.kernel.queue_command(TUR)
+    assert rig.process() == []
+    assert sorted(rig.processor.in_flight_ids) == sorted([write, tur])
+    rig.kernel.queue_tmr(r.TmrType.ABORT_TASK, [tur])
+    assert [(c.cmd_id, c.status) for c in rig.process()] == [(tur, TASK_ABORTED)]
+    rig.backend.open_gate()
+    done = rig.settle()
+    assert [(c.cmd_id, c.status) for c in done] == [(write, GOOD)]
+    assert [result.status for result in ordered_results] == [GOOD]
+    assert rig.backend._data[64 * BLOCK:64 * BLOCK + BLOCK_SIZE] == bytes([3]) * BLOCK_SIZE
+
+
+def test_giving_the_ring_up_writes_nothing_more_and_waits_for_running_work(rig):
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    slow = rig.kernel.queue_command(write10(0, 8), data_out=bytes([9]) * BLOCK_SIZE)
+    rig.process()
+    assert rig.backend.blocked.wait(5)
+    tail = rig.ring.tail()
+    rig.processor.give_up()
+    assert rig.processor.in_flight == 1         # the mapping must stay until the work returns
+    rig.backend.open_gate()
+    assert rig.settle() == []
+    assert rig.processor.in_flight == 0 and rig.ring.tail() == tail and slow in rig.kernel.outstanding
+
+
+def test_abort_outcomes_reported_for_commands_not_in_flight(rig):
+    assert rig.processor.abort(1234) is None
+    rig.backend.close_gate(0, BLOCK_SIZE)
+    slow = rig.kernel.queue_command(write10(0, 8), data_out=bytes(BLOCK_SIZE))
+    rig.process()
+    assert rig.backend.blocked.wait(5)
+    assert rig.processor.abort(slow) is AbortOutcome.FINISHING
+    rig.backend.open_gate()
+    assert [c.status for c in rig.settle()] == [TASK_ABORTED]
