@@ -28,6 +28,7 @@ existing sessions and what only to new ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from typing import Any
@@ -204,7 +205,7 @@ class LiveState:
             if backend is not None:
                 retired.append(backend)
         for backend in retired:
-            _close_quietly(backend)
+            _retire(backend)
 
     def _update_luns(self, before: TargetConfig, after: TargetConfig, scsi_target: Any) -> None:
         old_map = {m.lun: m.storage_object for m in before.luns}
@@ -275,7 +276,7 @@ class LiveState:
             if cleared is None and retired.write_back_error is not None:
                 log.warning('storage object "%s": its files had a failed sync (%s); data written before it'
                             " may be lost", so.name, retired.write_back_error)
-            _close_quietly(retired)
+            _retire(retired)
         return cleared
 
     # -- portals ----------------------------------------------------------------------------
@@ -333,6 +334,13 @@ class LiveState:
 
 def _log_ending(target: str | None, initiator: str, tsih: int, reason: str) -> None:
     log.warning("ending the session of initiator %s on target %s (tsih %d): %s", initiator, target, tsih, reason)
+
+
+def _retire(backend: Any) -> None:
+    """Close a replaced backend off the event loop: closing flushes its files (``fdatasync``),
+    which must not stall the sessions (docs/execution.md); work still running on it keeps its
+    files open until it ends (the backend's leases)."""
+    asyncio.get_running_loop().run_in_executor(None, _close_quietly, backend)
 
 
 def _close_quietly(backend: Any) -> None:
