@@ -387,7 +387,7 @@ class LogicalUnit:
         offset = lba * self.block_size
         self.announce_change(offset, len(data))
         try:
-            yield StorageCall(backend.lane, backend.write, (offset, data, durable))
+            yield backend.write_work(offset, data, durable)
         except OSError as exc:
             raise self.write_error(lba, exc) from exc
 

@@ -62,6 +62,10 @@ class Backend(Protocol):
         """The storage work that fills ``buf`` from ``offset``: a ``FileRead`` where the bytes
         lie in one file and ``buf`` is a whole bytearray, else a plain call of ``read_into``."""
 
+    def write_work(self, offset: int, data: memoryview | bytes, fua: bool = False) -> StorageWork:
+        """The storage work that does ``write(offset, data, fua)``: a ``FileWrite`` where the
+        backend can declare it, else a plain call of ``write``."""
+
     def try_read_into(self, offset: int, buf: memoryview) -> bool:
         """``read_into`` when it needs no wait for a disk (the bytes are cached), else False
         at once. The only call the core makes on its own thread; every other method is

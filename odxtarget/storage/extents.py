@@ -53,7 +53,7 @@ from typing import NamedTuple
 from odxtarget.storage.backend import AllocationRun, CompareReadError, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
-from odxtarget.storage.work import FileRead, StorageCall, StorageWork, read_fully
+from odxtarget.storage.work import FileRead, FileWrite, StorageCall, StorageWork, read_fully
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,41 @@ class FileExtentBackend:
             view = view.cast("B")
         with self._ranges.shared(offset, len(view)):
             self._write(offset, view, fua)
+
+    def write_work(self, offset: int, data: memoryview | bytes, fua: bool = False) -> StorageWork:
+        """A ``FileWrite`` (which io_uring can run) for a write within one file that can take
+        its byte range now, holding a lease and the range until it ends; else a call of
+        ``write``, which waits for the range on its worker."""
+        single = self._single
+        durable_form = not fua or (self._use_rwf_dsync and self._write_back_error is None)
+        if (single is None or self._read_only or not durable_form or offset < 0
+                or offset + len(data) > single.length):
+            return StorageCall(self._lane, self.write, (offset, data, fua))
+        self._acquire()
+        span = self._ranges.try_share(offset, len(data))
+        if span is None:
+            self._release()
+            return StorageCall(self._lane, self.write, (offset, data, fua))
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.itemsize != 1 or view.ndim != 1:
+            view = view.cast("B")
+        file_offset = single.file_offset + offset
+
+        def perform() -> None:
+            self._write_piece(single, file_offset, view, fua)
+
+        def recover(error: OSError) -> None:
+            if fua and error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._write_piece(single, file_offset, view, fua)   # the way without RWF_DSYNC
+                return
+            raise self._failure(error, single, "cannot write")
+
+        def release() -> None:
+            self._ranges.unshare(span)
+            self._release()
+
+        return FileWrite(self._lane, single.fd, file_offset, data if type(data) in (bytes, bytearray) else view,
+                         fua, perform, recover, release)
 
     @_leased
     def compare_and_write(self, offset: int, expected: memoryview, data: memoryview, fua: bool = False) -> int:
@@ -524,6 +559,22 @@ class _RangeLock:
                 self._shared.remove(span)
                 if self._exclusive:
                     self._condition.notify_all()
+
+    def try_share(self, offset: int, length: int) -> tuple[int, int] | None:
+        """``shared`` without waiting (the event loop's form): the held span, or None when an
+        exclusive holder overlaps it. ``unshare`` the span when the write is done."""
+        span = (offset, offset + length)
+        with self._condition:
+            if self._exclusive and _overlaps(span, self._exclusive):
+                return None
+            self._shared.append(span)
+        return span
+
+    def unshare(self, span: tuple[int, int]) -> None:
+        with self._condition:
+            self._shared.remove(span)
+            if self._exclusive:
+                self._condition.notify_all()
 
     @contextmanager
     def exclusive(self, offset: int, length: int) -> Iterator[None]:

@@ -27,6 +27,9 @@ class MemoryBackend:
     def read_into(self, offset: int, buf: memoryview) -> None:
         buf[:] = memoryview(self._data)[offset:offset + len(buf)]
 
+    def write_work(self, offset: int, data, fua: bool = False) -> StorageCall:
+        return StorageCall(self.lane, self.write, (offset, data, fua))
+
     def read_work(self, offset: int, buf) -> StorageCall:
         return StorageCall(self.lane, self.read_into, (offset, buf))
 

@@ -1,8 +1,9 @@
 """Storage work: the blocking calls the core hands to its front end (docs/execution.md).
 
 The core never waits for a disk; it yields these to the front end, which runs them off its
-event loop. ``StorageCall`` is any blocking call; ``FileRead`` is a read declared as data (file,
-offset, buffer), so a front end may run it through io_uring rather than a worker thread.
+event loop. ``StorageCall`` is any blocking call; ``FileRead`` and ``FileWrite`` are a read and
+a write declared as data (file, offset, buffer), so a front end may run them through io_uring
+rather than a worker thread.
 """
 
 from __future__ import annotations
@@ -55,6 +56,31 @@ class FileRead:
     def run(self) -> None:
         try:
             read_fully(self.fd, self.offset, memoryview(self.buffer))
+        finally:
+            self.release()
+
+
+@dataclass(eq=False, slots=True)
+class FileWrite:
+    """Storage work: write ``data`` at ``offset`` of the file ``fd`` (with ``dsync``, durable when
+    it completes, ``RWF_DSYNC``). Declared as data like ``FileRead``, so a front end may submit it
+    to io_uring; ``run`` is the worker form. ``perform`` does the whole write the backend's way
+    (blocking); ``recover`` gets the error an io_uring write ended with and either finishes the
+    write another way or raises what the command must report (both blocking, on a worker).
+    ``release`` ends the lease and the write's hold on its byte range, exactly once."""
+
+    lane: Hashable
+    fd: int
+    offset: int
+    data: memoryview | bytes | bytearray
+    dsync: bool
+    perform: Callable[[], None]
+    recover: Callable[[OSError], None]
+    release: Callable[[], None]
+
+    def run(self) -> None:
+        try:
+            self.perform()
         finally:
             self.release()
 

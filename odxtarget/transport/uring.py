@@ -1,15 +1,21 @@
-"""Reads that miss the page cache, through io_uring on the event loop (docs/execution.md).
+"""Reads and writes through io_uring on the event loop (docs/execution.md).
 
-A ``FileRead`` submitted here becomes one io_uring read SQE; the ring's eventfd is watched by
-the event loop, which drains the completions in batches. No thread and no GIL hand-off is
-involved, so a burst of cold reads reaches the disk at full queue depth for a fraction of the
-CPU a worker thread per read costs. A read the ring cannot take (no free SQE) or that came back
-short (mid-file, which local filesystems do not do; the end of the file reads as zeros here)
-goes to the worker threads instead.
+A ``FileRead`` or ``FileWrite`` submitted here becomes one io_uring SQE (a write with
+``RWF_DSYNC`` when it must be durable). Submissions are sent to the kernel once per loop
+iteration, and the ring's eventfd is watched by the event loop, which drains the completions in
+batches. No thread and no GIL hand-off is involved, so a queue-depth-32 burst reaches the disk
+at full depth for a fraction of the CPU a worker thread per command costs; the kernel runs
+whatever would block (a cold read, a write that must allocate) on its own workers.
 
-The binding is liburing from PyPI. ``UringReads.open`` returns None where it is missing or the
-kernel refuses io_uring (``kernel.io_uring_disabled``, seccomp), and reads then use the worker
-threads like every other piece of storage work.
+What the ring cannot finish cleanly goes to the worker threads: work it cannot take (no free
+SQE), a read that came back short (mid-file, which local filesystems do not do; the end of the
+file reads as zeros here), and a write that failed or came back short (``FileWrite.recover``
+decides, on a worker, whether it is a write error, a lost flush or just a filesystem without
+``RWF_DSYNC``).
+
+The binding is liburing from PyPI. ``UringIo.open`` returns None where it is missing or the
+kernel refuses io_uring (``kernel.io_uring_disabled``, seccomp), and the work then goes to the
+worker threads like every other piece of storage work.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from odxtarget.storage.work import FileRead, read_fully
+from odxtarget.storage.work import FileRead, FileWrite, read_fully
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +33,12 @@ log = logging.getLogger(__name__)
 RING_ENTRIES = 256
 
 Completion = Callable[[object, BaseException | None], None]
-Fallback = Callable[[FileRead, Completion], None]
+Fallback = Callable[[object, Completion], None]
+Work = FileRead | FileWrite
 
 
-class UringReads:
-    """One io_uring instance for the reads of one event loop; see the module docstring."""
+class UringIo:
+    """One io_uring instance for the reads and writes of one event loop; see the module docstring."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, liburing, ring, event_fd: int, fallback: Fallback):
         self._loop = loop
@@ -40,23 +47,24 @@ class UringReads:
         self._cqe = liburing.Cqe()
         self._event_fd = event_fd
         self._fallback = fallback
-        self._in_flight: dict[int, tuple[FileRead, Completion]] = {}
+        self._in_flight: dict[int, tuple[Work, Completion, object]] = {}
         self._next_tag = 1
+        self._unsubmitted = 0
         loop.add_reader(event_fd, self._drain)
 
     @classmethod
-    def open(cls, loop: asyncio.AbstractEventLoop, fallback: Fallback) -> "UringReads | None":
+    def open(cls, loop: asyncio.AbstractEventLoop, fallback: Fallback) -> "UringIo | None":
         """An io_uring for ``loop``, or None (logged once) where io_uring cannot be used."""
         try:
             import liburing
         except ImportError as error:
-            log.info("io_uring reads off: liburing is not installed (%s); reads use worker threads", error)
+            log.info("io_uring off: liburing is not installed (%s); reads use worker threads", error)
             return None
         ring = liburing.Ring()
         try:
             liburing.io_uring_queue_init(RING_ENTRIES, ring)
         except OSError as error:
-            log.info("io_uring reads off: the kernel refuses io_uring (%s); reads use worker threads", error)
+            log.info("io_uring off: the kernel refuses io_uring (%s); reads use worker threads", error)
             return None
         event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
@@ -64,7 +72,7 @@ class UringReads:
         except OSError as error:
             os.close(event_fd)
             liburing.io_uring_queue_exit(ring)
-            log.info("io_uring reads off: %s; reads use worker threads", error)
+            log.info("io_uring off: %s; reads use worker threads", error)
             return None
         return cls(loop, liburing, ring, event_fd, fallback)
 
@@ -72,19 +80,36 @@ class UringReads:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def submit(self, read: FileRead, completion: Completion) -> None:
-        """Start ``read``; ``completion(None, error)`` runs on the loop when it is done."""
+    def submit(self, work: Work, completion: Completion) -> None:
+        """Start ``work``; ``completion(None, error)`` runs on the loop when it is done."""
         lib = self._lib
         sqe = lib.io_uring_get_sqe(self._ring)
         if sqe is None:                       # the ring is full: a worker thread takes it
-            self._fallback(read, completion)
+            self._fallback(work, completion)
             return
         tag = self._next_tag
         self._next_tag = tag + 1 if tag < (1 << 62) else 1
-        lib.io_uring_prep_read(sqe, read.fd, read.buffer, read.offset)
+        keep: object = None
+        if type(work) is FileRead:
+            lib.io_uring_prep_read(sqe, work.fd, work.buffer, work.offset)
+        else:
+            data = work.data
+            if type(data) in (bytes, bytearray) and not work.dsync:
+                lib.io_uring_prep_write(sqe, work.fd, data, work.offset)
+            else:
+                keep = lib.Iovec([data])      # the kernel reads it until the write completes
+                lib.io_uring_prep_writev(sqe, work.fd, keep, work.offset, os.RWF_DSYNC if work.dsync else 0)
         lib.io_uring_sqe_set_data64(sqe, tag)
-        self._in_flight[tag] = (read, completion)
-        lib.io_uring_submit(self._ring)
+        self._in_flight[tag] = (work, completion, keep)
+        if not self._unsubmitted:
+            self._loop.call_soon(self._submit)
+        self._unsubmitted += 1
+
+    def _submit(self) -> None:
+        """Hand every SQE prepared since the last call to the kernel with one system call."""
+        if self._unsubmitted:
+            self._unsubmitted = 0
+            self._lib.io_uring_submit(self._ring)
 
     def close(self) -> None:
         """Stop watching the ring and free it (every read must have completed)."""
@@ -99,7 +124,7 @@ class UringReads:
         except BlockingIOError:
             pass
         lib, ring, cqe = self._lib, self._ring, self._cqe
-        finished: list[tuple[FileRead, Completion, int | OSError]] = []
+        finished: list[tuple[Work, Completion, int | OSError]] = []
         # One entry at a time: after a peek the binding's cqe[0] is the ring's head, while
         # cqe[i > 0] does not wrap around the end of the completion ring.
         while lib.io_uring_cq_ready(ring):        # reads the ring's indexes: no system call
@@ -111,12 +136,24 @@ class UringReads:
             except OSError as error:          # the binding raises for a negative result
                 outcome = error
             lib.io_uring_cq_advance(ring, 1)
-            read, completion = self._in_flight.pop(tag)
-            finished.append((read, completion, outcome))
-        for read, completion, outcome in finished:
-            self._complete(read, completion, outcome)
+            work, completion, _ = self._in_flight.pop(tag)
+            finished.append((work, completion, outcome))
+        for work, completion, outcome in finished:
+            if type(work) is FileRead:
+                self._read_done(work, completion, outcome)
+            else:
+                self._write_done(work, completion, outcome)
 
-    def _complete(self, read: FileRead, completion: Completion, outcome: int | OSError) -> None:
+    def _write_done(self, write: FileWrite, completion: Completion, outcome: int | OSError) -> None:
+        if type(outcome) is int and outcome == len(write.data):
+            write.release()
+            completion(None, None)
+        elif isinstance(outcome, OSError):
+            self._fallback(_WriteRecovery(write, outcome), completion)
+        else:                                 # short: write it again, whole, the worker's way
+            self._fallback(write, completion)
+
+    def _read_done(self, read: FileRead, completion: Completion, outcome: int | OSError) -> None:
         if isinstance(outcome, OSError):
             read.release()
             completion(None, outcome)
@@ -148,3 +185,20 @@ class _ReadRest(FileRead):
             read_fully(self.fd, self.offset + self.done, memoryview(self.buffer)[self.done:])
         finally:
             self.release()
+
+
+class _WriteRecovery:
+    """After an io_uring write failed: on a worker, let the backend decide what it means."""
+
+    __slots__ = ("write", "error", "lane")
+
+    def __init__(self, write: FileWrite, error: OSError):
+        self.write = write
+        self.error = error
+        self.lane = write.lane
+
+    def run(self) -> None:
+        try:
+            self.write.recover(self.error)
+        finally:
+            self.write.release()

@@ -11,10 +11,10 @@ batched: a worker appends to one list and wakes the loop only when that list was
 queue-depth-32 burst costs one loop wake-up, not 32. Threads start as work arrives, up to
 ``threads_per_lane``, and stay.
 
-A read declared as a ``FileRead`` (a read that missed the page cache, in one file) does not
-need a thread at all: where io_uring works it is submitted to a ring on the loop
-(``uring.UringReads``), which takes a burst of cold reads to the disk at full queue depth for
-a fraction of the CPU threads cost.
+Reads and writes declared as ``FileRead``/``FileWrite`` (in one file) do not need a thread at
+all: where io_uring works they are submitted to a ring on the loop (``uring.UringIo``), which
+takes a burst to the disk at full queue depth for a fraction of the CPU threads cost; flushes,
+deallocations, copies and COMPARE AND WRITE stay on the worker threads.
 
 ``CommandDriver`` runs ``Pending`` commands to their end on top of it: it sends each piece
 of work to the workers, resumes the command on the loop with the outcome, and starts the
@@ -31,8 +31,8 @@ import threading
 from collections.abc import Callable, Hashable
 
 from odxtarget.scsi.execution import AbortOutcome, Pending, StorageWork
-from odxtarget.storage.work import FileRead
-from odxtarget.transport.uring import UringReads
+from odxtarget.storage.work import FileRead, FileWrite
+from odxtarget.transport.uring import UringIo
 from odxtarget.scsi.types import ScsiResult
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class StorageWorkers:
     def __init__(self, loop: asyncio.AbstractEventLoop, threads_per_lane: int = DEFAULT_THREADS_PER_LANE, *,
                  io_uring: bool = True):
         self._loop = loop
-        #: Reads that miss the page cache go through io_uring where it works (``uring``).
-        self._uring = UringReads.open(loop, self._on_threads) if io_uring else None
+        #: Reads that miss the page cache, and writes, go through io_uring where it works (``uring``).
+        self._uring = UringIo.open(loop, self._on_threads) if io_uring else None
         self._threads_per_lane = threads_per_lane
         self._lanes: dict[Hashable, _Lane] = {}
         self._lock = threading.Lock()
@@ -72,14 +72,14 @@ class StorageWorkers:
 
     @property
     def io_uring(self) -> bool:
-        """Reads go through io_uring."""
+        """Reads and writes go through io_uring."""
         return self._uring is not None
 
     def submit(self, work: StorageWork, completion: Completion) -> None:
         """Run ``work`` off the loop; ``completion(value, error)`` runs on the loop."""
         if self._closed:
             raise RuntimeError("storage workers are closed")
-        if self._uring is not None and type(work) is FileRead:
+        if self._uring is not None and type(work) in (FileRead, FileWrite):
             self.in_flight += 1
             self._uring.submit(work, self._uring_done(completion))
             return

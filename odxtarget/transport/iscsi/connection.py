@@ -842,24 +842,27 @@ class IscsiConnection:
             self._complete_task(task)
 
     def _send_r2ts(self, task: ScsiTask) -> bool:
-        """RFC 7143 11.8: at most MaxOutstandingR2T, each for at most MaxBurstLength bytes, and only
-        while the connection's Data-Out fits its budget (``DataOutBudget``). False when the budget
-        held the next burst back."""
+        """RFC 7143 11.8: at most MaxOutstandingR2T, each for at most MaxBurstLength bytes, once the
+        task's whole buffer fits the connection's Data-Out budget (``DataOutBudget``; a task may
+        always go when no other has bursts outstanding). False when the budget held it back."""
         end = task.solicit_end
-        budget = self._budget
+        buffer = task.buffer
+        if not buffer.allocated:
+            # The whole buffer is reserved and made at once, before the first R2T.
+            need = buffer.capacity - task.reserved
+            if need > 0 and not self._budget.fits(need, bool(self._r2t_owner)):
+                return False
+            self._budget.reserve(task, max(0, need))
+            buffer.allocate()
         while len(task.r2ts) < self.max_outstanding_r2t and task.next_r2t_offset < end:
             offset = task.next_r2t_offset
             length = min(self.max_burst, end - offset)
-            if not budget.fits(length, bool(self._r2t_owner)):
-                return False
             ttt = self._allocate_ttt()
             r2t = R2tState(ttt, task.next_r2t_sn, offset, length)
             task.next_r2t_sn += 1
             task.next_r2t_offset = offset + length
             task.r2ts[ttt] = r2t
             self._r2t_owner[ttt] = (task, r2t)
-            budget.reserve(task, length)
-            task.buffer.grow_to(offset + length)
             self._emit_raw(_R2T(_OPCODE_R2T, 0x80, 0, 0, task.lun_field, task.initiator_task_tag, ttt,
                                 self.stat_sn, self.window.exp_cmd_sn, self.window.max_cmd_sn, r2t.r2t_sn,
                                 offset, length))

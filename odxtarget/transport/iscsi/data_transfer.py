@@ -1,10 +1,11 @@
 """Moving SCSI data over one connection: what Data-Out we solicit, and how Data-In is framed
 (RFC 7143 11.7, 11.8; docs/security.md "Limits").
 
-Data-Out: a write's bursts are solicited by R2T only while the connection's buffered Data-Out
-fits ``IscsiLimits.max_data_out_bytes`` (``DataOutBudget``); one burst may always be
-outstanding, so a write larger than the budget still progresses. A task whose next burst does
-not fit waits in the budget's queue, oldest first, until executed or aborted tasks free room.
+Data-Out: a write's bursts are solicited by R2T only once its whole buffer fits the
+connection's ``IscsiLimits.max_data_out_bytes`` (``DataOutBudget``); a task may always go when
+no other task has bursts outstanding, so the bound is the budget plus one command (at most the
+16 MiB MAXIMUM TRANSFER LENGTH). A task that does not fit waits in the budget's queue, oldest
+first, until executed or aborted tasks free room.
 
 Data-In: ``frame_data_in`` cuts a command's data into Data-In PDUs of at most
 MaxXmitDataSegmentLength, ending each MaxBurstLength sequence with the F bit, and can carry
@@ -49,7 +50,7 @@ class DataOutBudget:
         task.reserved = 0
 
     def fits(self, size: int, bursts_outstanding: bool) -> bool:
-        """A new burst of ``size`` may be solicited: it fits, or none is outstanding at all."""
+        """``size`` more bytes may be solicited: they fit, or no burst is outstanding at all."""
         return self.reserved + size <= self.limit or not bursts_outstanding
 
     def wait(self, task: ScsiTask) -> None:

@@ -8,8 +8,9 @@ connection decides what to send and when to execute.
 
 What a task buffers is ``DataOutBuffer``: its capacity is what the target solicits (the
 smaller of the Expected Data Transfer Length and what the CDB asks for, never the initiator's
-number alone), and it grows as bursts are solicited and data arrives, so an initiator that
-announces gigabytes and sends nothing costs nothing (docs/security.md).
+number alone), and it holds only the unsolicited data until the connection's Data-Out budget
+lets the first R2T go out, so an initiator that announces gigabytes and sends nothing costs
+nothing (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from dataclasses import dataclass, field
 
 
 class DataOutBuffer:
-    """Data-Out bytes of one task, kept up to ``capacity``; bytes beyond it are dropped."""
+    """Data-Out bytes of one task, kept up to ``capacity``; bytes beyond it are dropped.
+
+    Unsolicited data (at most FirstBurstLength) is kept as it comes; ``allocate`` makes room for
+    the whole ``capacity`` once, when the first R2T is about to go out, so the solicited bursts
+    land in place with one copy each and no reallocation.
+    """
 
     __slots__ = ("capacity", "_data")
 
@@ -29,18 +35,24 @@ class DataOutBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
-    def grow_to(self, end: int) -> None:
-        """Make room for bytes up to ``end`` (a burst just solicited)."""
-        end = min(end, self.capacity)
-        if end > len(self._data):
-            self._data.extend(bytes(end - len(self._data)))
+    @property
+    def allocated(self) -> bool:
+        return len(self._data) == self.capacity
+
+    def allocate(self) -> None:
+        """Make room for every byte up to ``capacity`` (keeping what arrived unsolicited)."""
+        if len(self._data) < self.capacity:
+            whole = bytearray(self.capacity)
+            whole[:len(self._data)] = self._data
+            self._data = whole
 
     def write(self, offset: int, data) -> None:
         """Store ``data`` at ``offset``; what lies beyond the capacity is dropped."""
         end = min(offset + len(data), self.capacity)
         if end <= offset:
             return
-        self.grow_to(end)
+        if end > len(self._data):
+            self._data.extend(bytes(end - len(self._data)))
         self._data[offset:end] = data[:end - offset]
 
     def contents(self) -> bytearray:

@@ -138,6 +138,9 @@ class FailingBackend:
     def read_work(self, offset, buf):
         return StorageCall(self.lane, self.read_into, (offset, buf))
 
+    def write_work(self, offset, data, fua=False):
+        return StorageCall(self.lane, self.write, (offset, data, fua))
+
     def write(self, offset, data, fua=False):
         raise OSError(5, "EIO")
 

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from odxtarget.storage.work import FileRead
-from odxtarget.transport.uring import RING_ENTRIES, UringReads
+from odxtarget.transport.uring import RING_ENTRIES, UringIo
 from odxtarget.transport.workers import StorageWorkers
 
 BLOCK = 4096
@@ -31,7 +31,7 @@ def run_reads(fd: int, offsets: list[int], length: int = BLOCK):
     async def main():
         loop = asyncio.get_running_loop()
         fallbacks = []
-        reads = UringReads.open(loop, lambda read, completion: fallbacks.append(read))
+        reads = UringIo.open(loop, lambda read, completion: fallbacks.append(read))
         assert reads is not None, "io_uring must work on these machines (kernel.io_uring_disabled=0)"
         buffers = [bytearray(length) for _ in offsets]
         errors: list = [None] * len(offsets)
@@ -109,3 +109,83 @@ def test_workers_send_file_reads_to_io_uring_and_everything_else_to_threads(data
         threads_off.close()
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------ writes
+def run_work(items):
+    """Submit ``(work, label)`` pairs at once through one UringIo; return {label: error}."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        fallbacks = StorageWorkers(loop, io_uring=False)      # what the ring hands back runs here
+        ring = UringIo.open(loop, fallbacks.submit)
+        outcomes = {}
+        finished = loop.create_future()
+
+        def completion(label):
+            def done(value, error):
+                outcomes[label] = error
+                if len(outcomes) == len(items):
+                    finished.set_result(None)
+            return done
+
+        for work, label in items:
+            ring.submit(work, completion(label))
+        await asyncio.wait_for(finished, 10)
+        ring.close()
+        fallbacks.close()
+        return outcomes
+
+    return asyncio.run(main())
+
+
+def test_writes_land_whole_and_release_once(tmp_path):
+    from odxtarget.config import ExtentConfig
+    from odxtarget.storage.extents import FileExtentBackend
+    backend = FileExtentBackend([ExtentConfig(str(tmp_path / "w.img"))], 64 * BLOCK)
+    items = []
+    for index in range(48):                      # bytes, bytearray and memoryview data, some durable
+        data = [bytes([index]) * BLOCK, bytearray([index]) * BLOCK, memoryview(bytes([index]) * BLOCK)][index % 3]
+        work = backend.write_work(index * BLOCK, data, fua=index % 4 == 0)
+        assert type(work).__name__ == "FileWrite"
+        items.append((work, index))
+    outcomes = run_work(items)
+    assert outcomes == {index: None for index in range(48)}
+    for index in range(48):
+        assert os.pread(backend.extents_for(0, 1)[0].fd, BLOCK, index * BLOCK) == bytes([index]) * BLOCK
+    assert backend._leases == 0 and backend._ranges._shared == []
+    backend.close()
+
+
+def test_a_failed_write_is_judged_by_the_backend_on_a_worker(tmp_path):
+    from odxtarget.config import ExtentConfig
+    from odxtarget.storage.extents import FileExtentBackend
+    from odxtarget.storage.work import FileWrite
+    backend = FileExtentBackend([ExtentConfig(str(tmp_path / "w.img"))], 64 * BLOCK)
+    judged = []
+
+    def recover(error):
+        judged.append(error.errno)
+        raise OSError(error.errno, "judged by the backend")
+
+    released = []
+    bad = FileWrite("disk", 987654, 0, b"x" * BLOCK, False, lambda: None, recover, lambda: released.append(1))
+    outcomes = run_work([(bad, "bad")])
+    assert isinstance(outcomes["bad"], OSError) and str(outcomes["bad"]).endswith("judged by the backend")
+    assert judged == [9] and released == [1]
+    backend.close()
+
+
+def test_a_write_overlapping_a_compare_and_write_waits_on_a_worker(tmp_path):
+    """COMPARE AND WRITE holds its range alone: a write that cannot take the range now is not
+    declared for io_uring (which cannot wait) but left to a worker, which waits."""
+    from odxtarget.config import ExtentConfig
+    from odxtarget.storage.extents import FileExtentBackend
+    backend = FileExtentBackend([ExtentConfig(str(tmp_path / "w.img"))], 64 * BLOCK)
+    with backend._ranges.exclusive(0, 2 * BLOCK):
+        assert type(backend.write_work(BLOCK, b"o" * BLOCK)).__name__ == "StorageCall"
+        assert backend._leases == 0
+    work = backend.write_work(BLOCK, b"o" * BLOCK)
+    assert type(work).__name__ == "FileWrite"
+    work.run()                                   # the worker form writes and releases
+    assert backend._leases == 0 and backend._ranges._shared == []
+    backend.close()
