@@ -346,6 +346,12 @@ class LogicalUnit:
     # -- helpers for handlers ---------------------------------------------------------------
 
     @property
+    def thin_provisioned(self) -> bool:
+        """The LU reports logical block provisioning (LBPME, UNMAP, WRITE SAME with UNMAP): only
+        where its storage really frees space on deallocation (SBC-4 4.7.2)."""
+        return self.backend.can_deallocate
+
+    @property
     def write_protected(self) -> bool:
         return self.read_only or self.mode.software_write_protect
 

@@ -55,6 +55,11 @@ class Backend(Protocol):
         """Which pool of workers runs this backend's blocking calls: backends on one device
         share one (docs/execution.md)."""
 
+    @property
+    def can_deallocate(self) -> bool:
+        """``deallocate`` frees space (it punches holes), so the LU may report thin
+        provisioning (SBC-4 4.7); False where it could only write zeros."""
+
     def read_into(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` with the bytes at ``offset``; unmapped ranges read as zeros."""
 

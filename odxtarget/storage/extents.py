@@ -151,6 +151,8 @@ class FileExtentBackend:
         self._single: _Extent | None = table[0] if len(table) == 1 else None
         #: The device holding the first extent: work for one device shares its workers.
         self._lane = ("device", os.fstat(table[0].fd).st_dev)
+        #: Every file's filesystem can punch holes (read-only storage never deallocates).
+        self._can_deallocate = read_only or all(_punches_holes(fd) for fd in self._fds.values())
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -197,6 +199,13 @@ class FileExtentBackend:
     @property
     def lane(self) -> tuple:
         return self._lane
+
+    @property
+    def can_deallocate(self) -> bool:
+        """Deallocation frees space (holes): the LU may report thin provisioning. Where a
+        filesystem cannot punch holes, deallocating would mean writing zeros, which is not
+        what UNMAP promises (docs/execution.md, "Long commands are sliced")."""
+        return self._can_deallocate
 
     @property
     def write_back_error(self) -> OSError | None:
@@ -642,6 +651,16 @@ def resolve_extent_lengths(extents: Sequence[ExtentSpec], size: int) -> list[int
     if sum(lengths) != size:
         raise ValueError(f"the extents cover {sum(lengths)} bytes but the size is {size}")
     return lengths
+
+
+def _punches_holes(fd: int) -> bool:
+    """Whether the file's filesystem supports ``FALLOC_FL_PUNCH_HOLE``: a punch past the end of
+    the file changes nothing where it is supported and fails with EOPNOTSUPP where it is not."""
+    try:
+        punch_hole(fd, os.fstat(fd).st_size + (1 << 20), 4096)
+    except OSError as error:
+        return error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS)
+    return True
 
 
 def _check_no_overlap(table: list[_Extent]) -> None:

@@ -24,6 +24,10 @@ class MemoryBackend:
     def lane(self) -> tuple:
         return ("memory", id(self))
 
+    @property
+    def can_deallocate(self) -> bool:
+        return True
+
     def read_into(self, offset: int, buf: memoryview) -> None:
         buf[:] = memoryview(self._data)[offset:offset + len(buf)]
 

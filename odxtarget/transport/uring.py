@@ -13,9 +13,10 @@ file reads as zeros here), and a write that failed or came back short (``FileWri
 decides, on a worker, whether it is a write error, a lost flush or just a filesystem without
 ``RWF_DSYNC``).
 
-The binding is liburing from PyPI. ``UringIo.open`` returns None where it is missing or the
-kernel refuses io_uring (``kernel.io_uring_disabled``, seccomp), and the work then goes to the
-worker threads like every other piece of storage work.
+The binding is liburing from PyPI. ``UringIo.open`` returns None where it is missing, cannot
+run on this CPU (it is probed in a child process first, see ``binding_problem``) or the kernel
+refuses io_uring (``kernel.io_uring_disabled``, seccomp), and the work then goes to the worker
+threads like every other piece of storage work.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 from odxtarget.storage.work import FileRead, FileWrite, read_fully
@@ -35,6 +38,34 @@ RING_ENTRIES = 256
 Completion = Callable[[object, BaseException | None], None]
 Fallback = Callable[[object, Completion], None]
 Work = FileRead | FileWrite
+
+
+#: What ``binding_problem`` found, once per process.
+_binding_verdict: list[str | None] = []
+
+_PROBE = "import liburing; ring = liburing.Ring(); liburing.io_uring_queue_init(8, ring)"
+
+
+def binding_problem() -> str | None:
+    """Why the liburing binding cannot be used here, or None. The binding is compiled code
+    from PyPI: on a CPU without the instructions it was built for, importing it kills the
+    process with SIGILL, which no ``except`` catches. So it is tried first in a child process,
+    once (about 0.1 s at start-up)."""
+    if not _binding_verdict:
+        try:
+            probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            _binding_verdict.append(f"the liburing probe could not run ({error})")
+        else:
+            if probe.returncode == 0:
+                _binding_verdict.append(None)
+            elif probe.returncode < 0:
+                _binding_verdict.append(f"the liburing binding dies with signal {-probe.returncode} on this CPU or"
+                                        " kernel")
+            else:
+                last = (probe.stderr.strip().splitlines() or ["failed"])[-1]
+                _binding_verdict.append(f"liburing cannot be used: {last}")
+    return _binding_verdict[0]
 
 
 class UringIo:
@@ -54,17 +85,17 @@ class UringIo:
 
     @classmethod
     def open(cls, loop: asyncio.AbstractEventLoop, fallback: Fallback) -> "UringIo | None":
-        """An io_uring for ``loop``, or None (logged once) where io_uring cannot be used."""
-        try:
-            import liburing
-        except ImportError as error:
-            log.info("io_uring off: liburing is not installed (%s); reads use worker threads", error)
+        """An io_uring for ``loop``, or None (logged) where io_uring cannot be used."""
+        problem = binding_problem()
+        if problem is not None:
+            log.info("io_uring off: %s; storage work uses worker threads", problem)
             return None
+        import liburing
         ring = liburing.Ring()
         try:
             liburing.io_uring_queue_init(RING_ENTRIES, ring)
         except OSError as error:
-            log.info("io_uring off: the kernel refuses io_uring (%s); reads use worker threads", error)
+            log.info("io_uring off: the kernel refuses io_uring (%s); storage work uses worker threads", error)
             return None
         event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
@@ -72,7 +103,7 @@ class UringIo:
         except OSError as error:
             os.close(event_fd)
             liburing.io_uring_queue_exit(ring)
-            log.info("io_uring off: %s; reads use worker threads", error)
+            log.info("io_uring off: %s; storage work uses worker threads", error)
             return None
         return cls(loop, liburing, ring, event_fd, fallback)
 

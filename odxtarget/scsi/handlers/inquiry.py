@@ -55,6 +55,7 @@ LBPU = 0x80
 LBPWS = 0x40
 LBPWS10 = 0x20
 LBPRZ_ONE = 0x04
+PROVISIONING_FULL = 0x00
 PROVISIONING_THIN = 0x02
 
 VpdBuilder = Callable[["object", ItNexus], bytes]
@@ -183,8 +184,9 @@ def block_limits(lu, nexus: ItNexus) -> bytes:
     struct.pack_into(">I", body, 4, lu.max_transfer_blocks)
     struct.pack_into(">I", body, 8, max(1, 1024 * 1024 // lu.block_size))  # OPTIMAL TRANSFER LENGTH
     struct.pack_into(">I", body, 12, 0)  # MAXIMUM PREFETCH LENGTH: not limited separately
-    struct.pack_into(">I", body, 16, lu.max_unmap_blocks)
-    struct.pack_into(">I", body, 20, lu.max_unmap_descriptors)
+    if lu.thin_provisioned:
+        struct.pack_into(">I", body, 16, lu.max_unmap_blocks)
+        struct.pack_into(">I", body, 20, lu.max_unmap_descriptors)
     struct.pack_into(">I", body, 24, lu.granularity_blocks)  # OPTIMAL UNMAP GRANULARITY
     struct.pack_into(">I", body, 28, 0)  # UGAVALID 0
     struct.pack_into(">Q", body, 32, lu.max_write_same_blocks)
@@ -198,7 +200,10 @@ def block_device_characteristics(lu, nexus: ItNexus) -> bytes:
 
 
 def logical_block_provisioning(lu, nexus: ItNexus) -> bytes:
-    """VPD B2h (SBC-4 6.6.6): UNMAP and WRITE SAME(10/16) with UNMAP, LBPRZ=1, thin; no ANC_SUP."""
+    """VPD B2h (SBC-4 6.6.6): UNMAP and WRITE SAME(10/16) with UNMAP, LBPRZ=1, thin; no ANC_SUP.
+    Storage that cannot free blocks is reported fully provisioned, with none of them."""
+    if not lu.thin_provisioned:
+        return bytes((0, 0, PROVISIONING_FULL, 0))
     return bytes((0, LBPU | LBPWS | LBPWS10 | LBPRZ_ONE, PROVISIONING_THIN, 0))
 
 

@@ -17,7 +17,7 @@ import struct
 from odxtarget.scsi import dataout
 from odxtarget.scsi.cdb import LBA32_LEN16, LBA64, LBA64_LEN32, U16, U32
 from odxtarget.scsi.constants import ProvisioningStatus
-from odxtarget.scsi.errors import (InvalidFieldInCdb, InvalidFieldInParameterList, LbaOutOfRange,
+from odxtarget.scsi.errors import (InvalidFieldInCdb, InvalidFieldInParameterList, InvalidOpcode, LbaOutOfRange,
                                    ParameterListLengthError)
 from odxtarget.scsi.execution import StorageCall, Steps
 from odxtarget.scsi.types import ScsiResult, Status
@@ -64,7 +64,8 @@ def read_capacity_16(lu, command, target) -> ScsiResult:
     data = bytearray(READ_CAPACITY_16_LENGTH)
     struct.pack_into(">QI", data, 0, lu.block_count - 1, lu.block_size)
     data[13] = lu.blocks_per_physical_block_exponent  # P_I_EXPONENT 0 in the high nibble
-    data[14] = LBPME | LBPRZ
+    if lu.thin_provisioned:
+        data[14] = LBPME | LBPRZ
     return _cut(data, allocation_length)
 
 
@@ -74,6 +75,9 @@ def _write_same(lu, command, lba: int, blocks: int, length_byte: int, ndob: bool
     """SBC-4 5.x. WSNZ=0 (Block Limits): 0 blocks means "to the end of the medium", which must
     still fit MAXIMUM WRITE SAME LENGTH; ANCHOR is refused by the usage mask (ANC_SUP=0)."""
     cdb = command.cdb
+    if cdb[1] & UNMAP_BIT and not lu.thin_provisioned:
+        # LBPWS=0 (VPD B2h): this LU does not unmap, so the UNMAP bit is an invalid field.
+        raise InvalidFieldInCdb(1, 3, "UNMAP: the logical unit is not thin provisioned (LBPWS=0)")
     if lba > lu.block_count or lba + blocks > lu.block_count:
         raise LbaOutOfRange(lba)
     if not blocks:
@@ -129,6 +133,9 @@ def write_same_16(lu, command, target) -> ScsiResult:
 
 def unmap(lu, command, target) -> ScsiResult | Steps:
     """SBC-4 5.30: validate every descriptor first, then deallocate (all or nothing)."""
+    if not lu.thin_provisioned:
+        # LBPU=0 (VPD B2h): the storage cannot free blocks; UNMAP is not a command of this LU.
+        raise InvalidOpcode(command.cdb[0])
     parameter_list_length = U16.unpack_from(command.cdb, 7)[0]
     if not parameter_list_length:
         return ScsiResult()

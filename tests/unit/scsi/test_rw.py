@@ -128,6 +128,7 @@ def test_data_out_longer_uses_what_cdb_requires():
 class FailingBackend:
     size = 512 * 64
     lane = "failing"
+    can_deallocate = True
 
     def read_into(self, offset, buf):
         raise OSError(5, "EIO")

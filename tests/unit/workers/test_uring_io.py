@@ -189,3 +189,19 @@ def test_a_write_overlapping_a_compare_and_write_waits_on_a_worker(tmp_path):
     work.run()                                   # the worker form writes and releases
     assert backend._leases == 0 and backend._ranges._shared == []
     backend.close()
+
+
+def test_a_binding_that_dies_on_this_cpu_leaves_the_work_to_threads(monkeypatch):
+    """The compiled binding can die with SIGILL on a CPU it was not built for (a QEMU TCG guest
+    does): the child-process probe sees the signal and the daemon stays alive on threads."""
+    from odxtarget.transport import uring
+    monkeypatch.setattr(uring, "_binding_verdict", [])
+    monkeypatch.setattr(uring, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    assert "signal 4" in uring.binding_problem()
+
+    async def main():
+        workers = StorageWorkers(asyncio.get_running_loop())
+        assert not workers.io_uring
+        workers.close()
+
+    asyncio.run(main())
