@@ -385,10 +385,7 @@ class LogicalUnit:
         """Write whole blocks at ``lba``. ``fua`` (the FUA bit, SBC-4 5.40) or the write cache
         being off asks for them to be durable before GOOD, which a LU whose write-back failed
         refuses."""
-        durable = fua or not self.mode.write_cache
-        failure = self.write_back_failure
-        if durable and failure is not None:
-            raise self._write_back_refusal(lba, failure)
+        durable = self._durable(lba, fua)
         backend = self.backend
         offset = lba * self.block_size
         self.announce_change(offset, len(data))
@@ -397,15 +394,21 @@ class LogicalUnit:
         except OSError as exc:
             raise self.write_error(lba, exc) from exc
 
+    def _durable(self, lba: int, fua: bool) -> bool:
+        """Whether a write must be durable before GOOD (FUA, or the write cache off); refused
+        while the LU's write-back has failed (docs/errors.md)."""
+        durable = fua or not self.mode.write_cache
+        failure = self.write_back_failure
+        if durable and failure is not None:
+            raise self._write_back_refusal(lba, failure)
+        return durable
+
     def compare_and_write_blocks(self, lba: int, expected: memoryview, data: memoryview, *,
                                  fua: bool) -> Generator[StorageWork, object, int]:
         """SBC-4 5.3: compare ``expected`` with the medium at ``lba`` and, if equal, write
         ``data`` there -- atomically with respect to every other write of the backend.
         Returns the offset of the first differing byte, or -1 when the write was done."""
-        durable = fua or not self.mode.write_cache
-        failure = self.write_back_failure
-        if durable and failure is not None:
-            raise self._write_back_refusal(lba, failure)
+        durable = self._durable(lba, fua)
         backend = self.backend
         offset = lba * self.block_size
         self.announce_change(offset, len(data))
