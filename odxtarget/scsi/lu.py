@@ -44,6 +44,7 @@ from odxtarget import __version__
 from odxtarget.scsi.command_table import CommandTable
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.errors import MediumError, ScsiError, SpaceAllocationFailed
+from odxtarget.scsi.dispatch import execute as dispatch_execute
 from odxtarget.scsi.execution import Pending, StorageCall, StorageWork, TaskSet
 from odxtarget.scsi.mode_pages import ModeLimits, ModeState
 from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
@@ -207,9 +208,7 @@ class LogicalUnit:
 
     def execute(self, command: ScsiCommand, target=None) -> ScsiResult | Pending:
         """Run one command; never raises (see ``dispatch.execute``)."""
-        from odxtarget.scsi.dispatch import execute
-
-        return execute(self, command, target)
+        return dispatch_execute(self, command, target)
 
     # -- per-nexus state ------------------------------------------------------------------
 

@@ -122,6 +122,8 @@ class FileExtentBackend:
         self._size = size
         self._ranges = _RangeLock()
         self._nowait = _NOWAIT_READS
+        self._misses = 0            # cached reads that missed in a row (try_read_into)
+        self._skipped = 0
         self._lease_lock = threading.Lock()
         self._leases = 0
         self._closing = False
@@ -239,9 +241,18 @@ class FileExtentBackend:
 
     def try_read_into(self, offset: int, buf: memoryview) -> bool:
         """``read_into`` if every byte is in the page cache; False (and ``buf`` undefined) when
-        the read would have to wait for the disk."""
+        the read would have to wait for the disk.
+
+        While reads keep missing the cache (a cold working set), only one in
+        ``NOWAIT_PROBE_INTERVAL`` tries: a miss costs a system call and an exception, and the
+        read then goes to io_uring, which serves cached data at once anyway."""
         if not self._nowait:
             return False
+        if self._misses >= NOWAIT_MISSES_BEFORE_PROBING:
+            self._skipped += 1
+            if self._skipped < NOWAIT_PROBE_INTERVAL:
+                return False
+            self._skipped = 0
         if not isinstance(buf, memoryview):
             buf = memoryview(buf)
         if buf.itemsize != 1 or buf.ndim != 1:
@@ -250,14 +261,16 @@ class FileExtentBackend:
         if single is None or offset < 0 or offset + len(buf) > single.length:
             return False
         try:
-            return os.preadv(single.fd, [buf], single.file_offset + offset, os.RWF_NOWAIT) == len(buf)
+            hit = os.preadv(single.fd, [buf], single.file_offset + offset, os.RWF_NOWAIT) == len(buf)
         except BlockingIOError:
-            return False
+            hit = False
         except OSError as error:
             if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
                 self._nowait = False           # this kernel or filesystem has no RWF_NOWAIT reads
                 return False
             raise _with_path(error, single.path, "cannot read") from None
+        self._misses = 0 if hit else self._misses + 1
+        return hit
 
     @_leased
     def write(self, offset: int, data: memoryview | bytes, fua: bool = False) -> None:
@@ -539,6 +552,11 @@ class FileExtentBackend:
             except OSError:
                 pass
 
+
+#: Misses in a row after which ``try_read_into`` only probes the cache now and then ...
+NOWAIT_MISSES_BEFORE_PROBING = 32
+#: ... once in this many reads; one hit makes it try every read again.
+NOWAIT_PROBE_INTERVAL = 16
 
 #: ``preadv(RWF_NOWAIT)`` exists (Linux 4.14); without it every read goes to a worker.
 _NOWAIT_READS = hasattr(os, "RWF_NOWAIT")
