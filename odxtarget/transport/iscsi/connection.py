@@ -268,7 +268,7 @@ class IscsiConnection:
         }
 
     # ------------------------------------------------------------------ runner interface
-    def receive_data(self, chunk: bytes, now: float = 0.0) -> None:
+    def receive_data(self, chunk: bytes | memoryview, now: float = 0.0) -> None:
         """Handle bytes from the peer; ``b""`` means EOF.
 
         PDUs beyond what the output bound lets us answer stay queued (``input_stalled``)
@@ -286,8 +286,10 @@ class IscsiConnection:
         try:
             pdus = self.framer.feed(chunk)
         except P.PduFramingError as error:
-            pdus = error.pdus_before
-            self._framing_error = error
+            # Kept until the queue is done: without the PDUs or the traceback, whose frames
+            # refer to the receive buffer (server.py reuses it only when nothing does).
+            pdus, error.pdus_before = error.pdus_before, []
+            self._framing_error = error.with_traceback(None)
         if self._stalled:
             self._stalled.extend(pdus)
         else:
@@ -725,6 +727,8 @@ class IscsiConnection:
                 return
             if (flags & 0xE0 == 0xA0 and len(data) == edtl and self.immediate_data
                     and edtl <= self.first_burst):
+                if raw.borrowed:
+                    data = bytes(data)    # the write outlives the receive buffer it arrived in
                 window.advance()
                 self._execute(itt, lun_field, _lun_of(lun_field), cdb, attribute, False, edtl, data, 0, numbered=True)
                 return

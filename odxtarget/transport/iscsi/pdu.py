@@ -760,6 +760,8 @@ class RawPdu:
     ahs: bytes | memoryview = b""
     data: bytes | memoryview = b""
     data_digest_error: bool = False   # RFC 7143 7.8: the connection Rejects it (reason 02h)
+    #: The views refer to the chunk given to ``PduFramer.feed``: copy what outlives the chunk.
+    borrowed: bool = False
 
     @property
     def opcode(self) -> int:
@@ -869,13 +871,14 @@ class PduFramer:
                 pdu.data_digest_error = True
         return pdu
 
-    def feed(self, chunk: bytes) -> list[RawPdu]:
+    def feed(self, chunk: bytes | memoryview) -> list[RawPdu]:
         """Consume ``chunk``; return every PDU it completes, in order.
 
         A PDU whose data digest is wrong comes back with ``data_digest_error`` set (the stream
         itself is intact). Header digest and length errors raise ``PduFramingError``; the
         PDUs decoded before the bad one are in ``error.pdus_before``, and the framer must
-        not be fed again.
+        not be fed again. A PDU wholly inside ``chunk`` is a view of it (``borrowed``); one
+        that spanned chunks was assembled in memory of its own.
         """
         out: list[RawPdu] = []
         view = memoryview(chunk)
@@ -891,7 +894,9 @@ class PduFramer:
                 layout = self._layout_of(view[pos:pos + BHS_SIZE])
                 total = layout[3]
                 if end - pos >= total:
-                    out.append(self._cut(view[pos:pos + total], layout))
+                    pdu = self._cut(view[pos:pos + total], layout)
+                    pdu.borrowed = True
+                    out.append(pdu)
                     pos += total
                 else:
                     self._start_assembly(layout, view[pos:end])

@@ -1,10 +1,11 @@
 """The asyncio glue around ``IscsiConnection``: listening sockets, one protocol per TCP
 connection, keepalive ticks and graceful shutdown (hypercorn's TCPServer/worker_serve shape).
 
-This is the only iSCSI module that does I/O. Each connection is an ``asyncio.Protocol``
-(not a StreamReader task): ``data_received`` feeds the sans-IO connection and writes what it
-produced with one ``writelines`` call, so a queue-depth-32 burst of PDUs costs one pass
-through the event loop, not one task wake-up per read.
+This is the only iSCSI module that does I/O. Each connection is an ``asyncio.BufferedProtocol``
+(not a StreamReader task): the socket reads into the connection's ``ReceiveBuffer``,
+``buffer_updated`` feeds the sans-IO connection and writes what it produced with one
+``writelines`` call, so a queue-depth-32 burst of PDUs costs one pass through the event loop,
+not one task wake-up per read.
 
 Bounds (docs/security.md): a new connection is admitted or closed at once by the registry's
 ``Admission`` (per-address and daemon-wide counts, failed-login throttling). Backpressure:
@@ -30,9 +31,10 @@ import time
 
 from odxtarget.config import TargetConfig
 from odxtarget.scsi.types import TargetPort
-from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, IscsiConnection, LoginFactory
+from odxtarget.transport.iscsi.connection import DEFAULT_TARGET_MRDSL, ConnectionState, IscsiConnection, LoginFactory
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.iscsi.session import SessionRegistry
+from odxtarget.transport.receive_buffer import LARGE_RECEIVE_BYTES, SMALL_RECEIVE_BYTES, ReceiveBuffer
 from odxtarget.transport.workers import CommandDriver, StorageWorkers
 
 log = logging.getLogger("odxtarget.iscsi")
@@ -75,7 +77,7 @@ def raise_descriptor_limit(connections: int) -> int:
     return soft
 
 
-class _ConnectionProtocol(asyncio.Protocol):
+class _ConnectionProtocol(asyncio.BufferedProtocol):
     """Moves bytes between one socket and one ``IscsiConnection``."""
 
     def __init__(self, server: "IscsiServer", portal_group_tag: int):
@@ -90,6 +92,7 @@ class _ConnectionProtocol(asyncio.Protocol):
         self._reading = True
         self._resume_scheduled = False
         self._flush_scheduled = False
+        self._receive = ReceiveBuffer()
 
     # asyncio callbacks -------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -122,12 +125,19 @@ class _ConnectionProtocol(asyncio.Protocol):
         self.connection.on_output = self._output_ready
         self._server._protocols.add(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Reads go into the connection's buffer: small until login ends, then large enough
+        for a whole Data-Out segment."""
+        connection = self.connection
+        full_feature = connection is not None and connection.state is ConnectionState.FULL_FEATURE
+        return self._receive.writable(LARGE_RECEIVE_BYTES if full_feature else SMALL_RECEIVE_BYTES)
+
+    def buffer_updated(self, nbytes: int) -> None:
         connection = self.connection
         if connection is None:
             return
         try:
-            connection.receive_data(data, self._loop.time())
+            connection.receive_data(self._receive.received(nbytes), self._loop.time())
         except Exception:
             log.exception("initiator at %s: internal error; closing the connection", connection.peer)
             self._fail()
@@ -140,6 +150,7 @@ class _ConnectionProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc) -> None:
+        self._receive.release()
         try:
             if self.connection is not None:
                 self.connection.connection_lost("connection lost" if exc is None else f"connection lost: {exc}")
