@@ -122,7 +122,7 @@ class FileExtentBackend:
         self._size = size
         self._ranges = _RangeLock()
         self._nowait = _NOWAIT_READS
-        self._misses = 0            # cached reads that missed in a row (try_read_into)
+        self._hit_rate = 1.0        # of recent page-cache probes (try_read_into)
         self._skipped = 0
         self._lease_lock = threading.Lock()
         self._leases = 0
@@ -243,12 +243,12 @@ class FileExtentBackend:
         """``read_into`` if every byte is in the page cache; False (and ``buf`` undefined) when
         the read would have to wait for the disk.
 
-        While reads keep missing the cache (a cold working set), only one in
-        ``NOWAIT_PROBE_INTERVAL`` tries: a miss costs a system call and an exception, and the
-        read then goes to io_uring, which serves cached data at once anyway."""
+        While fewer than ``NOWAIT_MIN_HIT_RATE`` of recent probes hit (a cold working set), only
+        one read in ``NOWAIT_PROBE_INTERVAL`` tries: a miss costs a system call and an exception,
+        and the read then goes to io_uring anyway (docs/execution.md, "Where the work runs")."""
         if not self._nowait:
             return False
-        if self._misses >= NOWAIT_MISSES_BEFORE_PROBING:
+        if self._hit_rate < NOWAIT_MIN_HIT_RATE:
             self._skipped += 1
             if self._skipped < NOWAIT_PROBE_INTERVAL:
                 return False
@@ -269,7 +269,7 @@ class FileExtentBackend:
                 self._nowait = False           # this kernel or filesystem has no RWF_NOWAIT reads
                 return False
             raise _with_path(error, single.path, "cannot read") from None
-        self._misses = 0 if hit else self._misses + 1
+        self._hit_rate += ((1.0 if hit else 0.0) - self._hit_rate) * NOWAIT_RATE_WEIGHT
         return hit
 
     @_leased
@@ -553,10 +553,13 @@ class FileExtentBackend:
                 pass
 
 
-#: Misses in a row after which ``try_read_into`` only probes the cache now and then ...
-NOWAIT_MISSES_BEFORE_PROBING = 32
-#: ... once in this many reads; one hit makes it try every read again.
+#: Below this share of hits, ``try_read_into`` probes the page cache only now and then: a miss
+#: costs about as much as a hit saves (measured with 4 KiB reads, docs/execution.md) ...
+NOWAIT_MIN_HIT_RATE = 0.5
+#: ... once in this many reads ...
 NOWAIT_PROBE_INTERVAL = 16
+#: ... and each probe moves the estimate by this share of the difference.
+NOWAIT_RATE_WEIGHT = 1 / 16
 
 #: ``preadv(RWF_NOWAIT)`` exists (Linux 4.14); without it every read goes to a worker.
 _NOWAIT_READS = hasattr(os, "RWF_NOWAIT")

@@ -84,8 +84,14 @@ class UringIo:
         loop.add_reader(event_fd, self._drain)
 
     @classmethod
-    def open(cls, loop: asyncio.AbstractEventLoop, fallback: Fallback) -> "UringIo | None":
-        """An io_uring for ``loop``, or None (logged) where io_uring cannot be used."""
+    def open(cls, loop: asyncio.AbstractEventLoop, fallback: Fallback, *,
+             polled: bool = False) -> "UringIo | None":
+        """An io_uring for ``loop``, or None (logged) where io_uring cannot be used.
+
+        ``polled``: a kernel thread polls the submission queue (``IORING_SETUP_SQPOLL``) until
+        it has been idle for the kernel's default of one second: submitting then costs the loop
+        no system call, and the block layer's submission work runs on another CPU. Where the
+        kernel refuses that, the ring is an ordinary one."""
         problem = binding_problem()
         if problem is not None:
             log.info("io_uring off: %s; storage work uses worker threads", problem)
@@ -93,7 +99,15 @@ class UringIo:
         import liburing
         ring = liburing.Ring()
         try:
-            liburing.io_uring_queue_init(RING_ENTRIES, ring)
+            if polled:
+                try:
+                    liburing.io_uring_queue_init(RING_ENTRIES, ring, liburing.IORING_SETUP_SQPOLL)
+                except OSError as error:
+                    log.info("io_uring without a polling kernel thread (%s)", error)
+                    ring = liburing.Ring()
+                    liburing.io_uring_queue_init(RING_ENTRIES, ring)
+            else:
+                liburing.io_uring_queue_init(RING_ENTRIES, ring)
         except OSError as error:
             log.info("io_uring off: the kernel refuses io_uring (%s); storage work uses worker threads", error)
             return None

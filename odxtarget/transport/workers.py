@@ -61,8 +61,12 @@ class StorageWorkers:
     def __init__(self, loop: asyncio.AbstractEventLoop, threads_per_lane: int = DEFAULT_THREADS_PER_LANE, *,
                  io_uring: bool = True):
         self._loop = loop
-        #: Reads that miss the page cache, and writes, go through io_uring where it works (``uring``).
-        self._uring = UringIo.open(loop, self._on_threads) if io_uring else None
+        #: Reads that miss the page cache, and writes, go through io_uring where it works
+        #: (``uring``): reads through a ring polled by a kernel thread, writes through an
+        #: ordinary one (docs/execution.md, "Where the work runs").
+        self._uring_writes = UringIo.open(loop, self._on_threads) if io_uring else None
+        self._uring_reads = (UringIo.open(loop, self._on_threads, polled=True)
+                             if self._uring_writes is not None else None) or self._uring_writes
         self._threads_per_lane = threads_per_lane
         self._lanes: dict[Hashable, _Lane] = {}
         self._lock = threading.Lock()
@@ -73,16 +77,22 @@ class StorageWorkers:
     @property
     def io_uring(self) -> bool:
         """Reads and writes go through io_uring."""
-        return self._uring is not None
+        return self._uring_writes is not None
 
     def submit(self, work: StorageWork, completion: Completion) -> None:
         """Run ``work`` off the loop; ``completion(value, error)`` runs on the loop."""
         if self._closed:
             raise RuntimeError("storage workers are closed")
-        if self._uring is not None and type(work) in (FileRead, FileWrite):
-            self.in_flight += 1
-            self._uring.submit(work, self._uring_done(completion))
-            return
+        if self._uring_writes is not None:
+            kind = type(work)
+            if kind is FileRead:
+                self.in_flight += 1
+                self._uring_reads.submit(work, self._uring_done(completion))
+                return
+            if kind is FileWrite:
+                self.in_flight += 1
+                self._uring_writes.submit(work, self._uring_done(completion))
+                return
         self._on_threads(work, completion)
 
     def _uring_done(self, completion: Completion) -> Completion:
@@ -117,9 +127,11 @@ class StorageWorkers:
     def close(self) -> None:
         """Stop every worker once its queue is empty (daemon shutdown)."""
         self._closed = True
-        if self._uring is not None:
-            self._uring.close()
-            self._uring = None
+        if self._uring_reads is not None and self._uring_reads is not self._uring_writes:
+            self._uring_reads.close()
+        if self._uring_writes is not None:
+            self._uring_writes.close()
+        self._uring_writes = self._uring_reads = None
         for lane in self._lanes.values():
             for _ in lane.threads:
                 lane.queue.put(None)

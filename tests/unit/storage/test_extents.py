@@ -361,3 +361,32 @@ def test_open_errors_name_the_file(tmp_path):
 def test_a_directory_is_not_a_backing_file(tmp_path):
     with pytest.raises(OSError, match="not a regular file"):
         FileExtentBackend([ExtentConfig(str(tmp_path))], MIB, read_only=True)
+
+
+def test_page_cache_probes_back_off_while_reads_miss_and_resume_when_they_hit(tmp_path):
+    """``try_read_into``: a cold working set makes it try only one read in
+    ``NOWAIT_PROBE_INTERVAL``; hits bring it back to trying every read."""
+    size = 64 * MIB
+    path = tmp_path / "cold.img"
+    cold = list(range(MIB, size, MIB))
+    with open(path, "wb") as file:
+        file.truncate(size)
+        for offset in cold:
+            os.pwrite(file.fileno(), pattern(4096), offset)
+        os.fsync(file.fileno())
+        os.posix_fadvise(file.fileno(), 0, size, os.POSIX_FADV_DONTNEED)   # out of the page cache
+    backend = FileExtentBackend([ExtentConfig(str(path))], size)
+    try:
+        buf = memoryview(bytearray(4096))
+        backend.read_into(0, buf)                      # block 0 is cached from here on
+        assert backend.try_read_into(0, buf)
+        misses = sum(not backend.try_read_into(offset, buf) for offset in cold)
+        assert misses >= len(cold) - 2
+        interval = extents_module.NOWAIT_PROBE_INTERVAL
+        hits = [backend.try_read_into(0, buf) for _ in range(interval)]
+        assert hits.count(True) == 1                   # only the probe went to the page cache
+        for _ in range(interval * 64):
+            backend.try_read_into(0, buf)
+        assert all(backend.try_read_into(0, buf) for _ in range(interval))
+    finally:
+        backend.close()

@@ -26,13 +26,21 @@ def data_file(tmp_path):
     os.close(fd)
 
 
-def run_reads(fd: int, offsets: list[int], length: int = BLOCK):
+def kernel_pollers() -> int:
+    """This process's io_uring submission-queue polling threads."""
+    return sum(1 for task in os.listdir("/proc/self/task")
+               if open(f"/proc/self/task/{task}/comm").read().startswith("iou-sqp-"))
+
+
+def run_reads(fd: int, offsets: list[int], length: int = BLOCK, *, polled: bool = False):
     """Submit one read per offset at once; return (buffers, errors, releases, fallbacks)."""
     async def main():
         loop = asyncio.get_running_loop()
         fallbacks = []
-        reads = UringIo.open(loop, lambda read, completion: fallbacks.append(read))
+        reads = UringIo.open(loop, lambda read, completion: fallbacks.append(read), polled=polled)
         assert reads is not None, "io_uring must work on these machines (kernel.io_uring_disabled=0)"
+        if polled:
+            assert kernel_pollers() > 0, "a polled ring has a kernel thread that polls it"
         buffers = [bytearray(length) for _ in offsets]
         errors: list = [None] * len(offsets)
         releases = [0] * len(offsets)
@@ -61,20 +69,22 @@ def run_reads(fd: int, offsets: list[int], length: int = BLOCK):
     return asyncio.run(main())
 
 
-def test_reads_bring_the_right_bytes_and_release_their_lease_once(data_file):
+@pytest.mark.parametrize("polled", [False, True], ids=["ordinary", "polled"])
+def test_reads_bring_the_right_bytes_and_release_their_lease_once(data_file, polled):
     with open(f"/proc/self/fd/{data_file}", "rb") as file:
         content = file.read()
     offsets = [random.Random(7).randrange(64) * BLOCK for _ in range(32)]
-    buffers, errors, releases, fallbacks = run_reads(data_file, offsets)
+    buffers, errors, releases, fallbacks = run_reads(data_file, offsets, polled=polled)
     assert errors == [None] * 32 and releases == [1] * 32 and fallbacks == []
     assert all(bytes(buffer) == content[offset:offset + BLOCK] for buffer, offset in zip(buffers, offsets))
 
 
-def test_more_reads_than_the_completion_ring_holds(data_file):
+@pytest.mark.parametrize("polled", [False, True], ids=["ordinary", "polled"])
+def test_more_reads_than_the_completion_ring_holds(data_file, polled):
     """Completions wrap around the end of the ring several times (2 x RING_ENTRIES each)."""
     offsets = [(index % 64) * BLOCK for index in range(5 * RING_ENTRIES)]
     for start in range(0, len(offsets), RING_ENTRIES // 2):
-        buffers, errors, releases, _ = run_reads(data_file, offsets[start:start + RING_ENTRIES // 2])
+        buffers, errors, releases, _ = run_reads(data_file, offsets[start:start + RING_ENTRIES // 2], polled=polled)
         assert errors == [None] * len(buffers) and set(releases) == {1}
 
 
