@@ -25,12 +25,16 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from odxtarget.config import DaemonConfig, StorageObjectConfig, TargetConfig
+from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.frontend import Frontend
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
+
+if TYPE_CHECKING:
+    from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +67,15 @@ ADMIN_SETTINGS: contextvars.ContextVar[AdminSettings | None] = contextvars.Conte
 class Factories:
     """How the daemon builds the layers it does not own."""
 
-    logical_unit: Callable[[StorageObjectConfig, Any], Any]
+    logical_unit: Callable[[StorageObjectConfig, FileExtentBackend], LogicalUnit]
     scsi_target: Callable[[str, dict[int, Any]], Any]
     #: Builds the native iSCSI server over the targets, bounded by the config's ``iscsi`` limits.
-    server: Callable[[list[tuple[TargetConfig, Any]], IscsiLimits], Any]
+    server: Callable[[list[tuple[TargetConfig, Any]], IscsiLimits], Frontend]
     #: Builds the daemon-wide ODX copy manager (None: no third-party copy).
     copy_manager: Callable[[DaemonConfig], Any] | None = None
     #: Builds the LIO front end (``"frontend": "lio"``) over the logical units by storage
     #: object name; it replaces ``server`` (None: the LIO front end is not available).
-    lio_frontend: Callable[[DaemonConfig, dict[str, Any]], Any] | None = None
+    lio_frontend: Callable[[DaemonConfig, dict[str, Any]], Frontend] | None = None
 
 
 def default_factories() -> Factories:
@@ -80,7 +84,7 @@ def default_factories() -> Factories:
     from odxtarget.scsi.target import ScsiTarget
     from odxtarget.transport.iscsi.server import IscsiServer
 
-    def logical_unit(so: StorageObjectConfig, backend: Any) -> Any:
+    def logical_unit(so: StorageObjectConfig, backend: FileExtentBackend) -> LogicalUnit:
         return LogicalUnit(LogicalUnitConfig(
             name=so.name, backend=backend, block_size=so.block_size, read_only=so.read_only,
             serial=so.serial, wwn=so.wwn, write_cache=so.write_cache,
@@ -90,7 +94,7 @@ def default_factories() -> Factories:
     def scsi_target(name: str, luns: dict[int, Any]) -> Any:
         return ScsiTarget(name, luns)
 
-    def server(targets: list[tuple[TargetConfig, Any]], limits: IscsiLimits) -> Any:
+    def server(targets: list[tuple[TargetConfig, Any]], limits: IscsiLimits) -> Frontend:
         return IscsiServer(targets, limits=limits)
 
     def copy_manager(config: DaemonConfig) -> Any:
@@ -110,7 +114,7 @@ def default_factories() -> Factories:
             log.info("removed %d ROD file(s) left behind by an earlier run", removed)
         return manager
 
-    def lio_frontend(config: DaemonConfig, logical_units: dict[str, Any]) -> Any:
+    def lio_frontend(config: DaemonConfig, logical_units: dict[str, Any]) -> Frontend:
         from odxtarget.transport.tcmu.frontend import LioFrontend
 
         return LioFrontend(config, logical_units)
@@ -127,9 +131,9 @@ class Daemon:
         self.config = config
         self._factories = factories
         self.backends: dict[str, FileExtentBackend] = {}
-        self.logical_units: dict[str, Any] = {}
+        self.logical_units: dict[str, LogicalUnit] = {}
         self.targets: list[tuple[TargetConfig, Any]] = []
-        self.server: Any = None
+        self.server: Frontend | None = None
         self.copy_manager: Any = None
         self._copy_pump: asyncio.Task | None = None
         #: The workers background copies run on (docs/odx.md, "How copies run").
@@ -161,21 +165,20 @@ class Daemon:
             self.close_storage()
             raise
 
-    def build_logical_unit(self, so: StorageObjectConfig, backend: Any) -> Any:
+    def build_logical_unit(self, so: StorageObjectConfig, backend: FileExtentBackend) -> LogicalUnit:
         """A logical unit over ``backend`` with its persisted reservations (APTPL) restored:
         at start-up and for storage objects created live alike."""
         lu = self._get_factories().logical_unit(so, backend)
         restore_reservations(lu, self.config.state_dir)
         return lu
 
+    def build_scsi_target(self, target: TargetConfig) -> Any:
+        """The SCSI target device of ``target`` over the running logical units it maps."""
+        return self._get_factories().scsi_target(
+            target.iqn, {m.lun: self.logical_units[m.storage_object] for m in target.luns})
+
     def build_targets(self) -> list[tuple[TargetConfig, Any]]:
-        factories = self._get_factories()
-        self.targets = [
-            (target, factories.scsi_target(
-                target.iqn, {m.lun: self.logical_units[m.storage_object] for m in target.luns}
-            ))
-            for target in self.config.targets
-        ]
+        self.targets = [(target, self.build_scsi_target(target)) for target in self.config.targets]
         return self.targets
 
     async def start(self) -> None:
@@ -206,9 +209,8 @@ class Daemon:
             self._copy_workers = StorageWorkers(asyncio.get_running_loop())
             self.copy_manager.use_workers(self._copy_workers)
             self._copy_pump = asyncio.create_task(self._pump_copy_work(), name="odx-copy-pump")
-        addresses = list(getattr(self.server, "addresses", None) or ()) or [
-            portal for target in self.config.targets for portal in target.portals
-        ]
+        served = self.server.addresses if self.server is not None else []
+        addresses: list = list(served) or [portal for target in self.config.targets for portal in target.portals]
         for address in dict.fromkeys(format_address(a) for a in addresses):
             log.info("listening on %s", address)
         for line in summary_lines(self.config):
@@ -387,21 +389,19 @@ def run(config: DaemonConfig, factories: Factories | None = None, *,
         log.warning("shutdown was cut short; storage was synced")
 
 
-def restore_reservations(lu: Any, state_dir: str) -> None:
+def restore_reservations(lu: LogicalUnit, state_dir: str) -> None:
     """Persistent reservations with APTPL live in ``<state_dir>/reservations/<name>.json``
     (SPC-4 5.13.5); read them back before the LU serves its first command."""
-    persist = getattr(lu, "persist_reservations", None)
-    if persist is not None:
-        from odxtarget.storage.reservation_file import ReservationFile
+    from odxtarget.storage.reservation_file import ReservationFile
 
-        persist(ReservationFile.for_logical_unit(state_dir, lu.name))
+    lu.persist_reservations(ReservationFile.for_logical_unit(state_dir, lu.name))
 
 
-def format_address(address: Any) -> str:
+def format_address(address: tuple | PortalConfig | str) -> str:
     """``ip:port`` (``[ip]:port`` for IPv6) from a socket address tuple or a portal."""
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
-    elif hasattr(address, "ip") and hasattr(address, "port"):
+    elif isinstance(address, PortalConfig):
         host, port = address.ip, address.port
     else:
         return str(address)

@@ -20,8 +20,8 @@ Every admin change produces a complete new ``DaemonConfig`` (validated by ``pars
 Everything runs on the daemon's event loop, between commands (the core is single-threaded),
 so no command ever sees half a change.
 
-It uses the live-configuration APIs of the server (``set_target``, ``remove_target``,
-``add_portal``, ``remove_portal``) and of the core (``LogicalUnit.replace_backend``,
+It uses the live-configuration APIs of the server (``LiveFrontend`` in odxtarget/frontend.py:
+``set_target``, ``remove_target``, ``add_portal``, ``remove_portal``, its session registry) and of the core (``LogicalUnit.replace_backend``,
 ``ScsiTarget.add_lun``/``remove_lun``). docs/admin.md, "Live changes", lists what applies to
 existing sessions and what only to new ones.
 """
@@ -31,18 +31,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from odxtarget.admin.protocol import AdminError
 from odxtarget.config import ChapConfig, DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.frontend import LiveFrontend, Portal
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.lu import WriteBackFailure
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.discovery import matching_acl
 
-log = logging.getLogger("odxtarget.admin")
+if TYPE_CHECKING:
+    from odxtarget.admin.odx import OdxView
+    from odxtarget.daemon import Daemon
+    from odxtarget.scsi.lu import LogicalUnit
+    from odxtarget.scsi.target import ScsiTarget
 
-Portal = tuple[str, int]
+log = logging.getLogger("odxtarget.admin")
 
 
 def _storage_changed(old: StorageObjectConfig, new: StorageObjectConfig) -> bool:
@@ -72,30 +77,28 @@ def withdrawn_admission(before: TargetConfig, after: TargetConfig, initiator: st
 class LiveState:
     """The running objects of one ``Daemon``; ``apply`` moves them from one config to another."""
 
-    def __init__(self, daemon: Any, odx: Any = None):
+    def __init__(self, daemon: Daemon, odx: OdxView | None = None):
         self.daemon = daemon
         self.odx = odx
 
     # -- reading --------------------------------------------------------------------------
 
     @property
-    def server(self) -> Any:
-        return getattr(self.daemon, "server", None)
+    def server(self) -> LiveFrontend | None:
+        """The front end, when it is one whose targets and portals change live."""
+        server = self.daemon.server
+        return server if isinstance(server, LiveFrontend) else None
 
     def listening(self) -> list[Portal]:
         """Bound (ip, port) pairs, in binding order."""
         server = self.server
-        if server is None:
-            return []
-        return [(ip, port) for ip, port in (getattr(server, "addresses", None) or [])]
+        return list(server.addresses) if server is not None else []
 
     def sessions(self) -> list[dict]:
         server = self.server
-        if server is None or not hasattr(server, "sessions"):
-            return []
-        return list(server.sessions())
+        return server.sessions() if server is not None else []
 
-    def scsi_target(self, iqn: str) -> Any:
+    def scsi_target(self, iqn: str) -> ScsiTarget | None:
         for config, scsi_target in self.daemon.targets:
             if config.iqn == iqn:
                 return scsi_target
@@ -126,7 +129,7 @@ class LiveState:
         if old.odx != new.odx and self.odx is not None and self.odx.available:
             limits = self.odx.limits_for(new.odx)
         opened: dict[str, FileExtentBackend] = {}
-        created_lus: dict[str, Any] = {}
+        created_lus: dict[str, LogicalUnit] = {}
         bound: list[Portal] = []
         try:
             for name, so in new_objects.items():
@@ -157,7 +160,7 @@ class LiveState:
 
     def _commit(self, old: DaemonConfig, new: DaemonConfig,
                 old_objects: dict[str, StorageObjectConfig], new_objects: dict[str, StorageObjectConfig],
-                opened: dict[str, FileExtentBackend], created_lus: dict[str, Any]) -> None:
+                opened: dict[str, FileExtentBackend], created_lus: dict[str, LogicalUnit]) -> None:
         daemon = self.daemon
         retired: list[FileExtentBackend] = []
         for name, backend in opened.items():
@@ -182,13 +185,11 @@ class LiveState:
             if self.server is not None:
                 self.server.remove_target(iqn)
             live_targets.pop(iqn, None)
-        updated: list[tuple[TargetConfig, Any]] = []
+        updated: list[tuple[TargetConfig, ScsiTarget]] = []
         for target in new.targets:
             scsi_target = live_targets.get(target.iqn)
             if scsi_target is None:
-                scsi_target = daemon._get_factories().scsi_target(
-                    target.iqn, {m.lun: daemon.logical_units[m.storage_object] for m in target.luns}
-                )
+                scsi_target = daemon.build_scsi_target(target)
             else:
                 self._update_luns(old_targets[target.iqn], target, scsi_target)
                 self._end_sessions_no_longer_admitted(old_targets[target.iqn], target)
@@ -207,7 +208,7 @@ class LiveState:
         for backend in retired:
             _retire(backend)
 
-    def _update_luns(self, before: TargetConfig, after: TargetConfig, scsi_target: Any) -> None:
+    def _update_luns(self, before: TargetConfig, after: TargetConfig, scsi_target: ScsiTarget) -> None:
         old_map = {m.lun: m.storage_object for m in before.luns}
         new_map = {m.lun: m.storage_object for m in after.luns}
         if old_map == new_map:
@@ -221,9 +222,10 @@ class LiveState:
         _report_luns_changed(scsi_target)
 
     def _terminate_sessions(self, iqn: str, initiator: str | None, reason: str) -> None:
-        registry = getattr(self.server, "registry", None)
-        if registry is None:
+        server = self.server
+        if server is None:
             return
+        registry = server.registry
         for session in list(registry.sessions()):
             if session.target_name != iqn:
                 continue
@@ -237,9 +239,10 @@ class LiveState:
         (or ask other CHAP credentials), the session ends (docs/admin.md, "Live changes")."""
         if (before.demo_mode, before.chap, before.acls) == (after.demo_mode, after.chap, after.acls):
             return
-        registry = getattr(self.server, "registry", None)
-        if registry is None:
+        server = self.server
+        if server is None:
             return
+        registry = server.registry
         for session in list(registry.sessions()):
             if session.target_name != after.iqn or session.closed:
                 continue
@@ -336,21 +339,21 @@ def _log_ending(target: str | None, initiator: str, tsih: int, reason: str) -> N
     log.warning("ending the session of initiator %s on target %s (tsih %d): %s", initiator, target, tsih, reason)
 
 
-def _retire(backend: Any) -> None:
+def _retire(backend: FileExtentBackend) -> None:
     """Close a replaced backend off the event loop: closing flushes its files (``fdatasync``),
     which must not stall the sessions (docs/execution.md); work still running on it keeps its
     files open until it ends (the backend's leases)."""
     asyncio.get_running_loop().run_in_executor(None, _close_quietly, backend)
 
 
-def _close_quietly(backend: Any) -> None:
+def _close_quietly(backend: FileExtentBackend) -> None:
     try:
         backend.close()
     except OSError as error:
         log.error("closing storage: %s", error)
 
 
-def _report_luns_changed(scsi_target: Any) -> None:
+def _report_luns_changed(scsi_target: ScsiTarget) -> None:
     """REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh, SPC-4 6.33) for everyone using the target."""
     for lu in set(scsi_target.luns.values()):
         lu.establish_unit_attention(Ascq.REPORTED_LUNS_DATA_HAS_CHANGED)

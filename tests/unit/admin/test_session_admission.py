@@ -45,11 +45,20 @@ class StandInRegistry:
 
 
 class StandInServer:
-    """The parts of the iSCSI server ``LiveState`` uses; sessions are placed by the test."""
+    """A ``LiveFrontend`` like the iSCSI server; sessions are placed by the test."""
 
     def __init__(self):
         self.registry = StandInRegistry()
         self.addresses = [("127.0.0.1", 3260)]
+
+    async def start(self) -> None:
+        pass
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        pass
+
+    def sessions(self) -> list[dict]:
+        return [{"initiator": s.initiator_name, "tsih": s.tsih} for s in self.registry.sessions()]
 
     def set_target(self, config, scsi_target) -> None:
         pass

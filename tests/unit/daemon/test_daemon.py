@@ -21,6 +21,10 @@ IQN_B = "iqn.2026-11.org.odxtarget:b"
 class FakeLogicalUnit:
     def __init__(self, so, backend):
         self.name, self.backend = so.name, backend
+        self.reservation_store = None
+
+    def persist_reservations(self, store) -> None:
+        self.reservation_store = store
 
 
 class FakeTarget:
@@ -229,3 +233,18 @@ def test_summary_lines_describe_access_and_luns(tmp_path):
         f"target {IQN_A} tpgt 1 on 127.0.0.1:3260: 1 ACL, CHAP (mutual), 1 LUN",
         f"  LUN 3: ro, 4 KiB (1 x 4096-byte blocks), read-only, write cache off, {tmp_path}/ro.img",
     ]
+
+
+def test_the_front_ends_meet_the_contracts_the_daemon_and_admin_rely_on():
+    """odxtarget/frontend.py: the native server changes live; behind LIO the kernel owns
+    targets and portals, so the admin interface must not treat that front end as live."""
+    from odxtarget.config import DaemonConfig
+    from odxtarget.frontend import Frontend, LiveFrontend
+    from odxtarget.transport.iscsi.limits import IscsiLimits
+    from odxtarget.transport.iscsi.server import IscsiServer
+    from odxtarget.transport.tcmu.frontend import LioFrontend
+
+    native = IscsiServer([], limits=IscsiLimits())
+    lio = LioFrontend(DaemonConfig(frontend="lio"), {}, manage_lio=False)
+    assert isinstance(native, LiveFrontend)
+    assert isinstance(lio, Frontend) and not isinstance(lio, LiveFrontend)
