@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Startup goes from the disk outwards: one FileExtentBackend and one LogicalUnit per storage
+Startup goes from the disk outwards: one backend (``open_backend``) and one LogicalUnit per storage
 object (a LogicalUnit mapped by several targets is the same object in each, so unit attentions
 and reservations are shared, as SAM-5 wants for one logical unit), then one ScsiTarget per
 target, then the iSCSI server over all of them. Shutdown goes the other way: the server stops
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
 from odxtarget.frontend import Frontend
-from odxtarget.storage.extents import FileExtentBackend
+from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
 
@@ -67,7 +67,7 @@ ADMIN_SETTINGS: contextvars.ContextVar[AdminSettings | None] = contextvars.Conte
 class Factories:
     """How the daemon builds the layers it does not own."""
 
-    logical_unit: Callable[[StorageObjectConfig, FileExtentBackend], LogicalUnit]
+    logical_unit: Callable[[StorageObjectConfig, StorageBackend], LogicalUnit]
     scsi_target: Callable[[str, dict[int, Any]], Any]
     #: Builds the native iSCSI server over the targets, bounded by the config's ``iscsi`` limits.
     server: Callable[[list[tuple[TargetConfig, Any]], IscsiLimits], Frontend]
@@ -84,7 +84,7 @@ def default_factories() -> Factories:
     from odxtarget.scsi.target import ScsiTarget
     from odxtarget.transport.iscsi.server import IscsiServer
 
-    def logical_unit(so: StorageObjectConfig, backend: FileExtentBackend) -> LogicalUnit:
+    def logical_unit(so: StorageObjectConfig, backend: StorageBackend) -> LogicalUnit:
         return LogicalUnit(LogicalUnitConfig(
             name=so.name, backend=backend, block_size=so.block_size, read_only=so.read_only,
             serial=so.serial, wwn=so.wwn, write_cache=so.write_cache,
@@ -130,7 +130,7 @@ class Daemon:
             raise DaemonError(f'frontend "{config.frontend}" is not implemented')
         self.config = config
         self._factories = factories
-        self.backends: dict[str, FileExtentBackend] = {}
+        self.backends: dict[str, StorageBackend] = {}
         self.logical_units: dict[str, LogicalUnit] = {}
         self.targets: list[tuple[TargetConfig, Any]] = []
         self.server: Frontend | None = None
@@ -149,7 +149,7 @@ class Daemon:
         try:
             for so in self.config.storage_objects:
                 try:
-                    backend = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+                    backend = open_backend(so)
                 except (OSError, ValueError) as error:
                     raise DaemonError(f'storage object "{so.name}": {error}') from None
                 self.backends[so.name] = backend
@@ -165,7 +165,7 @@ class Daemon:
             self.close_storage()
             raise
 
-    def build_logical_unit(self, so: StorageObjectConfig, backend: FileExtentBackend) -> LogicalUnit:
+    def build_logical_unit(self, so: StorageObjectConfig, backend: StorageBackend) -> LogicalUnit:
         """A logical unit over ``backend`` with its persisted reservations (APTPL) restored:
         at start-up and for storage objects created live alike."""
         lu = self._get_factories().logical_unit(so, backend)
@@ -426,7 +426,7 @@ def summary_lines(config: DaemonConfig) -> list[str]:
         )
         for mapping in sorted(target.luns, key=lambda m: m.lun):
             so = objects[mapping.storage_object]
-            files = ", ".join(dict.fromkeys(e.path for e in so.extents))
+            files = so.describe_storage()
             lines.append(
                 f"  LUN {mapping.lun}: {so.name}, {_human_size(so.size)}"
                 f" ({so.size // so.block_size} x {so.block_size}-byte blocks),"

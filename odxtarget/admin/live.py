@@ -38,6 +38,7 @@ from odxtarget.config import ChapConfig, DaemonConfig, PortalConfig, StorageObje
 from odxtarget.frontend import LiveFrontend, Portal
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.lu import WriteBackFailure
+from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.discovery import matching_acl
 
@@ -51,8 +52,8 @@ log = logging.getLogger("odxtarget.admin")
 
 
 def _storage_changed(old: StorageObjectConfig, new: StorageObjectConfig) -> bool:
-    """True when the backend must be reopened (size, read-only or files changed)."""
-    return (old.size, old.read_only, old.extents) != (new.size, new.read_only, new.extents)
+    """True when the backend must be reopened (size, read-only, files or image changed)."""
+    return (old.size, old.read_only, old.extents, old.rbd) != (new.size, new.read_only, new.extents, new.rbd)
 
 
 def _credentials(target: TargetConfig, initiator: str) -> ChapConfig | None:
@@ -128,7 +129,7 @@ class LiveState:
         limits = None
         if old.odx != new.odx and self.odx is not None and self.odx.available:
             limits = self.odx.limits_for(new.odx)
-        opened: dict[str, FileExtentBackend] = {}
+        opened: dict[str, StorageBackend] = {}
         created_lus: dict[str, LogicalUnit] = {}
         bound: list[Portal] = []
         try:
@@ -136,9 +137,9 @@ class LiveState:
                 before = old_objects.get(name)
                 if before is None or _storage_changed(before, so):
                     try:
-                        if before is None and so.read_only:  # create the sparse file(s) first
+                        if before is None and so.read_only and so.rbd is None:  # create the sparse files first
                             FileExtentBackend(so.extents, so.size).close()
-                        opened[name] = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+                        opened[name] = open_backend(so)
                     except (OSError, ValueError) as error:
                         raise AdminError(f'storage object "{name}": {error}') from None
                 if before is None:
@@ -160,9 +161,9 @@ class LiveState:
 
     def _commit(self, old: DaemonConfig, new: DaemonConfig,
                 old_objects: dict[str, StorageObjectConfig], new_objects: dict[str, StorageObjectConfig],
-                opened: dict[str, FileExtentBackend], created_lus: dict[str, LogicalUnit]) -> None:
+                opened: dict[str, StorageBackend], created_lus: dict[str, LogicalUnit]) -> None:
         daemon = self.daemon
-        retired: list[FileExtentBackend] = []
+        retired: list[StorageBackend] = []
         for name, backend in opened.items():
             if name in created_lus:
                 daemon.backends[name] = backend
@@ -265,7 +266,7 @@ class LiveState:
         if lu is None:
             raise AdminError(f'storage object "{so.name}" is not running')
         try:
-            backend = FileExtentBackend(so.extents, so.size, read_only=so.read_only)
+            backend = open_backend(so)
         except (OSError, ValueError) as error:
             raise AdminError(f'storage object "{so.name}": {error}') from None
         retired = daemon.backends.get(so.name)
@@ -339,14 +340,14 @@ def _log_ending(target: str | None, initiator: str, tsih: int, reason: str) -> N
     log.warning("ending the session of initiator %s on target %s (tsih %d): %s", initiator, target, tsih, reason)
 
 
-def _retire(backend: FileExtentBackend) -> None:
+def _retire(backend: StorageBackend) -> None:
     """Close a replaced backend off the event loop: closing flushes its files (``fdatasync``),
     which must not stall the sessions (docs/execution.md); work still running on it keeps its
     files open until it ends (the backend's leases)."""
     asyncio.get_running_loop().run_in_executor(None, _close_quietly, backend)
 
 
-def _close_quietly(backend: FileExtentBackend) -> None:
+def _close_quietly(backend: StorageBackend) -> None:
     try:
         backend.close()
     except OSError as error:

@@ -254,6 +254,13 @@ class ExtentsNode(AdminNode):
         return []
 
 
+
+def _storage_place(so: dict[str, Any]) -> str:
+    """Where a storage object's bytes live, as the shell shows it: its first file, or its image."""
+    if so.get("rbd"):
+        return f"rbd:{so['rbd']['pool']}/{so['rbd']['image']}"
+    return so["extents"][0]["path"]
+
 class ExtentNode(AdminNode):
     """One storage object: set attribute read_only=true|false; resize size=SIZE; reopen."""
 
@@ -266,13 +273,13 @@ class ExtentNode(AdminNode):
         return {"read_only": "Refuse writes (DATA PROTECT); applies to the next command.",
                 "size": "Capacity in bytes (change it with resize).",
                 "block_size": "Logical block size (fixed once created).",
-                "path": "The backing file.",
+                "path": "The backing file (rbd:POOL/IMAGE for an RBD image, docs/rbd.md).",
                 "write_cache": "Whether the write cache is reported enabled."}[param]
 
     def group_values(self, group):
         so = self.data
         return {"read_only": so["read_only"], "size": so["size"], "block_size": so["block_size"],
-                "path": so["extents"][0]["path"], "write_cache": so["write_cache"]}
+                "path": _storage_place(so), "write_cache": so["write_cache"]}
 
     def set_group(self, group, values):
         return self.call("extent.set", name=self.name, **values)
@@ -288,7 +295,7 @@ class ExtentNode(AdminNode):
         failed = self.write_back_state().get("write_back_failed", False)
         if failed:
             flags.append("WRITE-BACK FAILED")
-        return (f"{so['extents'][0]['path']} ({human_size(size)}, {so['block_size']}-byte blocks) {' '.join(flags)}",
+        return (f"{_storage_place(so)} ({human_size(size)}, {so['block_size']}-byte blocks) {' '.join(flags)}",
                 not failed)
 
     def write_back_state(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from odxtarget.config.limit_sections import ISCSI_SECTION, ODX_SECTION, LimitSection
-from odxtarget.config.model import ChapConfig, DaemonConfig, StorageObjectConfig, TargetConfig
+from odxtarget.config.model import ChapConfig, DaemonConfig, RbdConfig, StorageObjectConfig, TargetConfig
 from odxtarget.config.vocabulary import format_size
 
 
@@ -51,10 +51,15 @@ def _dump_storage_object(so: StorageObjectConfig) -> dict[str, Any]:
         "write_cache": so.write_cache,
         **({"physical_block_size": so.physical_block_size} if so.physical_block_size else {}),
         **({"removable": True} if so.removable else {}),
-        "extents": [
+        **({"rbd": _dump_rbd(so.rbd)} if so.rbd is not None else {"extents": [
             {"path": e.path, "offset": e.offset, "length": e.length} for e in so.extents
-        ],
+        ]}),
     }
+
+
+def _dump_rbd(rbd: RbdConfig) -> dict[str, Any]:
+    return {"pool": rbd.pool, "image": rbd.image, "conf": rbd.conf, "client": rbd.client,
+            **({"keyring": rbd.keyring} if rbd.keyring else {})}
 
 
 def _dump_chap(chap: ChapConfig | None) -> dict[str, Any] | None:

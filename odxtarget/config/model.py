@@ -25,8 +25,23 @@ class ExtentConfig:
 
 
 @dataclass(slots=True)
+class RbdConfig:
+    """A Ceph RBD image that stores a whole LUN (docs/rbd.md).
+
+    It is the storage layer's ``RbdSpec`` (``odxtarget.storage.rbd``) by shape.
+    """
+
+    image: str
+    pool: str = "rbd"
+    conf: str = "/etc/ceph/ceph.conf"   # the cluster's monitors (and keyring, unless given)
+    client: str = "admin"               # cephx user id, without "client."
+    keyring: str | None = None
+
+
+@dataclass(slots=True)
 class StorageObjectConfig:
-    """A backstore: what a LUN shows, stored in an ordered list of file extents."""
+    """A backstore: what a LUN shows, stored in an ordered list of file extents or in an RBD
+    image (``rbd`` set, ``extents`` empty)."""
 
     name: str
     size: int
@@ -38,6 +53,13 @@ class StorageObjectConfig:
     write_cache: bool = True
     physical_block_size: int | None = None  # e.g. 4096 on a 512-byte LUN (512e); None: block_size
     removable: bool = False                 # report removable medium (RMB=1): START STOP UNIT ejects
+    rbd: RbdConfig | None = None
+
+    def describe_storage(self) -> str:
+        """Where the bytes live, for log lines and errors."""
+        if self.rbd is not None:
+            return f"rbd image {self.rbd.pool}/{self.rbd.image}"
+        return ", ".join(dict.fromkeys(extent.path for extent in self.extents))
 
 
 @dataclass(slots=True)

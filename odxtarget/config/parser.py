@@ -23,6 +23,7 @@ from odxtarget.config.model import (
     LunMapping,
     OdxConfig,
     PortalConfig,
+    RbdConfig,
     StorageObjectConfig,
     TargetConfig,
     resolve_extent_length,
@@ -40,6 +41,7 @@ from odxtarget.config.vocabulary import (
     MAX_TPGT,
     MIN_CHAP_SECRET_BYTES,
     NAA6_WWN,
+    RBD_NAME,
     SCHEMA_VERSION,
     SERIAL,
     STORAGE_NAME,
@@ -106,8 +108,9 @@ class _Parser:
     TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets",
                 "odx", "iscsi")
     STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
-                    "physical_block_size", "removable", "extents")
+                    "physical_block_size", "removable", "extents", "rbd")
     EXTENT_KEYS = ("path", "offset", "length")
+    RBD_KEYS = ("pool", "image", "conf", "client", "keyring")
     TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls")
     PORTAL_KEYS = ("ip", "port")
     LUN_KEYS = ("lun", "storage_object")
@@ -396,14 +399,42 @@ class _Parser:
                     _join(path, "wwn"),
                     "must be 32 hex digits starting with 6 (an NAA-6 designator, SPC-4 7.8.6.6.4)",
                 )
-        extents = self.extents(item, path, name, state_dir, size, block_size)
+        rbd = None
+        if item.get("rbd") is not None:
+            if item.get("extents") is not None:
+                self.problem(_join(path, "rbd"), "a storage object has either extents or rbd, not both")
+            rbd = self.rbd(item["rbd"], _join(path, "rbd"))
+            extents: list[ExtentConfig] = []
+        else:
+            extents = self.extents(item, path, name, state_dir, size, block_size)
         if len(self.problems) > problems_before:
             return None
         return StorageObjectConfig(
             name=name, size=size, extents=extents, block_size=block_size, read_only=read_only,
             serial=serial, wwn=wwn, write_cache=write_cache,
-            physical_block_size=physical_block_size, removable=removable,
+            physical_block_size=physical_block_size, removable=removable, rbd=rbd,
         )
+
+    def rbd(self, item: Any, path: str) -> RbdConfig | None:
+        """The ``rbd`` section: an image in a Ceph pool (docs/rbd.md)."""
+        if self.object(item, path, self.RBD_KEYS, required=("image",)) is None:
+            return None
+        defaults = RbdConfig(image="")
+        image = self.string(item, "image", path, None)
+        pool = self.string(item, "pool", path, defaults.pool)
+        for key, value in (("image", image), ("pool", pool)):
+            if isinstance(value, str) and not RBD_NAME.fullmatch(value):
+                self.problem(_join(path, key), f'"{value}" is not a valid RBD name (no "/" or "@",'
+                             " no spaces or control characters)")
+        conf = self.string(item, "conf", path, defaults.conf)
+        client = self.string(item, "client", path, defaults.client)
+        if isinstance(client, str) and client.startswith("client."):
+            self.problem(_join(path, "client"), f'give the user id without "client." ("{client[7:]}")')
+        keyring = self.string(item, "keyring", path, None, nullable=True)
+        if image is None or pool is None or conf is None or client is None:
+            return None
+        return RbdConfig(image=image, pool=pool, conf=self.resolve_path(conf), client=client,
+                         keyring=self.resolve_path(keyring) if keyring else None)
 
     def extents(self, item: dict, path: str, name: str | None, state_dir: str,
                 size: Any, block_size: int) -> list[ExtentConfig]:
@@ -477,6 +508,13 @@ class _Parser:
                 first = seen.setdefault((key, normal), here)
                 if first != here:
                     self.problem(f"{here}.{key}", f'duplicate {what} "{value}" (also {first})')
+        images: dict[tuple[str, str, str], str] = {}
+        for index, so in objects:
+            if so.rbd is not None:
+                here = f"storage_objects[{index}].rbd"
+                first = images.setdefault((so.rbd.conf, so.rbd.pool, so.rbd.image), here)
+                if first != here:
+                    self.problem(here, f"image {so.rbd.pool}/{so.rbd.image} is also used by {first}")
         by_file: dict[str, list[tuple[int, int, str]]] = {}
         for index, so in objects:
             for number, extent in enumerate(so.extents):

@@ -23,6 +23,8 @@ MAX_CHAP_SECRET_BYTES = 16      # RFC 7143 9.2.1 asks support up to 128 bits; Wi
 MAX_CHAP_NAME_BYTES = 255
 MAX_SERIAL_CHARS = 64
 STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: An RBD pool or image name: librbd refuses "/" and "@" (they separate pool, image and snapshot).
+RBD_NAME = re.compile(r"[^/@\s\x00-\x1f\x7f]{1,255}")
 SERIAL = re.compile(r"[\x21-\x7e]+")         # printable ASCII without spaces (SPC-4 7.8.16)
 NAA6_WWN = re.compile(r"6[0-9a-fA-F]{31}")    # SPC-4 7.8.6.6.4: IEEE Registered Extended
 SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -32,7 +32,7 @@ capability): ``close`` never closes a
 file under a running call, it leaves that to the last lease to end, so a file descriptor is
 never closed, let alone reused, under running work; COMPARE AND WRITE must be atomic against every other
 write, so writes and deallocations register their byte range for as long as they run
-(``_RangeLock``), and ``compare_and_write`` holds its range alone while it reads, compares
+(``RangeLock``), and ``compare_and_write`` holds its range alone while it reads, compares
 and writes. ``try_read_into`` serves a read from the page cache without ever waiting for the
 disk (``preadv`` with ``RWF_NOWAIT``), so cached reads need no worker at all.
 """
@@ -53,6 +53,7 @@ from typing import NamedTuple
 from odxtarget.storage.backend import AllocationRun, CompareReadError, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
+from odxtarget.storage.range_lock import RangeLock
 from odxtarget.storage.work import FileRead, FileWrite, StorageCall, StorageWork, read_fully
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class FileExtentBackend:
     def __init__(self, extents: Sequence[ExtentSpec], size: int, *, read_only: bool = False):
         lengths = resolve_extent_lengths(extents, size)
         self._size = size
-        self._ranges = _RangeLock()
+        self._ranges = RangeLock()
         self._nowait = _NOWAIT_READS
         self._hit_rate = 1.0        # of recent page-cache probes (try_read_into)
         self._skipped = 0
@@ -563,67 +564,6 @@ NOWAIT_RATE_WEIGHT = 1 / 16
 
 #: ``preadv(RWF_NOWAIT)`` exists (Linux 4.14); without it every read goes to a worker.
 _NOWAIT_READS = hasattr(os, "RWF_NOWAIT")
-
-
-class _RangeLock:
-    """Byte ranges in use: many writers may share overlapping ranges (SAM-5 leaves the order
-    of overlapping SIMPLE writes to the initiator); an exclusive holder (COMPARE AND WRITE)
-    waits for every overlapping writer and keeps new ones out."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._shared: list[tuple[int, int]] = []
-        self._exclusive: list[tuple[int, int]] = []
-
-    @contextmanager
-    def shared(self, offset: int, length: int) -> Iterator[None]:
-        span = (offset, offset + length)
-        with self._condition:
-            while self._exclusive and _overlaps(span, self._exclusive):
-                self._condition.wait()
-            self._shared.append(span)
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._shared.remove(span)
-                if self._exclusive:
-                    self._condition.notify_all()
-
-    def try_share(self, offset: int, length: int) -> tuple[int, int] | None:
-        """``shared`` without waiting (the event loop's form): the held span, or None when an
-        exclusive holder overlaps it. ``unshare`` the span when the write is done."""
-        span = (offset, offset + length)
-        with self._condition:
-            if self._exclusive and _overlaps(span, self._exclusive):
-                return None
-            self._shared.append(span)
-        return span
-
-    def unshare(self, span: tuple[int, int]) -> None:
-        with self._condition:
-            self._shared.remove(span)
-            if self._exclusive:
-                self._condition.notify_all()
-
-    @contextmanager
-    def exclusive(self, offset: int, length: int) -> Iterator[None]:
-        span = (offset, offset + length)
-        with self._condition:
-            while _overlaps(span, self._exclusive) or _overlaps(span, self._shared):
-                self._condition.wait()
-            self._exclusive.append(span)
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._exclusive.remove(span)
-                self._condition.notify_all()
-
-
-def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
-    start, end = span
-    return any(other_start < end and start < other_end for other_start, other_end in spans)
 
 
 def _first_difference(left: bytearray, right, chunk: int = 4096) -> int:

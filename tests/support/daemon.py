@@ -39,6 +39,9 @@ class LunSpec:
     name: str | None = None          # storage object name; default disk<lun>
     physical_block_size: int | None = None   # e.g. 4096 on a 512-byte LUN (512e)
     removable: bool = False
+    #: Store the LUN in an RBD image instead of a file: the storage object's "rbd" section
+    #: (docs/rbd.md), e.g. {"image": "lun0", "conf": str(cluster.conf_path)}.
+    rbd: dict[str, Any] | None = None
 
     @property
     def storage_name(self) -> str:
@@ -165,7 +168,8 @@ def build_config(spec: DaemonSpec, directory: Path, port: int,
             "read_only": lun.read_only,
             **({"physical_block_size": lun.physical_block_size} if lun.physical_block_size else {}),
             **({"removable": True} if lun.removable else {}),
-            "extents": [{"path": str(image), "offset": 0, "length": None}],
+            **({"rbd": lun.rbd} if lun.rbd is not None
+               else {"extents": [{"path": str(image), "offset": 0, "length": None}]}),
         })
     targets = [_target_config(spec.iqn, 1, spec.luns, [ports[name] for name in spec.portals], spec.chap,
                               spec.acls, spec.demo_mode)]
@@ -203,6 +207,8 @@ class DaemonProcess:
         self.config = build_config(spec, directory, self.port, self.ports)
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
         for storage in self.config["storage_objects"]:
+            if "extents" not in storage:
+                continue
             image = Path(storage["extents"][0]["path"])
             if not image.exists():
                 with image.open("wb") as handle:

@@ -19,6 +19,7 @@ from odxtarget.config import (
     ExtentConfig,
     LunMapping,
     PortalConfig,
+    RbdConfig,
     StorageObjectConfig,
     TargetConfig,
     demo_config_dict,
@@ -357,7 +358,36 @@ BAD_CONFIGS = [
      [f'targets[0].acls[1].initiator: duplicate ACL for "{INITIATOR}" (also targets[0].acls[0])']),
     ("acl chap", mutate(lambda o: t0(o).update(acls=[{"initiator": INITIATOR, "chap": {"userid": "u", "password": "x" * 11}}])),
      ["targets[0].acls[0].chap.password: is 11 bytes; CHAP secrets must be at least 12 bytes (RFC 7143 9.2.1)"]),
+    ("rbd and extents", mutate(lambda o: so0(o).update(rbd={"image": "lun0"})),
+     ["storage_objects[0].rbd: a storage object has either extents or rbd, not both"]),
+    ("rbd without image", mutate(lambda o: (so0(o).pop("extents"), so0(o).update(rbd={"pool": "p"}))),
+     ["storage_objects[0].rbd.image: missing required key"]),
+    ("rbd image name", mutate(lambda o: (so0(o).pop("extents"), so0(o).update(rbd={"image": "a@snap"}))),
+     ['storage_objects[0].rbd.image: "a@snap" is not a valid RBD name (no "/" or "@", no spaces or control'
+      " characters)"]),
+    ("rbd client", mutate(lambda o: (so0(o).pop("extents"), so0(o).update(rbd={"image": "a", "client": "client.gw"}))),
+     ['storage_objects[0].rbd.client: give the user id without "client." ("gw")']),
+    ("rbd unknown key", mutate(lambda o: (so0(o).pop("extents"), so0(o).update(rbd={"image": "a", "poool": "x"}))),
+     ['storage_objects[0].rbd.poool: unknown key (did you mean "pool"?)']),
+    ("rbd image twice", mutate(lambda o: [(so.pop("extents"), so.update(rbd={"image": "same"}))
+                                           for so in o["storage_objects"]]),
+     ["storage_objects[1].rbd: image rbd/same is also used by storage_objects[0].rbd"]),
 ]
+
+
+def test_an_rbd_storage_object_parses_with_defaults_and_round_trips():
+    obj = minimal()
+    so0(obj).pop("extents")
+    so0(obj)["rbd"] = {"image": "lun0", "conf": "ceph.conf", "keyring": "keys/gw.keyring", "client": "gw"}
+    config = parse_config(obj, SOURCE)
+    storage = config.storage_objects[0]
+    assert storage.extents == []
+    assert storage.rbd == RbdConfig(image="lun0", pool="rbd", conf=f"{BASE}/ceph.conf", client="gw",
+                                    keyring=f"{BASE}/keys/gw.keyring")
+    assert storage.describe_storage() == "rbd image rbd/lun0"
+    assert parse_config(dump_config(config), SOURCE) == config
+    assert dump_config(config)["storage_objects"][0]["rbd"]["keyring"] == f"{BASE}/keys/gw.keyring"
+    assert "extents" not in dump_config(config)["storage_objects"][0]
 
 
 @pytest.mark.parametrize("obj, expected", [(obj, expected) for _, obj, expected in BAD_CONFIGS],
