@@ -10,7 +10,7 @@ DEMO_CONFIG := $(RUN_DIR)/odxtarget.json
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all setup run test test-unit test-conformance vm-test bench clean distclean
+.PHONY: all setup run run-cluster test test-unit test-conformance vm-test bench clean distclean
 
 all: test
 
@@ -24,6 +24,12 @@ run: setup
 		$(VENV)/bin/odxtarget demo-config --dir "$(RUN_DIR)" --port $(HOST_PORT); \
 	fi
 	exec $(PYTHON) -m odxtarget serve --config "$(DEMO_CONFIG)"
+
+# A one-node Ceph cluster (userspace, objects in memory) and two gateways serving
+# iqn.2026-11.org.odxtarget:cluster, LUNs 0 and 1 in 1 GiB RBD images, on 127.0.0.1:3260 and
+# 127.0.0.1:3261; state under $(RUN_DIR)/cluster. Ctrl-C stops all of it (docs/rbd.md).
+run-cluster: setup
+	exec $(PYTHON) scripts/run_cluster.py --dir "$(RUN_DIR)/cluster"
 
 # The whole suite: unit, property, integration and conformance tests; in CI (CI=true) or with
 # VM=1 also the guest suite (vm-test), which takes several minutes and fails the build when
