@@ -68,7 +68,8 @@ class Factories:
     """How the daemon builds the layers it does not own."""
 
     logical_unit: Callable[[StorageObjectConfig, StorageBackend], LogicalUnit]
-    scsi_target: Callable[[str, dict[int, Any]], Any]
+    #: Builds a SCSI target: its name, LUNs and target port groups.
+    scsi_target: Callable[[str, dict[int, Any], tuple[int, ...]], Any]
     #: Builds the native iSCSI server over the targets, bounded by the config's ``iscsi`` limits.
     server: Callable[[list[tuple[TargetConfig, Any]], IscsiLimits], Frontend]
     #: Builds the daemon-wide ODX copy manager (None: no third-party copy).
@@ -91,8 +92,8 @@ def default_factories() -> Factories:
             physical_block_size=so.physical_block_size, removable=so.removable,
         ))
 
-    def scsi_target(name: str, luns: dict[int, Any]) -> Any:
-        return ScsiTarget(name, luns)
+    def scsi_target(name: str, luns: dict[int, Any], port_groups: tuple[int, ...]) -> Any:
+        return ScsiTarget(name, luns, port_groups)
 
     def server(targets: list[tuple[TargetConfig, Any]], limits: IscsiLimits) -> Frontend:
         return IscsiServer(targets, limits=limits)
@@ -175,7 +176,8 @@ class Daemon:
     def build_scsi_target(self, target: TargetConfig) -> Any:
         """The SCSI target device of ``target`` over the running logical units it maps."""
         return self._get_factories().scsi_target(
-            target.iqn, {m.lun: self.logical_units[m.storage_object] for m in target.luns})
+            target.iqn, {m.lun: self.logical_units[m.storage_object] for m in target.luns},
+            tuple(target.target_port_groups()))
 
     def build_targets(self) -> list[tuple[TargetConfig, Any]]:
         self.targets = [(target, self.build_scsi_target(target)) for target in self.config.targets]

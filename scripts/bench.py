@@ -111,7 +111,8 @@ WORKLOADS = (
 )
 PROBE_KEY = "probe"
 ODX_KEY = "odx"
-ALL_KEYS = (*(workload.key for workload in WORKLOADS), PROBE_KEY, ODX_KEY)
+CLUSTER_KEY = "cluster"            # scripts/bench_cluster.py
+ALL_KEYS = (*(workload.key for workload in WORKLOADS), PROBE_KEY, ODX_KEY, CLUSTER_KEY)
 
 
 @dataclass(slots=True)
@@ -1160,6 +1161,20 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:
                 print(f"bench: ODX section: {error}", file=sys.stderr)
 
+    cluster_result = None
+    if CLUSTER_KEY in selected:
+        from scripts.bench_cluster import cluster_bench_unavailable, run_cluster_bench
+
+        unavailable = cluster_bench_unavailable()
+        if unavailable:
+            print(f"bench: cluster section skipped: {unavailable}", file=sys.stderr)
+        else:
+            try:
+                cluster_result = run_cluster_bench(work / "cluster", seconds, run_loadgen, host_copy,
+                                                   odx_copy_seconds)
+            except Exception as error:
+                print(f"bench: cluster section: {type(error).__name__}: {error}", file=sys.stderr)
+
     report["load_average_at_end"] = load_average()
     report["workloads"] = [
         {**asdict(workload), "ratio": ratio_of(by_target),
@@ -1171,6 +1186,9 @@ def main(argv: list[str] | None = None) -> int:
     report["probe"] = {name: {key: asdict(result) for key, result in by_phase.items()}
                        for name, by_phase in probe_results.items()}
     report["odx"] = [asdict(result) for result in odx_results]
+    if cluster_result is not None:
+        from scripts.bench_cluster import describe
+        report["cluster"] = describe(cluster_result)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -1194,6 +1212,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if odx_results:
         print(format_odx_table(odx_results))
+        print()
+    if cluster_result is not None:
+        from scripts.bench_cluster import format_cluster_table
+        print(format_cluster_table(cluster_result))
         print()
     print(f"bench: load average {report['load_average_at_start']} at start, {report['load_average_at_end']} at end;"
           f" results in {json_path.relative_to(REPO_ROOT) if json_path.is_relative_to(REPO_ROOT) else json_path};"

@@ -6,8 +6,7 @@ of 1 GiB, on 127.0.0.1:3260 and 127.0.0.1:3261; everything lives under ``run/clu
 Ctrl-C stops the gateways, then the cluster. The cluster's OSD keeps its objects in memory
 (tests/support/ceph.py), so the images start empty on every run.
 
-What a second gateway gives today, and what it does not, is in docs/rbd.md ("Several daemons
-on one image").
+What several gateways give, and what they do not, is in docs/rbd.md ("Several gateways").
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ IMAGE_BYTES = 1 << 30
 START_TIMEOUT_SECONDS = 30.0
 
 
-def gateway_config(number: int, port: int, cluster: CephCluster, directory: Path) -> dict:
-    """One gateway: the same target, LUNs and images as the others, its own portal and TPG."""
+def gateway_config(number: int, port: int, gateways: int, cluster: CephCluster, directory: Path) -> dict:
+    """One gateway: the same target, LUNs and images as the others, its own portal and TPG
+    (gateway N has TPGT N + 1); each lists every gateway's group for ALUA."""
     return {
         "schema_version": 1,
         "state_dir": str(directory / "state"),
@@ -47,7 +47,7 @@ def gateway_config(number: int, port: int, cluster: CephCluster, directory: Path
             for image in IMAGES
         ],
         "targets": [{
-            "iqn": IQN, "tpgt": number + 1, "demo_mode": True,
+            "iqn": IQN, "tpgt": number + 1, "port_groups": list(range(1, gateways + 1)), "demo_mode": True,
             "portals": [{"ip": LOOPBACK, "port": port}],
             "luns": [{"lun": lun, "storage_object": image} for lun, image in enumerate(IMAGES)],
         }],
@@ -78,7 +78,7 @@ def main() -> int:
             directory = base / f"gateway{number}"
             (directory / "state").mkdir(parents=True, exist_ok=True)
             config_path = directory / "odxtarget.json"
-            config_path.write_text(json.dumps(gateway_config(number, port, cluster, directory), indent=2) + "\n")
+            config_path.write_text(json.dumps(gateway_config(number, port, len(ports), cluster, directory), indent=2) + "\n")
             log = open(directory / "odxtarget.log", "ab")
             with log:
                 gateways.append(subprocess.Popen(

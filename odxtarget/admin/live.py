@@ -193,6 +193,7 @@ class LiveState:
                 scsi_target = daemon.build_scsi_target(target)
             else:
                 self._update_luns(old_targets[target.iqn], target, scsi_target)
+                scsi_target.port_groups = tuple(target.target_port_groups())
                 self._end_sessions_no_longer_admitted(old_targets[target.iqn], target)
             if self.server is not None:
                 self.server.set_target(self._with_bound_ports(target), scsi_target)

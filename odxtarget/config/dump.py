@@ -77,6 +77,7 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
     return {
         "iqn": target.iqn,
         "tpgt": target.tpgt,
+        **({"port_groups": list(target.port_groups)} if target.port_groups else {}),
         "alias": target.alias,
         "portals": [{"ip": p.ip, "port": p.port} for p in target.portals],
         "luns": [{"lun": m.lun, "storage_object": m.storage_object} for m in target.luns],

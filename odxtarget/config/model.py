@@ -101,6 +101,14 @@ class TargetConfig:
     chap: ChapConfig | None = None   # required of every initiator when set (unless its ACL sets its own)
     tpgt: int = 1
     alias: str | None = None
+    #: The TPGTs of every gateway serving this target, this one's included (docs/rbd.md,
+    #: "Several gateways"): each is a target port group with one port in REPORT TARGET PORT
+    #: GROUPS. Empty: this gateway alone.
+    port_groups: list[int] = field(default_factory=list)
+
+    def target_port_groups(self) -> list[int]:
+        """The port groups REPORT TARGET PORT GROUPS lists, in order (SPC-4 6.37)."""
+        return sorted(set(self.port_groups) | {port_group_of(self.tpgt)})
 
 
 def _limits_overrides(self) -> dict[str, int | float]:
@@ -134,6 +142,12 @@ class DaemonConfig:
     log_level: str = "info"
     odx: OdxConfig = field(default_factory=OdxConfig)        # the optional "odx" section
     iscsi: IscsiLimits = field(default_factory=IscsiLimits)  # the optional "iscsi" section
+
+
+def port_group_of(tpgt: int) -> int:
+    """A portal group's target port group and relative target port number: its TPGT, with
+    TPGT 0 shown as 1 (SPC-4 reserves relative target port 0)."""
+    return tpgt or 1
 
 
 def resolve_extent_length(extents: list[ExtentConfig], index: int, size: int) -> int:

@@ -111,7 +111,7 @@ class _Parser:
                     "physical_block_size", "removable", "extents", "rbd")
     EXTENT_KEYS = ("path", "offset", "length")
     RBD_KEYS = ("pool", "image", "conf", "client", "keyring")
-    TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls")
+    TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls", "port_groups")
     PORTAL_KEYS = ("ip", "port")
     LUN_KEYS = ("lun", "storage_object")
     ACL_KEYS = ("initiator", "chap")
@@ -546,6 +546,7 @@ class _Parser:
             if first != path:
                 self.problem(_join(path, "iqn"), f'duplicate target "{iqn}" (also {first})')
         tpgt = self.integer(item, "tpgt", path, 1, 0, MAX_TPGT)
+        port_groups = self.port_groups(item, path, tpgt)
         alias = self.string(item, "alias", path, None, nullable=True)
         if alias is not None and (
             len(alias.encode("utf-8")) > MAX_ALIAS_BYTES or not alias.isprintable()
@@ -637,8 +638,26 @@ class _Parser:
             )
         return TargetConfig(
             iqn=iqn, portals=portals, luns=luns, acls=acls, demo_mode=demo_mode, chap=chap,
-            tpgt=tpgt, alias=alias,
+            tpgt=tpgt, alias=alias, port_groups=port_groups,
         )
+
+    def port_groups(self, item: dict, path: str, tpgt: int) -> list[int]:
+        """``port_groups``: distinct TPGTs of 1 to 65535 that include the target's own."""
+        raw = self.array(item, "port_groups", path)
+        if raw is None:
+            return []
+        here = _join(path, "port_groups")
+        groups: list[int] = []
+        for index, value in enumerate(raw):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TPGT:
+                self.problem(f"{here}[{index}]", f"must be a TPGT between 1 and {MAX_TPGT}, got {describe_value(value)}")
+            elif value in groups:
+                self.problem(f"{here}[{index}]", f"duplicate port group {value}")
+            else:
+                groups.append(value)
+        if groups and tpgt not in groups:
+            self.problem(here, f"must include this target's own tpgt {tpgt}")
+        return groups
 
     def iscsi_name(self, obj: dict, key: str, path: str) -> str | None:
         name = self.string(obj, key, path, None)

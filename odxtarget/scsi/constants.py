@@ -92,6 +92,7 @@ class PersistentReserveOut(enum.IntEnum):
 class MaintenanceIn(enum.IntEnum):
     """Service actions of MAINTENANCE IN (SPC-4 6.x)."""
 
+    REPORT_TARGET_PORT_GROUPS = 0x0A
     REPORT_SUPPORTED_OPERATION_CODES = 0x0C
 
 

@@ -35,9 +35,13 @@ log = logging.getLogger(__name__)
 class ScsiTarget:
     """LUN number -> LogicalUnit, plus what belongs to the target rather than to one LU."""
 
-    def __init__(self, name: str, luns: dict[int, LogicalUnit] | None = None):
+    def __init__(self, name: str, luns: dict[int, LogicalUnit] | None = None,
+                 port_groups: tuple[int, ...] = (1,)):
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns or {})
+        #: The target port groups of every gateway that serves this target, one port each
+        #: (REPORT TARGET PORT GROUPS, SPC-4 6.37); all active/optimized (docs/rbd.md).
+        self.port_groups = port_groups
         self._task_aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None = None
 
     # -- configuration --------------------------------------------------------------------

@@ -30,8 +30,10 @@ MAX_CONTROL_PORT = 32767
 @dataclass(slots=True)
 class TgtLun:
     lun: int                 # tgt reserves LUN 0 for its controller; use 1 and up
-    backing_file: Path
+    backing_file: Path | str  # a file, or POOL/IMAGE with bstype "rbd"
     read_only: bool = False
+    bstype: str | None = None   # tgt's backing store type; None: its default (rdwr)
+    bsopts: str | None = None   # for rbd: "conf=PATH" (tgt-rbd)
 
 
 class TgtError(RuntimeError):
@@ -110,7 +112,9 @@ class TgtDaemon:
                 time.sleep(0.1)
         for lun in self.luns:
             self._tgtadm("--mode", "logicalunit", "--op", "new", "--tid", str(TARGET_ID),
-                         "--lun", str(lun.lun), "--backing-store", str(lun.backing_file))
+                         "--lun", str(lun.lun), "--backing-store", str(lun.backing_file),
+                         *(["--bstype", lun.bstype] if lun.bstype else []),
+                         *(["--bsopts", lun.bsopts] if lun.bsopts else []))
             if lun.read_only:
                 self._tgtadm("--mode", "logicalunit", "--op", "update", "--tid", str(TARGET_ID),
                              "--lun", str(lun.lun), "--params", "readonly=1")

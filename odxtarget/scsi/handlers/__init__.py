@@ -14,7 +14,7 @@ from odxtarget.scsi.cdb import U16, U32, LBA32_LEN16, LBA32_LEN32, LBA64_LEN32, 
 from odxtarget.scsi.command_table import CommandFlags as F
 from odxtarget.scsi.command_table import CommandSpec, CommandTable, DataDirection
 from odxtarget.scsi.constants import MaintenanceIn, Opcode, PersistentReserveOut, ServiceActionIn16
-from odxtarget.scsi.handlers import (inquiry, misc, mode, opcodes, persistent_reservations, provisioning,
+from odxtarget.scsi.handlers import (alua, inquiry, misc, mode, opcodes, persistent_reservations, provisioning,
                                     reservations, rw)
 
 IN = DataDirection.IN
@@ -206,6 +206,11 @@ def standard_commands() -> list[CommandSpec]:
                        opcodes.RCTD | opcodes.REPORTING_OPTIONS_MASK, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                        0, CONTROL),
                     service_action=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES, direction=IN,
+                    flags=_NO_MEDIUM | F.PR_ALLOWED),
+        CommandSpec("REPORT TARGET PORT GROUPS", alua.report_target_port_groups,
+                    _u(Opcode.MAINTENANCE_IN, alua.PARAMETER_DATA_FORMAT_MASK | MaintenanceIn.REPORT_TARGET_PORT_GROUPS,
+                       0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, CONTROL),
+                    service_action=MaintenanceIn.REPORT_TARGET_PORT_GROUPS, direction=IN,
                     flags=_NO_MEDIUM | F.PR_ALLOWED),
         CommandSpec("READ(12)", rw.read_12, _lba12(Opcode.READ_12, READ_FLAGS), direction=IN,
                     flags=F.PR_READ, **_IO_TIMEOUTS),

@@ -14,6 +14,7 @@ from typing import Callable
 from odxtarget.scsi.cdb import U16
 from odxtarget.scsi.constants import VersionDescriptor, VpdPage
 from odxtarget.scsi.errors import InvalidFieldInCdb
+from odxtarget.scsi.handlers.alua import TPGS_IMPLICIT
 from odxtarget.scsi.types import ItNexus, ScsiResult, Status
 
 GOOD = Status.GOOD
@@ -101,7 +102,7 @@ def standard_inquiry(lu) -> bytes:
     data[2] = SPC_4_VERSION
     data[3] = HISUP | RESPONSE_DATA_FORMAT
     data[4] = STANDARD_INQUIRY_LENGTH - 5
-    data[5] = THREE_PC if lu.third_party_copy else 0
+    data[5] = TPGS_IMPLICIT | (THREE_PC if lu.third_party_copy else 0)
     data[7] = CMDQUE
     config = lu.config
     data[8:16] = _ascii(config.vendor, 8)

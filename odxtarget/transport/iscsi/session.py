@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from odxtarget.config import TargetConfig
+from odxtarget.config import TargetConfig, port_group_of
 from odxtarget.scsi.types import ItNexus, TargetPort
 from odxtarget.transport.iscsi.admission import Admission
 from odxtarget.transport.iscsi.limits import IscsiLimits
@@ -70,10 +70,12 @@ class Session:
 
 
 def make_nexus(initiator_name: str, isid: bytes, target_name: str, tpgt: int) -> ItNexus:
-    """The SCSI port names of RFC 7143 10.1.1 (``iqn,i,0xISID`` / ``iqn,t,0xTPGT``)."""
+    """The SCSI port names of RFC 7143 10.1.1 (``iqn,i,0xISID`` / ``iqn,t,0xTPGT``); the portal
+    group is the target port, relative port and target port group (``port_group_of``)."""
+    port = port_group_of(tpgt)
     return ItNexus(initiator_port=f"{initiator_name},i,0x{isid.hex()}",
                    target_port=f"{target_name},t,0x{tpgt:04x}",
-                   relative_target_port_id=1, target_port_group=1)
+                   relative_target_port_id=port, target_port_group=port)
 
 
 class SessionRegistry:

@@ -358,6 +358,12 @@ BAD_CONFIGS = [
      [f'targets[0].acls[1].initiator: duplicate ACL for "{INITIATOR}" (also targets[0].acls[0])']),
     ("acl chap", mutate(lambda o: t0(o).update(acls=[{"initiator": INITIATOR, "chap": {"userid": "u", "password": "x" * 11}}])),
      ["targets[0].acls[0].chap.password: is 11 bytes; CHAP secrets must be at least 12 bytes (RFC 7143 9.2.1)"]),
+    ("port groups without own tpgt", mutate(lambda o: t0(o).update(tpgt=3, port_groups=[1, 2])),
+     ["targets[0].port_groups: must include this target's own tpgt 3"]),
+    ("port group values", mutate(lambda o: t0(o).update(port_groups=[1, 1, 0, "2"])),
+     ["targets[0].port_groups[1]: duplicate port group 1",
+      "targets[0].port_groups[2]: must be a TPGT between 1 and 65535, got a number (0)",
+      'targets[0].port_groups[3]: must be a TPGT between 1 and 65535, got a string ("2")']),
     ("rbd and extents", mutate(lambda o: so0(o).update(rbd={"image": "lun0"})),
      ["storage_objects[0].rbd: a storage object has either extents or rbd, not both"]),
     ("rbd without image", mutate(lambda o: (so0(o).pop("extents"), so0(o).update(rbd={"pool": "p"}))),
@@ -373,6 +379,15 @@ BAD_CONFIGS = [
                                            for so in o["storage_objects"]]),
      ["storage_objects[1].rbd: image rbd/same is also used by storage_objects[0].rbd"]),
 ]
+
+
+def test_port_groups_default_to_the_target_alone_and_round_trip():
+    config = parse_config(minimal(), SOURCE)
+    assert config.targets[0].port_groups == [] and config.targets[0].target_port_groups() == [1]
+    obj = mutate(lambda o: t0(o).update(tpgt=2, port_groups=[2, 1]))
+    config = parse_config(obj, SOURCE)
+    assert config.targets[0].target_port_groups() == [1, 2]
+    assert parse_config(dump_config(config), SOURCE) == config
 
 
 def test_an_rbd_storage_object_parses_with_defaults_and_round_trips():

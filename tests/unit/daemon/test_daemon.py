@@ -28,8 +28,8 @@ class FakeLogicalUnit:
 
 
 class FakeTarget:
-    def __init__(self, name, luns):
-        self.name, self.luns = name, luns
+    def __init__(self, name, luns, port_groups=(1,)):
+        self.name, self.luns, self.port_groups = name, luns, port_groups
 
 
 class FakeServer:

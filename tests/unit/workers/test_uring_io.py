@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 import pytest
 
@@ -26,10 +27,16 @@ def data_file(tmp_path):
     os.close(fd)
 
 
-def kernel_pollers() -> int:
-    """This process's io_uring submission-queue polling threads."""
-    return sum(1 for task in os.listdir("/proc/self/task")
-               if open(f"/proc/self/task/{task}/comm").read().startswith("iou-sqp-"))
+def kernel_pollers(wait_seconds: float = 5.0) -> int:
+    """This process's io_uring submission-queue polling threads. A new one takes its name
+    (``iou-sqp-<pid>``) only once it first runs, so on a busy machine wait a little for it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        count = sum(1 for task in os.listdir("/proc/self/task")
+                    if open(f"/proc/self/task/{task}/comm").read().startswith("iou-sqp-"))
+        if count or time.monotonic() > deadline:
+            return count
+        time.sleep(0.005)
 
 
 def run_reads(fd: int, offsets: list[int], length: int = BLOCK, *, polled: bool = False):
