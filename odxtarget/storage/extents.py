@@ -237,7 +237,8 @@ class FileExtentBackend:
         if (type(buf) is bytearray and single is not None and offset >= 0
                 and offset + len(buf) <= single.length):
             self._acquire()
-            return FileRead(self._lane, single.fd, single.file_offset + offset, buf, self._release)
+            return FileRead(self._lane, single.fd, single.file_offset + offset, buf, self._release,
+                            self._hit_rate < NOWAIT_MIN_HIT_RATE)
         return StorageCall(self._lane, self.read_into, (offset, buf))
 
     def try_read_into(self, offset: int, buf: memoryview) -> bool:

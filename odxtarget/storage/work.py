@@ -52,6 +52,10 @@ class FileRead:
     offset: int
     buffer: bytearray
     release: Callable[[], None]
+    #: The backend expects the disk: most of its recent reads missed the page cache. A front
+    #: end keeps its polled ring (docs/execution.md) for these, so that a rare miss in a
+    #: cached working set does not keep a polling thread spinning.
+    cold: bool = False
 
     def run(self) -> None:
         try:

@@ -62,8 +62,9 @@ class StorageWorkers:
                  io_uring: bool = True):
         self._loop = loop
         #: Reads that miss the page cache, and writes, go through io_uring where it works
-        #: (``uring``): reads through a ring polled by a kernel thread, writes through an
-        #: ordinary one (docs/execution.md, "Where the work runs").
+        #: (``uring``): reads of a cold working set (``FileRead.cold``) through a ring polled
+        #: by a kernel thread, writes and other reads through an ordinary one
+        #: (docs/execution.md, "Where the work runs").
         self._uring_writes = UringIo.open(loop, self._on_threads) if io_uring else None
         self._uring_reads = (UringIo.open(loop, self._on_threads, polled=True)
                              if self._uring_writes is not None else None) or self._uring_writes
@@ -87,7 +88,8 @@ class StorageWorkers:
             kind = type(work)
             if kind is FileRead:
                 self.in_flight += 1
-                self._uring_reads.submit(work, self._uring_done(completion))
+                ring = self._uring_reads if work.cold else self._uring_writes
+                ring.submit(work, self._uring_done(completion))
                 return
             if kind is FileWrite:
                 self.in_flight += 1

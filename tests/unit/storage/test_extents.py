@@ -11,6 +11,7 @@ from odxtarget.config import ExtentConfig
 from odxtarget.storage import extents as extents_module
 from odxtarget.storage.backend import AllocationRun, Backend
 from odxtarget.storage.extents import FileExtentBackend, FileRange
+from odxtarget.storage.work import FileRead
 
 MIB = 1 << 20
 BLOCK = 4096  # ext4's block size on the test machine; tests read st_blksize where it matters
@@ -363,6 +364,13 @@ def test_a_directory_is_not_a_backing_file(tmp_path):
         FileExtentBackend([ExtentConfig(str(tmp_path))], MIB, read_only=True)
 
 
+def _declared_read(backend: FileExtentBackend) -> FileRead:
+    work = backend.read_work(0, bytearray(4096))
+    assert isinstance(work, FileRead)
+    work.run()
+    return work
+
+
 def test_page_cache_probes_back_off_while_reads_miss_and_resume_when_they_hit(tmp_path):
     """``try_read_into``: a cold working set makes it try only one read in
     ``NOWAIT_PROBE_INTERVAL``; hits bring it back to trying every read."""
@@ -380,13 +388,16 @@ def test_page_cache_probes_back_off_while_reads_miss_and_resume_when_they_hit(tm
         buf = memoryview(bytearray(4096))
         backend.read_into(0, buf)                      # block 0 is cached from here on
         assert backend.try_read_into(0, buf)
+        assert not _declared_read(backend).cold         # a cached working set: not for the polled ring
         misses = sum(not backend.try_read_into(offset, buf) for offset in cold)
         assert misses >= len(cold) - 2
+        assert _declared_read(backend).cold             # mostly misses: the polled ring's work
         interval = extents_module.NOWAIT_PROBE_INTERVAL
         hits = [backend.try_read_into(0, buf) for _ in range(interval)]
         assert hits.count(True) == 1                   # only the probe went to the page cache
         for _ in range(interval * 64):
             backend.try_read_into(0, buf)
         assert all(backend.try_read_into(0, buf) for _ in range(interval))
+        assert not _declared_read(backend).cold
     finally:
         backend.close()

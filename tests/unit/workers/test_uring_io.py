@@ -222,3 +222,23 @@ def test_a_binding_that_dies_on_this_cpu_leaves_the_work_to_threads(monkeypatch)
         workers.close()
 
     asyncio.run(main())
+
+
+def test_cold_reads_go_to_the_polled_ring_and_other_reads_to_the_ordinary_one(data_file):
+    """A miss in a cached working set must not wake the polling thread (docs/execution.md)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        workers = StorageWorkers(loop)
+        polled, ordinary = workers._uring_reads, workers._uring_writes
+        assert polled is not ordinary
+        outcomes = [loop.create_future(), loop.create_future()]
+        workers.submit(FileRead("disk", data_file, 0, bytearray(BLOCK), lambda: None, cold=True),
+                       lambda value, error: outcomes[0].set_result(error))
+        assert (polled.in_flight, ordinary.in_flight) == (1, 0)
+        workers.submit(FileRead("disk", data_file, 0, bytearray(BLOCK), lambda: None),
+                       lambda value, error: outcomes[1].set_result(error))
+        assert (polled.in_flight, ordinary.in_flight) == (1, 1)
+        assert [await asyncio.wait_for(outcome, 5) for outcome in outcomes] == [None, None]
+        workers.close()
+
+    asyncio.run(main())
