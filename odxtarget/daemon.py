@@ -27,9 +27,9 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
-from odxtarget.frontend import Frontend
 from odxtarget.backends import StorageBackend, open_backend
+from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.frontend import DEFAULT_SHUTDOWN_GRACE, Frontend
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
 
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How long a graceful shutdown lets running commands finish before connections are cut.
-SHUTDOWN_GRACE_SECONDS = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: How often idle tokens expire and stale copy results go.
 COPY_HOUSEKEEPING_SECONDS = 1.0
@@ -257,7 +255,7 @@ class Daemon:
             self.copy_manager.use_access(LioCopyAccess(self.config.targets,
                                                        storage_objects_by_nexus(self.server.handler)))
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+    async def stop(self, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
         """Stop the server (letting commands drain for ``grace`` seconds), then sync storage."""
         if self._copy_pump is not None:
             self._copy_pump.cancel()
@@ -318,7 +316,7 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if not stop_requested.is_set():
-            log.info("%s received: shutting down (up to %.0f s)", name, SHUTDOWN_GRACE_SECONDS)
+            log.info("%s received: shutting down (up to %.0f s)", name, DEFAULT_SHUTDOWN_GRACE)
             stop_requested.set()
         else:
             log.warning("%s received again: stopping now", name)

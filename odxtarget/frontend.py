@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 #: An (ip, port) pair a front end listens on.
 Portal = tuple[str, int]
 
-#: How long a shutdown lets running commands finish, in seconds.
+#: How long a graceful shutdown lets running commands finish before connections are cut, in
+#: seconds.
 DEFAULT_SHUTDOWN_GRACE = 10.0
 
 

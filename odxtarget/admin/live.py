@@ -34,11 +34,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from odxtarget.admin.protocol import AdminError
+from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.config import ChapConfig, DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
 from odxtarget.frontend import LiveFrontend, Portal
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.lu import WriteBackFailure
-from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.discovery import matching_acl
 

@@ -254,12 +254,12 @@ class ExtentsNode(AdminNode):
         return []
 
 
-
 def _storage_place(so: dict[str, Any]) -> str:
     """Where a storage object's bytes live, as the shell shows it: its first file, or its image."""
     if so.get("rbd"):
         return f"rbd:{so['rbd']['pool']}/{so['rbd']['image']}"
     return so["extents"][0]["path"]
+
 
 class ExtentNode(AdminNode):
     """One storage object: set attribute read_only=true|false; resize size=SIZE; reopen."""

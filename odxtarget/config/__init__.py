@@ -88,8 +88,8 @@ __all__ = [
     "MAX_INACTIVITY_TIMEOUT", "MAX_ISCSI_NAME_BYTES", "MAX_LUN", "MAX_PORT", "MAX_RANGE_DESCRIPTORS",
     "MAX_SERIAL_CHARS", "MAX_TPGT", "MAX_WRITE_USING_TOKEN_BUDGET", "MIN_CHAP_SECRET_BYTES",
     "NAA6_WWN", "NAA_NAME", "ODX_INTEGER_KEYS", "ODX_SECTION", "ODX_SIZE_GRANULE", "ODX_SIZE_KEYS",
-    "OdxConfig", "PortalConfig", "RBD_NAME", "RbdConfig", "port_group_of", "SCHEMA_VERSION", "SERIAL", "SIZE_SUFFIXES", "SIZE_TEXT",
+    "OdxConfig", "PortalConfig", "RBD_NAME", "RbdConfig", "SCHEMA_VERSION", "SERIAL", "SIZE_SUFFIXES", "SIZE_TEXT",
     "STORAGE_NAME", "SUPPORTED_FRONTENDS", "StorageObjectConfig", "TargetConfig", "demo_config_dict",
     "dump_config", "format_size", "iscsi_name_problem", "load_config", "log", "parse_config",
-    "parse_size", "resolve_extent_length", "save_config",
+    "parse_size", "port_group_of", "resolve_extent_length", "save_config",
 ]

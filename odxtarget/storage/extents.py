@@ -50,10 +50,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from odxtarget.storage.backend import AllocationRun, CompareReadError, FileRange
+from odxtarget.storage.backend import AllocationRun, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
-from odxtarget.storage.range_lock import RangeLock
+from odxtarget.storage.range_lock import RangeLock, compare_then_write
 from odxtarget.storage.work import FileRead, FileWrite, StorageCall, StorageWork, read_fully
 
 log = logging.getLogger(__name__)
@@ -326,18 +326,10 @@ class FileExtentBackend:
         the offset of the first differing byte, or -1 once written."""
         if self._read_only:
             raise OSError(errno.EROFS, "write refused: the logical unit is read-only")
-        length = max(len(expected), len(data))
-        with self._ranges.exclusive(offset, length):
-            current = bytearray(len(expected))
-            try:
-                self.read_into(offset, memoryview(current))
-            except OSError as error:
-                raise CompareReadError(error.errno, error.strerror, error.filename) from error
-            if current != expected:
-                return _first_difference(current, expected)
-            view = data if isinstance(data, memoryview) else memoryview(data)
-            self._write(offset, view.cast("B") if view.itemsize != 1 else view, fua)
-        return -1
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        view = view.cast("B") if view.itemsize != 1 else view
+        return compare_then_write(self._ranges, offset, expected, max(len(expected), len(view)), self.read_into,
+                                  lambda: self._write(offset, view, fua))
 
     def _write(self, offset: int, view: memoryview, fua: bool) -> None:
         single = self._single
@@ -565,18 +557,6 @@ NOWAIT_RATE_WEIGHT = 1 / 16
 
 #: ``preadv(RWF_NOWAIT)`` exists (Linux 4.14); without it every read goes to a worker.
 _NOWAIT_READS = hasattr(os, "RWF_NOWAIT")
-
-
-def _first_difference(left: bytearray, right, chunk: int = 4096) -> int:
-    """Offset of the first differing byte (called only when they differ): whole chunks are
-    compared first, so only one chunk is walked byte by byte."""
-    left_view, right_view = memoryview(left), memoryview(right).cast("B")
-    for start in range(0, len(left_view), chunk):
-        if left_view[start:start + chunk] != right_view[start:start + chunk]:
-            for index in range(start, min(start + chunk, len(left_view))):
-                if left_view[index] != right_view[index]:
-                    return index
-    return -1  # pragma: no cover - unreachable when they differ
 
 
 def resolve_extent_lengths(extents: Sequence[ExtentSpec], size: int) -> list[int]:

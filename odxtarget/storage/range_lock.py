@@ -1,4 +1,5 @@
-"""Byte ranges of one backend in use by writes, so COMPARE AND WRITE can be atomic (SBC-4 5.3).
+"""Byte ranges of one backend in use by writes, so COMPARE AND WRITE can be atomic (SBC-4 5.3),
+and the compare-then-write every backend runs under it.
 
 Many writers may share overlapping ranges (SAM-5 leaves the order of overlapping SIMPLE writes
 to the initiator); an exclusive holder (COMPARE AND WRITE) waits for every overlapping writer.
@@ -10,8 +11,10 @@ event loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from odxtarget.storage.backend import CompareReadError
 
 
 class RangeLock:
@@ -78,3 +81,32 @@ class RangeLock:
 def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     start, end = span
     return any(other_start < end and start < other_end for other_start, other_end in spans)
+
+
+def compare_then_write(ranges: RangeLock, offset: int, expected: memoryview, length: int,
+                       read_into: Callable[[int, memoryview], None], write: Callable[[], None]) -> int:
+    """SBC-4 5.3 COMPARE AND WRITE on a backend: with ``[offset, offset + length)`` held alone,
+    read the bytes at ``offset``; if they equal ``expected``, ``write()``. Returns the offset of
+    the first differing byte, or -1 once written. A failed read raises ``CompareReadError``."""
+    with ranges.exclusive(offset, length):
+        current = bytearray(len(expected))
+        try:
+            read_into(offset, memoryview(current))
+        except OSError as error:
+            raise CompareReadError(error.errno, error.strerror, error.filename) from error
+        if current != expected:
+            return first_difference(current, expected)
+        write()
+    return -1
+
+
+def first_difference(left: bytearray, right, chunk: int = 4096) -> int:
+    """Offset of the first differing byte (called only when they differ): whole chunks are
+    compared first, so only one chunk is walked byte by byte."""
+    left_view, right_view = memoryview(left), memoryview(right).cast("B")
+    for start in range(0, len(left_view), chunk):
+        if left_view[start:start + chunk] != right_view[start:start + chunk]:
+            for index in range(start, min(start + chunk, len(left_view))):
+                if left_view[index] != right_view[index]:
+                    return index
+    return -1  # pragma: no cover - unreachable when they differ

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Hashable
 from typing import Any, Protocol
 
-from odxtarget.storage.backend import AllocationRun, CompareReadError, WriteBackError
-from odxtarget.storage.range_lock import RangeLock
+from odxtarget.storage.backend import AllocationRun, WriteBackError
+from odxtarget.storage.range_lock import RangeLock, compare_then_write
 from odxtarget.storage.work import StorageCall, StorageWork
 
 log = logging.getLogger(__name__)
@@ -138,16 +138,8 @@ class RbdBackend:
         self._refuse_if_read_only()
         length = max(len(expected), len(data))
         self._check_range(offset, length)
-        with self._ranges.exclusive(offset, length):
-            current = bytearray(len(expected))
-            try:
-                self.read_into(offset, memoryview(current))
-            except OSError as error:
-                raise CompareReadError(error.errno, error.strerror) from error
-            if current != expected:
-                return next(index for index, (a, b) in enumerate(zip(current, bytes(expected))) if a != b)
-            self._write(offset, data)
-        return -1
+        return compare_then_write(self._ranges, offset, expected, length, self.read_into,
+                                  lambda: self._write(offset, data))
 
     def flush(self, offset: int = 0, length: int | None = None) -> None:
         """librbd's flush (cache off, it waits for writes still in flight). A failure is
