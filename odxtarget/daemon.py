@@ -206,7 +206,8 @@ class Daemon:
             self.close_storage()
             raise
         if self.copy_manager is not None:
-            self._copy_workers = StorageWorkers(asyncio.get_running_loop())
+            # Copy steps are plain calls (copy_file_range, FICLONERANGE, read/write): no rings.
+            self._copy_workers = StorageWorkers(asyncio.get_running_loop(), io_uring=False)
             self.copy_manager.use_workers(self._copy_workers)
             self._copy_pump = asyncio.create_task(self._pump_copy_work(), name="odx-copy-pump")
         served = self.server.addresses if self.server is not None else []

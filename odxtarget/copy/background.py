@@ -78,14 +78,6 @@ class BackgroundCopies:
         """Copies are running or waiting."""
         return bool(self._running or self._waiting)
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     def start(self, key: Hashable, steps: CopySteps) -> None:
         """Run ``steps`` as soon as fewer than ``limit`` copies run."""
         self._waiting[key] = _Copy(key, steps)

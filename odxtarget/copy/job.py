@@ -190,7 +190,6 @@ class CopyJob:
     bytes_done: int = 0
     moved: dict[CopyMethod, int] = field(default_factory=dict)
     error: OSError | None = None
-    aborted: bool = False
     _index: int = 0
     _item_done: int = 0
     _after_step: tuple[int, int] | None = None
@@ -205,7 +204,7 @@ class CopyJob:
 
     @property
     def done(self) -> bool:
-        return self.aborted or self.error is not None or self.all_items_done
+        return self.error is not None or self.all_items_done
 
     @property
     def finished_all(self) -> bool:
@@ -214,9 +213,6 @@ class CopyJob:
     @property
     def transferred_blocks(self) -> int:
         return self.bytes_done // self.block_size
-
-    def abort(self) -> None:
-        self.aborted = True
 
     def fail(self, error: OSError) -> None:
         self.error = self.error or error

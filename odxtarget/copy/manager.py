@@ -740,8 +740,6 @@ class CopyManager:
                     self.copies.add(running)
                 else:
                     running.job, running.destination, running.backend = job, destination_lu, destination
-                if running.stopped:
-                    job.abort()
                 yield from self.copies.steps(running, adaptive=True)
                 self._counter(destination_lu).add_bytes(job.moved)
                 transferred += job.bytes_done

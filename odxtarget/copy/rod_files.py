@@ -109,7 +109,7 @@ class Snapshot:
     def run(self) -> SnapshotOutcome:
         with self.source.lease():
             pieces = [piece for offset, length in self.spans for piece in self.source.extents_for(offset, length)]
-            if any(os.fstat(piece.fd).st_dev != self.device for piece in pieces):
+            if any(os.fstat(fd).st_dev != self.device for fd in {piece.fd for piece in pieces}):
                 return SnapshotOutcome(None)
             path = os.path.join(self.directory, f"{self.token_id:016x}{ROD_SUFFIX}")
             segments = []

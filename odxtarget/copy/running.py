@@ -115,7 +115,6 @@ class CopyRun:
     def stop(self) -> None:
         """No further step starts; the one on a worker, if any, finishes."""
         self.stopped = True
-        self.job.abort()
 
 
 class RunningCopies:
@@ -262,14 +261,14 @@ class RunningCopies:
         target = self._limits().write_using_token_budget / STEP_TARGET_FRACTION
         while True:
             self._check_source_still_valid(running)
-            if job.done:
+            if job.done or running.stopped:
                 return
             step = job.next_step(step_bytes)
             self._announce(running, step)
             started = self.clock()
             outcome = yield step
             job.advanced(step, outcome)
-            if job.done:
+            if job.done or running.stopped:
                 return
             finished = self.clock()
             if deadline is not None and finished >= deadline:
@@ -334,8 +333,7 @@ class RunningCopies:
 
     def _abandon(self, running: CopyRun) -> None:
         """A bug ended the copy: free its token, files and list identifier."""
-        if running in self._runs:
-            self._runs.remove(running)
+        self.finished(running)
         if running.entry is not None:
             self.tokens.release(running.entry, self.clock())
         self._release_off_thread(running)

@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Generator, Hashable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from odxtarget.scsi.types import ScsiCommand, ScsiResult, TaskAttribute
 from odxtarget.storage.work import StorageCall, StorageWork

@@ -40,7 +40,7 @@ from typing import Protocol
 from odxtarget.storage import copy_strategies as strategies
 from odxtarget.storage.backend import Backend, FileBacked, FileRange
 from odxtarget.storage.copy_strategies import CopyMethod
-from odxtarget.storage.work import StorageCall, StorageWork
+from odxtarget.storage.work import StorageCall, StorageWork, read_fully, write_fully
 
 #: Bytes read and written at once when data moves through user space.
 BUFFER_BYTES = strategies.MAX_CHUNK
@@ -113,10 +113,10 @@ class _OneFile:
         return [FileRange(self.fd, self.path, offset, length)]
 
     def read(self, offset: int, view: memoryview) -> None:
-        _read_fully(self.fd, offset, view)
+        read_fully(self.fd, offset, view)
 
     def write(self, offset: int, view: memoryview) -> None:
-        _write_fully(self.fd, offset, view)
+        write_fully(self.fd, offset, view)
 
     def writing(self, offset: int, length: int) -> AbstractContextManager[None]:
         return nullcontext()
@@ -130,9 +130,6 @@ class RodFileEndpoint(_OneFile):
     stays) while a copy reads it."""
 
     __slots__ = ()
-
-    def __init__(self, path: str):
-        super().__init__(path)
 
     @contextmanager
     def opened(self) -> Iterator[None]:
@@ -478,25 +475,3 @@ class SettledWork:
     def waiter(self) -> StorageWork:
         """Storage work that returns once ``work`` has finished."""
         return StorageCall(self.lane, self._finished.wait)
-
-
-# -- positional I/O on one file -------------------------------------------------------------------
-
-def _read_fully(fd: int, offset: int, view: memoryview) -> None:
-    """preadv until ``view`` is full; bytes past the end of the file read as zeros."""
-    got = 0
-    while got < len(view):
-        count = os.preadv(fd, [view[got:]], offset + got)
-        if count == 0:
-            view[got:] = bytes(len(view) - got)
-            return
-        got += count
-
-
-def _write_fully(fd: int, offset: int, view: memoryview) -> None:
-    written = 0
-    while written < len(view):
-        count = os.pwritev(fd, [view[written:]], offset + written)
-        if count == 0:
-            raise OSError(errno.EIO, "write made no progress")
-        written += count

@@ -54,17 +54,9 @@ from odxtarget.storage.backend import AllocationRun, FileRange
 from odxtarget.storage.extent_spec import ExtentSpec
 from odxtarget.storage.fallocate import punch_hole
 from odxtarget.storage.range_lock import RangeLock, compare_then_write
-from odxtarget.storage.work import FileRead, FileWrite, StorageCall, StorageWork, read_fully
+from odxtarget.storage.work import ZEROS, FileRead, FileWrite, StorageCall, StorageWork, read_fully, write_fully
 
 log = logging.getLogger(__name__)
-
-# linux/falloc.h
-
-#: Size of the zero buffer used for unaligned deallocation heads and tails and for the
-#: zero-writing fallback on filesystems that cannot punch holes.
-ZERO_CHUNK = 1 << 20
-
-_ZEROS = bytes(ZERO_CHUNK)
 
 
 def _leased(method):
@@ -495,14 +487,14 @@ class FileExtentBackend:
         try:
             if fua and self._use_rwf_dsync:
                 try:
-                    _write_fully(fd, file_offset, view, os.RWF_DSYNC)
+                    write_fully(fd, file_offset, view, os.RWF_DSYNC)
                     return
                 except OSError as error:
                     if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
                     # Kernel or filesystem without per-write DSYNC: fall back for good.
                     self._use_rwf_dsync = False
-            _write_fully(fd, file_offset, view, 0)
+            write_fully(fd, file_offset, view)
         except OSError as error:
             raise self._failure(error, extent, "cannot write") from None
         if fua:
@@ -630,17 +622,6 @@ def _read_fully(extent: _Extent, file_offset: int, view: memoryview) -> None:
         raise _with_path(error, extent.path, "cannot read") from None
 
 
-def _write_fully(fd: int, file_offset: int, view: memoryview, flags: int) -> None:
-    """pwritev until every byte is written (a short write is not an error, only a pause)."""
-    written = os.pwritev(fd, [view], file_offset, flags)
-    while written < len(view):
-        if written == 0:
-            raise OSError(errno.EIO, "write made no progress")
-        view = view[written:]
-        file_offset += written
-        written = os.pwritev(fd, [view], file_offset, flags)
-
-
 def deallocate_file_range(fd: int, offset: int, length: int) -> None:
     """Make ``[offset, offset+length)`` of a file read as zeros, freeing whole blocks.
 
@@ -677,8 +658,8 @@ def _zero_unless_hole(fd: int, start: int, end: int) -> None:
 
 def _write_zeros(fd: int, start: int, end: int) -> None:
     while start < end:
-        chunk = min(end - start, ZERO_CHUNK)
-        _write_fully(fd, start, memoryview(_ZEROS)[:chunk], 0)
+        chunk = min(end - start, len(ZEROS))
+        write_fully(fd, start, memoryview(ZEROS)[:chunk])
         start += chunk
 
 

@@ -35,10 +35,7 @@ class RangeLock:
         try:
             yield
         finally:
-            with self._condition:
-                self._shared.remove(span)
-                if self._exclusive:
-                    self._condition.notify_all()
+            self.unshare(span)
 
     def try_share(self, offset: int, length: int) -> tuple[int, int] | None:
         """``shared`` without waiting (the event loop's form): the held span, or None when an
@@ -100,13 +97,17 @@ def compare_then_write(ranges: RangeLock, offset: int, expected: memoryview, len
     return -1
 
 
-def first_difference(left: bytearray, right, chunk: int = 4096) -> int:
-    """Offset of the first differing byte (called only when they differ): whole chunks are
+def first_difference(left, right, chunk: int = 4096) -> int:
+    """Offset of the first differing byte of two equally long buffers, or -1: whole chunks are
     compared first, so only one chunk is walked byte by byte."""
-    left_view, right_view = memoryview(left), memoryview(right).cast("B")
-    for start in range(0, len(left_view), chunk):
-        if left_view[start:start + chunk] != right_view[start:start + chunk]:
-            for index in range(start, min(start + chunk, len(left_view))):
-                if left_view[index] != right_view[index]:
-                    return index
-    return -1  # pragma: no cover - unreachable when they differ
+    left = memoryview(left).cast("B")
+    right = memoryview(right).cast("B")
+    if left == right:
+        return -1
+    for start in range(0, len(left), chunk):
+        end = start + chunk
+        if left[start:end] != right[start:end]:
+            for offset in range(start, min(end, len(left))):
+                if left[offset] != right[offset]:
+                    return offset
+    return -1  # pragma: no cover - unreachable when the views differ

@@ -8,6 +8,7 @@ rather than a worker thread.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -101,10 +102,20 @@ def read_fully(fd: int, offset: int, view: memoryview) -> None:
         got = os.preadv(fd, [view], offset)
 
 
+def write_fully(fd: int, offset: int, view: memoryview, flags: int = 0) -> None:
+    """``pwritev`` until every byte is written (a short write is not an error, only a pause)."""
+    written = os.pwritev(fd, [view], offset, flags)
+    while written < len(view):
+        if written == 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+        offset += written
+        written = os.pwritev(fd, [view], offset, flags)
 
 
-_ZERO_CHUNK = bytes(1 << 20)
+#: One MiB of zeros, shared by whatever writes or returns zeros.
+ZEROS = bytes(1 << 20)
 
 
 def _zeros(length: int) -> bytes | memoryview:
-    return memoryview(_ZERO_CHUNK)[:length] if length <= len(_ZERO_CHUNK) else bytes(length)
+    return memoryview(ZEROS)[:length] if length <= len(ZEROS) else bytes(length)

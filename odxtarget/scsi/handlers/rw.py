@@ -18,9 +18,9 @@ from odxtarget.scsi.cdb import (BYTCHK_MASK, BYTCHK_SHIFT, FUA, LBA32_LEN16, LBA
 from odxtarget.scsi.errors import InvalidFieldInCdb, LbaOutOfRange, Miscompare
 from odxtarget.scsi.execution import Steps
 from odxtarget.scsi.types import ScsiResult, Status
+from odxtarget.storage.range_lock import first_difference
 
 GOOD = Status.GOOD
-_COMPARE_CHUNK = 4096
 
 
 # -- READ -------------------------------------------------------------------------------------
@@ -111,21 +111,6 @@ def write_16(lu, command, target) -> ScsiResult:
 
 
 # -- comparing --------------------------------------------------------------------------------
-
-def first_difference(left, right) -> int:
-    """Offset of the first differing byte of two equally long buffers, or -1."""
-    left = memoryview(left).cast("B")
-    right = memoryview(right).cast("B")
-    if left == right:
-        return -1
-    for start in range(0, len(left), _COMPARE_CHUNK):
-        end = start + _COMPARE_CHUNK
-        if left[start:end] != right[start:end]:
-            for offset in range(start, min(end, len(left))):
-                if left[offset] != right[offset]:
-                    return offset
-    return -1  # pragma: no cover - unreachable when the views differ
-
 
 def _read_blocks(lu, lba: int, blocks: int) -> Steps:
     buf = bytearray(blocks * lu.block_size)
