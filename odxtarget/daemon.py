@@ -34,6 +34,7 @@ from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
 
 if TYPE_CHECKING:
+    from odxtarget.cluster.gateway import ClusterGateway
     from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ class Daemon:
         self._copy_pump: asyncio.Task | None = None
         #: The workers background copies run on (docs/odx.md, "How copies run").
         self._copy_workers: StorageWorkers | None = None
+        #: The RADOS side of RBD-backed logical units' reservations (docs/cluster.md).
+        self._cluster: ClusterGateway | None = None
 
     def open_storage(self) -> None:
         """Open (creating sparse files as needed) every storage object's backend and LU.
@@ -168,7 +171,8 @@ class Daemon:
         """A logical unit over ``backend`` with its persisted reservations (APTPL) restored:
         at start-up and for storage objects created live alike."""
         lu = self._get_factories().logical_unit(so, backend)
-        restore_reservations(lu, self.config.state_dir)
+        if so.rbd is None:      # an RBD image's reservations live in RADOS (_share_reservations)
+            restore_reservations(lu, self.config.state_dir)
         return lu
 
     def build_scsi_target(self, target: TargetConfig) -> Any:
@@ -193,6 +197,7 @@ class Daemon:
                 await self._start_lio_frontend()
             else:
                 self.build_targets()
+                await self._share_reservations()
                 self.server = self._get_factories().server(self.targets, self.config.iscsi)
                 self._grant_native_copy_access()
                 try:
@@ -235,6 +240,26 @@ class Daemon:
         except Exception as error:  # rtslib's RTSLibError, OSError from configfs or uio
             raise DaemonError(f"cannot start the LIO front end: {error}") from None
 
+    async def _share_reservations(self) -> None:
+        """Every RBD-backed logical unit keeps its reservations in RADOS, shared with the other
+        gateways serving the image (docs/cluster.md), before any initiator reaches it."""
+        rbd_objects = [so for so in self.config.storage_objects if so.rbd is not None]
+        if not rbd_objects:
+            return
+        from odxtarget.cluster.gateway import ClusterGateway
+        from odxtarget.config import port_group_of
+
+        self._cluster = ClusterGateway(asyncio.get_running_loop())
+        for so in rbd_objects:
+            lu = self.logical_units[so.name]
+            mapping = [(target, scsi_target) for target, scsi_target in self.targets
+                       if any(m.storage_object == so.name for m in target.luns)]
+            local_ports = frozenset(port_group_of(target.tpgt) for target, _ in mapping)
+            try:
+                await self._cluster.share_reservations(lu, so.rbd, [t for _, t in mapping], local_ports)
+            except (OSError, ValueError) as error:
+                raise DaemonError(f'storage object "{so.name}": shared reservations: {error}') from None
+
     def _grant_native_copy_access(self) -> None:
         """Copies reach what the initiator could reach through the iSCSI server's targets and
         ACLs, read live from its registry (docs/odx.md, "Access control"). A stand-in server
@@ -270,6 +295,9 @@ class Daemon:
 
     def close_storage(self) -> None:
         """Close every backend (flushing it); log, but do not stop at, a failing one."""
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()
         manager, self.copy_manager = self.copy_manager, None
         if manager is not None:
             manager.close()

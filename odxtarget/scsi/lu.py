@@ -48,6 +48,7 @@ from odxtarget.scsi.dispatch import execute as dispatch_execute
 from odxtarget.scsi.execution import Pending, StorageCall, StorageWork, TaskSet
 from odxtarget.scsi.mode_pages import ModeLimits, ModeState
 from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
+from odxtarget.scsi.shared_reservations import ReservationState, SharedReservations
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult
 from odxtarget.storage.backend import Backend, CompareReadError, WriteBackError
 
@@ -201,6 +202,14 @@ class LogicalUnit:
         #: The persistent reservation held, if any: what the dispatcher tests on every command.
         self.pr_reservation: Reservation | None = None
         self.persistent_reservations = PersistentReservations(self._publish_pr_reservation)
+        #: Set when several gateways serve this LU: reservation changes go through it
+        #: (``odxtarget.scsi.shared_reservations``), and the state above is its local copy.
+        self.shared_reservations: SharedReservations | None = None
+        #: The version of the shared state last adopted (0: none yet), and its SPC-2 holder.
+        self.shared_version = 0
+        self.shared_spc2_holder: ItNexus | None = None
+        #: With shared reservations: the relative target ports this gateway serves.
+        self._local_ports: frozenset[int] | None = None
         self._known_nexuses: set[ItNexus] = set()
         self._unit_attentions: dict[ItNexus, list[Ascq]] = {}
 
@@ -279,6 +288,29 @@ class LogicalUnit:
             log.info("%s: restored %d persistent reservation registration(s)", self.name,
                      len(self.persistent_reservations.registrations))
         return restored
+
+    def share_reservations(self, store: SharedReservations, local_ports: frozenset[int]) -> None:
+        """Keep reservations in ``store`` from now on (docs/cluster.md); APTPL is always
+        honoured there, so no ``ReservationStore`` is needed. ``local_ports`` are the relative
+        target ports of this gateway: only their nexuses get unit attentions queued here."""
+        self.shared_reservations = store
+        self._local_ports = frozenset(local_ports)
+        self.persistent_reservations.always_persistent = True
+
+    def serves_port(self, nexus: ItNexus) -> bool:
+        """Does ``nexus`` reach this LU through this daemon (always, without shared reservations)?"""
+        return self._local_ports is None or nexus.relative_target_port_id in self._local_ports
+
+    def adopt_shared_reservations(self, document: dict | None, version: int) -> bool:
+        """Take the shared reservation state stored at ``version`` unless this LU already holds
+        that version or a newer one; ValueError when the document is malformed."""
+        if version <= self.shared_version:
+            return False
+        state = ReservationState.from_document(document)
+        self.persistent_reservations.adopt(state.persistent)
+        self.reservation_holder = self.shared_spc2_holder = state.spc2_holder
+        self.shared_version = version
+        return True
 
     def replace_backend(self, backend, *, read_only: bool) -> None:
         """Put reopened storage under this LU (live resize, read-only flag).

@@ -165,8 +165,12 @@ class PersistentReservations:
             keeps it as ``pr_reservation`` for the dispatcher's one-attribute fast path.
     """
 
-    def __init__(self, publish: Callable[[Reservation | None], None] | None = None):
+    def __init__(self, publish: Callable[[Reservation | None], None] | None = None, *,
+                 always_persistent: bool = False):
         self._publish = publish
+        #: The state is kept outside the daemon whatever APTPL says (shared reservations,
+        #: ``odxtarget.scsi.shared_reservations``), so APTPL can always be honoured.
+        self.always_persistent = always_persistent
         self.generation = 0
         self.registrations: dict[ItNexus, int] = {}
         self.reservation: Reservation | None = None
@@ -178,7 +182,7 @@ class PersistentReservations:
     @property
     def persist_capable(self) -> bool:
         """PTPL_C of REPORT CAPABILITIES: there is somewhere to persist to."""
-        return self.store is not None
+        return self.store is not None or self.always_persistent
 
     def key_of(self, nexus: ItNexus) -> int | None:
         return self.registrations.get(nexus)
@@ -355,32 +359,52 @@ class PersistentReservations:
         if document is None:
             return False
         try:
+            self.load_document(document)
+        except ValueError as error:
+            log.error("persistent reservations not restored: %s", error)
+            return False
+        self.aptpl = True
+        return True
+
+    def load_document(self, document: dict) -> None:
+        """Replace the state with what ``to_document`` wrote; ValueError (and nothing changed)
+        when the document is malformed."""
+        try:
             registrations = {}
             for item in document["registrations"]:
-                registrations[_nexus_from(item)] = int(item["key"])
+                registrations[nexus_from_document(item)] = int(item["key"])
             reservation = document.get("reservation")
             generation = int(document["generation"])
+            aptpl = bool(document.get("aptpl", True))
             if reservation is not None:
                 pr_type = PrType(int(reservation["type"]))
-                holder = _nexus_from(reservation["holder"]) if reservation.get("holder") else None
+                holder = nexus_from_document(reservation["holder"]) if reservation.get("holder") else None
         except (KeyError, TypeError, ValueError) as error:
-            log.error("persistent reservations not restored: malformed document (%s)", error)
-            return False
+            raise ValueError(f"malformed persistent reservation state ({error})") from None
         self.registrations = registrations
         self.generation = generation
-        self.aptpl = True
+        self.aptpl = aptpl
         self._set_reservation(Reservation(pr_type, holder, registrations) if reservation is not None else None)
-        return True
+
+    def adopt(self, other: "PersistentReservations") -> None:
+        """Take ``other``'s registrations, reservation, generation and APTPL: the shared state
+        changed on another gateway (``odxtarget.scsi.shared_reservations``)."""
+        self.registrations = dict(other.registrations)
+        self.generation = other.generation
+        self.aptpl = other.aptpl
+        held = other.reservation
+        self._set_reservation(None if held is None else Reservation(held.type, held.holder, self.registrations))
 
     def to_document(self) -> dict:
         reservation = self.reservation
         return {
             "version": STORE_FORMAT_VERSION,
             "generation": self.generation,
-            "registrations": [dict(_nexus_to(nexus), key=key) for nexus, key in self.registrations.items()],
+            "aptpl": self.aptpl,
+            "registrations": [dict(nexus_to_document(nexus), key=key) for nexus, key in self.registrations.items()],
             "reservation": None if reservation is None else {
                 "type": int(reservation.type),
-                "holder": None if reservation.holder is None else _nexus_to(reservation.holder),
+                "holder": None if reservation.holder is None else nexus_to_document(reservation.holder),
             },
         }
 
@@ -394,7 +418,7 @@ class PersistentReservations:
             raise ReservationConflict("I_T nexus not registered with this reservation key")
 
     def _check_aptpl(self, aptpl: bool) -> None:
-        if aptpl and self.store is None:
+        if aptpl and not self.persist_capable:
             # SPC-4 6.16.3: APTPL without PTPL_C is an invalid field (byte 20, bit 0).
             raise InvalidFieldInParameterList(20, 0, "APTPL: this logical unit cannot persist reservations")
 
@@ -450,12 +474,13 @@ class PersistentReservations:
             raise InternalTargetFailure(f"persistent reservations not saved: {error}") from None
 
 
-def _nexus_to(nexus: ItNexus) -> dict:
+def nexus_to_document(nexus: ItNexus) -> dict:
+    """An I_T nexus as a JSON-able document (stored reservation state)."""
     return {"initiator_port": nexus.initiator_port, "target_port": nexus.target_port,
             "relative_target_port_id": nexus.relative_target_port_id,
             "target_port_group": nexus.target_port_group}
 
 
-def _nexus_from(item: dict) -> ItNexus:
+def nexus_from_document(item: dict) -> ItNexus:
     return ItNexus(str(item["initiator_port"]), str(item["target_port"]),
                    int(item["relative_target_port_id"]), int(item["target_port_group"]))

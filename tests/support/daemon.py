@@ -107,6 +107,9 @@ class DaemonSpec:
     extra_targets: list[TargetSpec] = field(default_factory=list)
     #: The configuration's top-level "iscsi" section (IscsiLimits fields); None leaves it out.
     iscsi: dict[str, Any] | None = None
+    #: The main target's TPGT, and the port groups of every gateway serving it (docs/cluster.md).
+    tpgt: int = 1
+    port_groups: list[int] = field(default_factory=list)
 
     def portal_names(self) -> list[str]:
         """Every portal name some target listens on, in order of first use."""
@@ -171,8 +174,10 @@ def build_config(spec: DaemonSpec, directory: Path, port: int,
             **({"rbd": lun.rbd} if lun.rbd is not None
                else {"extents": [{"path": str(image), "offset": 0, "length": None}]}),
         })
-    targets = [_target_config(spec.iqn, 1, spec.luns, [ports[name] for name in spec.portals], spec.chap,
+    targets = [_target_config(spec.iqn, spec.tpgt, spec.luns, [ports[name] for name in spec.portals], spec.chap,
                               spec.acls, spec.demo_mode)]
+    if spec.port_groups:
+        targets[0]["port_groups"] = list(spec.port_groups)
     targets += [_target_config(target.iqn, target.tpgt, target.luns, [ports[name] for name in target.portals],
                                target.chap, target.acls, target.demo_mode)
                 for target in spec.extra_targets]

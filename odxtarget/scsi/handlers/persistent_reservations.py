@@ -19,7 +19,9 @@ from odxtarget.scsi.cdb import U16, U32
 from odxtarget.scsi.constants import SERVICE_ACTION_MASK, PersistentReserveIn, PersistentReserveOut
 from odxtarget.scsi.dataout import take
 from odxtarget.scsi.errors import InvalidFieldInCdb, InvalidFieldInParameterList, ParameterListLengthError
+from odxtarget.scsi.execution import Steps
 from odxtarget.scsi.pr_state import LU_SCOPE, Outcome, PrType
+from odxtarget.scsi.shared_reservations import ReservationChange, ReservationState
 from odxtarget.scsi.types import ItNexus, ScsiResult, Status
 
 #: PERSISTENT RESERVE OUT CDB: scope (bits 7..4) and type (bits 3..0) in byte 2, parameter
@@ -174,40 +176,58 @@ def decode_transport_id(data, offset: int) -> str:
 
 # -- PERSISTENT RESERVE OUT ------------------------------------------------------------------
 
-def persistent_reserve_out(lu, command, target) -> ScsiResult:
+def persistent_reserve_out(lu, command, target) -> ScsiResult | Steps:
+    length = U32.unpack_from(command.cdb, PARAMETER_LIST_LENGTH_OFFSET)[0]
+    change = _decode_out(command, length)
+    if lu.shared_reservations is not None:
+        return change_shared_reservations(lu, command, target, change, length)
+    deliver(lu, target, change(ReservationState(lu.persistent_reservations, lu.reservation_holder)))
+    return ScsiResult(Status.GOOD, b"", b"", length)
+
+
+def change_shared_reservations(lu, command, target, change: ReservationChange, transfer_length: int = 0) -> Steps:
+    """Make ``change`` in the state every gateway of ``lu`` shares, adopt it here and deliver
+    its outcome to this gateway's I_T nexuses (``odxtarget.scsi.shared_reservations``)."""
+    adopted = yield lu.shared_reservations.change(change)
+    lu.adopt_shared_reservations(adopted.document, adopted.version)
+    deliver(lu, target, adopted.outcome)
+    return ScsiResult(Status.GOOD, b"", b"", transfer_length)
+
+
+def _decode_out(command, length: int) -> ReservationChange:
+    """The PERSISTENT RESERVE OUT command as a change of the reservation state."""
     cdb = command.cdb
     action = cdb[1] & SERVICE_ACTION_MASK
     scope, type_code = cdb[SCOPE_TYPE_BYTE] >> 4, cdb[SCOPE_TYPE_BYTE] & 0x0F
-    length = U32.unpack_from(cdb, PARAMETER_LIST_LENGTH_OFFSET)[0]
-    state = lu.persistent_reservations
     nexus = command.nexus
     if action == PersistentReserveOut.REGISTER_AND_MOVE:
-        outcome = _register_and_move(state, command, length, scope, type_code)
-    else:
-        if length < BASIC_PARAMETER_LIST_LENGTH:
-            raise ParameterListLengthError(f"PERSISTENT RESERVE OUT parameter list of {length} bytes")
-        data = take(command, length)
-        key, action_key, flags = BASIC_PARAMETER_LIST.unpack_from(data)
-        if flags & SPEC_I_PT:
-            raise InvalidFieldInParameterList(FLAGS_BYTE, SPEC_I_PT_BIT, "SPEC_I_PT is not supported (SIP_C=0)")
-        if length != BASIC_PARAMETER_LIST_LENGTH:
-            raise ParameterListLengthError(f"PERSISTENT RESERVE OUT parameter list of {length} bytes, not 24")
-        if action in (PersistentReserveOut.REGISTER, PersistentReserveOut.REGISTER_AND_IGNORE_EXISTING_KEY):
-            if flags & ALL_TG_PT:
-                raise InvalidFieldInParameterList(FLAGS_BYTE, ALL_TG_PT_BIT, "ALL_TG_PT is not supported (ATP_C=0)")
-            outcome = state.register(nexus, key, action_key, aptpl=bool(flags & APTPL),
-                                     ignore_existing=action == PersistentReserveOut.REGISTER_AND_IGNORE_EXISTING_KEY)
-        elif action == PersistentReserveOut.RESERVE:
-            outcome = state.reserve(nexus, key, _reservation_type(scope, type_code))
-        elif action == PersistentReserveOut.RELEASE:
-            outcome = state.release(nexus, key, type_code, scope)
-        elif action == PersistentReserveOut.CLEAR:
-            outcome = state.clear(nexus, key)
-        else:  # PREEMPT, PREEMPT AND ABORT (the command table has no other service actions)
-            outcome = state.preempt(nexus, key, action_key, _reservation_type(scope, type_code),
-                                    abort=action == PersistentReserveOut.PREEMPT_AND_ABORT)
-    deliver(lu, target, outcome)
-    return ScsiResult(Status.GOOD, b"", b"", length)
+        return _register_and_move(command, length, scope, type_code)
+    if length < BASIC_PARAMETER_LIST_LENGTH:
+        raise ParameterListLengthError(f"PERSISTENT RESERVE OUT parameter list of {length} bytes")
+    data = take(command, length)
+    key, action_key, flags = BASIC_PARAMETER_LIST.unpack_from(data)
+    if flags & SPEC_I_PT:
+        raise InvalidFieldInParameterList(FLAGS_BYTE, SPEC_I_PT_BIT, "SPEC_I_PT is not supported (SIP_C=0)")
+    if length != BASIC_PARAMETER_LIST_LENGTH:
+        raise ParameterListLengthError(f"PERSISTENT RESERVE OUT parameter list of {length} bytes, not 24")
+    if action in (PersistentReserveOut.REGISTER, PersistentReserveOut.REGISTER_AND_IGNORE_EXISTING_KEY):
+        if flags & ALL_TG_PT:
+            raise InvalidFieldInParameterList(FLAGS_BYTE, ALL_TG_PT_BIT, "ALL_TG_PT is not supported (ATP_C=0)")
+        ignore_existing = action == PersistentReserveOut.REGISTER_AND_IGNORE_EXISTING_KEY
+        aptpl = bool(flags & APTPL)
+        return lambda state: state.persistent.register(nexus, key, action_key, aptpl=aptpl,
+                                                       ignore_existing=ignore_existing)
+    if action == PersistentReserveOut.RESERVE:
+        pr_type = _reservation_type(scope, type_code)
+        return lambda state: state.persistent.reserve(nexus, key, pr_type)
+    if action == PersistentReserveOut.RELEASE:
+        return lambda state: state.persistent.release(nexus, key, type_code, scope)
+    if action == PersistentReserveOut.CLEAR:
+        return lambda state: state.persistent.clear(nexus, key)
+    # PREEMPT, PREEMPT AND ABORT (the command table has no other service actions)
+    pr_type = _reservation_type(scope, type_code)
+    abort = action == PersistentReserveOut.PREEMPT_AND_ABORT
+    return lambda state: state.persistent.preempt(nexus, key, action_key, pr_type, abort=abort)
 
 
 def _reservation_type(scope: int, type_code: int) -> PrType:
@@ -219,7 +239,7 @@ def _reservation_type(scope: int, type_code: int) -> PrType:
         raise InvalidFieldInCdb(SCOPE_TYPE_BYTE, 3, f"persistent reservation type {type_code:#x}") from None
 
 
-def _register_and_move(state, command, length: int, scope: int, type_code: int) -> Outcome:
+def _register_and_move(command, length: int, scope: int, type_code: int) -> ReservationChange:
     if length < MOVE_PARAMETER_LIST.size + TRANSPORT_ID_HEADER:
         raise ParameterListLengthError(f"REGISTER AND MOVE parameter list of {length} bytes")
     data = take(command, length)
@@ -233,17 +253,21 @@ def _register_and_move(state, command, length: int, scope: int, type_code: int) 
     transport_id = memoryview(data)[MOVE_TRANSPORT_ID_OFFSET:MOVE_TRANSPORT_ID_OFFSET + transport_id_length]
     initiator_port = decode_transport_id(transport_id, MOVE_TRANSPORT_ID_OFFSET)
     destination = ItNexus(initiator_port, nexus.target_port, nexus.relative_target_port_id, nexus.target_port_group)
-    return state.register_and_move(nexus, key, action_key, destination, unregister=bool(flags & MOVE_UNREG),
-                                   aptpl=bool(flags & APTPL), transport_id_offset=MOVE_TRANSPORT_ID_OFFSET)
+    return lambda state: state.persistent.register_and_move(
+        nexus, key, action_key, destination, unregister=bool(flags & MOVE_UNREG), aptpl=bool(flags & APTPL),
+        transport_id_offset=MOVE_TRANSPORT_ID_OFFSET)
 
 
 def deliver(lu, target, outcome: Outcome) -> None:
     """Unit attentions to the other I_T nexuses, then the front end's abort of the preempted
-    nexuses' queued tasks (SPC-4 5.13.11.5: PREEMPT AND ABORT)."""
+    nexuses' queued tasks (SPC-4 5.13.11.5: PREEMPT AND ABORT). Only this gateway's nexuses:
+    the shared state's store delivers to the others (``odxtarget.scsi.shared_reservations``)."""
     for nexus, condition in outcome.unit_attentions:
-        lu.queue_unit_attention(nexus, condition)
-    if outcome.aborted and target is not None:
-        target.abort_tasks(lu, outcome.aborted)
+        if lu.serves_port(nexus):
+            lu.queue_unit_attention(nexus, condition)
+    aborted = frozenset(nexus for nexus in outcome.aborted if lu.serves_port(nexus))
+    if aborted and target is not None:
+        target.abort_tasks(lu, aborted)
 
 
 # Service action -> handler, for the command table.

@@ -16,29 +16,52 @@ changes; everyone else gets RESERVATION CONFLICT. The PR state decides
 from __future__ import annotations
 
 from odxtarget.scsi.errors import ReservationConflict
-from odxtarget.scsi.types import ScsiResult
+from odxtarget.scsi.execution import Steps
+from odxtarget.scsi.handlers.persistent_reservations import change_shared_reservations
+from odxtarget.scsi.pr_state import Outcome
+from odxtarget.scsi.shared_reservations import ReservationChange, ReservationState
+from odxtarget.scsi.types import ItNexus, ScsiResult
 
 
-def reserve(lu, command, target) -> ScsiResult:
-    persistent = lu.persistent_reservations.blocks_spc2_reserve(command.nexus)
+def reserve(lu, command, target) -> ScsiResult | Steps:
+    nexus = command.nexus
+    return _change(lu, command, target, lambda state: _reserve(state, nexus))
+
+
+def release(lu, command, target) -> ScsiResult | Steps:
+    """Releasing a reservation held by someone else, or none at all, is GOOD and does nothing."""
+    nexus = command.nexus
+    return _change(lu, command, target, lambda state: _release(state, nexus))
+
+
+def _change(lu, command, target, change: ReservationChange) -> ScsiResult | Steps:
+    if lu.shared_reservations is not None:
+        return change_shared_reservations(lu, command, target, change)
+    state = ReservationState(lu.persistent_reservations, lu.reservation_holder)
+    change(state)
+    lu.reservation_holder = state.spc2_holder
+    return ScsiResult()
+
+
+def _reserve(state: ReservationState, nexus: ItNexus) -> Outcome:
+    persistent = state.persistent.blocks_spc2_reserve(nexus)
     if persistent is not None:
         if persistent:
             raise ReservationConflict("RESERVE while persistent reservation registrations exist")
-        return ScsiResult()
-    holder = lu.reservation_holder
-    if holder is not None and holder != command.nexus:
+        return Outcome()
+    holder = state.spc2_holder
+    if holder is not None and holder != nexus:
         raise ReservationConflict()
-    lu.reservation_holder = command.nexus
-    return ScsiResult()
+    state.spc2_holder = nexus
+    return Outcome()
 
 
-def release(lu, command, target) -> ScsiResult:
-    """Releasing a reservation held by someone else, or none at all, is GOOD and does nothing."""
-    persistent = lu.persistent_reservations.blocks_spc2_release(command.nexus)
+def _release(state: ReservationState, nexus: ItNexus) -> Outcome:
+    persistent = state.persistent.blocks_spc2_release(nexus)
     if persistent is not None:
         if persistent:
             raise ReservationConflict("RELEASE while a persistent reservation is held by another I_T nexus")
-        return ScsiResult()
-    if lu.reservation_holder == command.nexus:
-        lu.reservation_holder = None
-    return ScsiResult()
+        return Outcome()
+    if state.spc2_holder == nexus:
+        state.spc2_holder = None
+    return Outcome()

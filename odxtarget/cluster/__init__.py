@@ -1,0 +1,1 @@
+"""State that every gateway serving the same RBD images shares, kept in RADOS (docs/cluster.md)."""
