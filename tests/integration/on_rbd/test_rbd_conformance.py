@@ -35,3 +35,30 @@ def test_the_scsi_family_passes_on_an_rbd_lun(rbd_image, daemon_factory, tmp_pat
         problems += verdict.problems
     assert not problems, "\n".join([*problems, f"full output: {result.log_path}"])
     assert counts[cu.PASSED] + counts[cu.FAILED] + counts[cu.SKIPPED] >= file_run.expected_tests
+
+
+def test_the_persistent_reservation_suites_pass_through_two_gateways(rbd_image, daemon_factory, tmp_path):
+    """SCSI.Prin* and SCSI.Prout* with the first URL on gateway 1 and the second (which the
+    tool's second initiator uses where a test needs two) on gateway 2 of one target, the
+    reservation state shared through RADOS (docs/cluster.md); then the other way round."""
+    if shutil.which(cu.BINARY) is None:
+        pytest.fail(f"{cu.BINARY} is not installed: run `make setup` (Debian package libiscsi-bin)")
+    image = rbd_image(LUN_BYTES)
+    gateways = [daemon_factory(DaemonSpec(iqn="iqn.2026-11.org.odxtarget:pr-suites", tpgt=tpgt, port_groups=[1, 2],
+                                          luns=[LunSpec(size=LUN_BYTES, name="shared", rbd=image)]))
+                for tpgt in (1, 2)]
+    pattern = "SCSI.Prin*,SCSI.Prout*"
+    expected = len(cu.list_tests(pattern))
+    allowed = cu.PatternList.load(ALLOWED_SKIPS)
+    known = cu.PatternList.load(KNOWN_FAILURES)
+    for order, (first, second) in enumerate([gateways, gateways[::-1]]):
+        result = cu.run([first.url(0), second.url(0)], pattern, dataloss=True, timeout_seconds=600,
+                        log_path=tmp_path / f"pr-suites-{order}.log")
+        counts = result.counts()
+        assert not result.timed_out and "Run Summary" in result.output, f"the run did not finish: {counts}"
+        assert counts[cu.NOT_RUN] == 0, f"tests without a verdict: {result.by_status(cu.NOT_RUN)}"
+        problems = []
+        for suite in cu.suites_of(result.outcomes):
+            problems += cu.judge_suite(suite, result.outcomes, allowed, known).problems
+        assert not problems, "\n".join([*problems, f"full output: {result.log_path}"])
+        assert counts[cu.PASSED] == expected, f"{counts}: {result.log_path}"
