@@ -243,22 +243,40 @@ class Daemon:
     async def _share_reservations(self) -> None:
         """Every RBD-backed logical unit keeps its reservations in RADOS, shared with the other
         gateways serving the image (docs/cluster.md), before any initiator reaches it."""
-        rbd_objects = [so for so in self.config.storage_objects if so.rbd is not None]
-        if not rbd_objects:
-            return
+        for so in self.config.storage_objects:
+            if so.rbd is not None:
+                await self.share_reservations(so, self.logical_units[so.name])
+
+    async def share_reservations(self, so: StorageObjectConfig, lu: LogicalUnit,
+                                 targets: list[TargetConfig] | None = None) -> None:
+        """Keep the reservations of ``lu`` (an RBD image's) in RADOS: at start-up and for
+        storage objects created live (``targets``: the configuration's targets, when it is
+        about to change).
+
+        Raises:
+            DaemonError: the shared state cannot be reached or read.
+        """
         from odxtarget.cluster.gateway import ClusterGateway
         from odxtarget.config import port_group_of
 
-        self._cluster = ClusterGateway(asyncio.get_running_loop())
-        for so in rbd_objects:
-            lu = self.logical_units[so.name]
-            mapping = [(target, scsi_target) for target, scsi_target in self.targets
-                       if any(m.storage_object == so.name for m in target.luns)]
-            local_ports = frozenset(port_group_of(target.tpgt) for target, _ in mapping)
-            try:
-                await self._cluster.share_reservations(lu, so.rbd, [t for _, t in mapping], local_ports)
-            except (OSError, ValueError) as error:
-                raise DaemonError(f'storage object "{so.name}": shared reservations: {error}') from None
+        if self._cluster is None:
+            self._cluster = ClusterGateway(asyncio.get_running_loop())
+
+        def targets_mapping_it() -> list[Any]:
+            return [scsi_target for target, scsi_target in self.targets
+                    if any(m.storage_object == so.name for m in target.luns)]
+
+        # One daemon is one gateway: every TPGT it serves is one of its relative target ports.
+        local_ports = frozenset(port_group_of(target.tpgt) for target in targets or self.config.targets)
+        try:
+            await self._cluster.share_reservations(lu, so.rbd, targets_mapping_it, local_ports)
+        except (OSError, ValueError) as error:
+            raise DaemonError(f'storage object "{so.name}": shared reservations: {error}') from None
+
+    def forget_shared_reservations(self, lu: LogicalUnit) -> None:
+        """A deleted storage object's LU stops following its shared state."""
+        if self._cluster is not None:
+            self._cluster.forget(lu)
 
     def _grant_native_copy_access(self) -> None:
         """Copies reach what the initiator could reach through the iSCSI server's targets and

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from odxtarget.admin.protocol import AdminError
 from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.config import ChapConfig, DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.daemon import DaemonError
 from odxtarget.frontend import LiveFrontend, Portal
 from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.lu import WriteBackFailure
@@ -126,6 +127,13 @@ class LiveState:
                     f'storage object "{name}": the block size cannot change while it exists'
                     " (delete it and create it again)"
                 )
+            if before is not None and before.rbd != so.rbd and (
+                    before.rbd is None or so.rbd is None or (before.rbd.pool, before.rbd.image) != (so.rbd.pool, so.rbd.image)):
+                # Its reservations live with the image (docs/cluster.md): another image is another LU.
+                raise AdminError(
+                    f'storage object "{name}": the RBD image behind it cannot change while it exists'
+                    " (delete it and create it again)"
+                )
         limits = None
         if old.odx != new.odx and self.odx is not None and self.odx.available:
             limits = self.odx.limits_for(new.odx)
@@ -147,8 +155,15 @@ class LiveState:
                         created_lus[name] = self.daemon.build_logical_unit(so, opened[name])
                     except ValueError as error:
                         raise AdminError(f'storage object "{name}": {error}') from None
+                    if so.rbd is not None:
+                        try:
+                            await self.daemon.share_reservations(so, created_lus[name], new.targets)
+                        except DaemonError as error:
+                            raise AdminError(str(error)) from None
             bound = await self._bind_portals(new)
         except BaseException:
+            for lu in created_lus.values():
+                self.daemon.forget_shared_reservations(lu)
             for backend in opened.values():
                 _close_quietly(backend)
             await self._unbind_portals(bound)
@@ -202,8 +217,10 @@ class LiveState:
 
         for name in old_objects.keys() - new_objects.keys():
             lu = daemon.logical_units.pop(name, None)
-            if lu is not None and self.odx is not None:
-                self.odx.logical_unit_detached(lu)
+            if lu is not None:
+                daemon.forget_shared_reservations(lu)
+                if self.odx is not None:
+                    self.odx.logical_unit_detached(lu)
             backend = daemon.backends.pop(name, None)
             if backend is not None:
                 retired.append(backend)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from odxtarget.cluster.reservations import RadosReservations, TaskAborter, os_error
@@ -27,10 +27,10 @@ class ClusterGateway:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._connections: dict[tuple[str, str, str | None], Any] = {}
-        self._stores: list[RadosReservations] = []
+        self._stores: dict[str, RadosReservations] = {}
 
-    async def share_reservations(self, lu: LogicalUnit, spec: RbdSpec, targets: Iterable[TaskAborter],
-                                 local_ports: frozenset[int]) -> None:
+    async def share_reservations(self, lu: LogicalUnit, spec: RbdSpec,
+                                 targets: Callable[[], Iterable[TaskAborter]], local_ports: frozenset[int]) -> None:
         """Keep ``lu``'s reservations in RADOS from now on; returns once ``lu`` holds the shared
         state, before it serves a command.
 
@@ -38,8 +38,8 @@ class ClusterGateway:
             OSError: the cluster or the state object cannot be reached.
             ValueError: the stored state is not one this version wrote.
         """
-        store = await asyncio.to_thread(self._open_store, lu, spec, list(targets))
-        self._stores.append(store)
+        store = await asyncio.to_thread(self._open_store, lu, spec, targets)
+        self._stores[lu.name] = store
         document, version = await asyncio.to_thread(store.open)
         lu.adopt_shared_reservations(document, version)
         lu.share_reservations(store, local_ports)
@@ -54,9 +54,15 @@ class ClusterGateway:
         log.info("%s: reservations shared through RADOS object %s/%s (state %d, %d registration(s))",
                  lu.name, spec.pool, store.object_name, lu.shared_version, registrations)
 
+    def forget(self, lu: LogicalUnit) -> None:
+        """``lu`` is gone (its storage object was deleted): stop watching its state (blocking)."""
+        store = self._stores.pop(lu.name, None)
+        if store is not None:
+            store.close()
+
     def close(self) -> None:
         """Stop watching and disconnect (blocking)."""
-        for store in self._stores:
+        for store in self._stores.values():
             store.close()
         self._stores.clear()
         for connection in self._connections.values():
@@ -66,7 +72,8 @@ class ClusterGateway:
                 log.warning("closing a cluster connection: %s", error)
         self._connections.clear()
 
-    def _open_store(self, lu: LogicalUnit, spec: RbdSpec, targets: list[TaskAborter]) -> RadosReservations:
+    def _open_store(self, lu: LogicalUnit, spec: RbdSpec,
+                    targets: Callable[[], Iterable[TaskAborter]]) -> RadosReservations:
         import rados
         key = (spec.conf, spec.client, spec.keyring)
         connection = self._connections.get(key)

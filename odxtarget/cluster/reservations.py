@@ -94,18 +94,18 @@ class RadosReservations:
             notifier id of this gateway's own announcements.
         image: the RBD image's name; it names the object.
         lu: the logical unit to keep up to date.
-        targets: the SCSI targets mapping ``lu`` on this gateway (PREEMPT AND ABORT).
+        targets: the SCSI targets mapping ``lu`` on this gateway when asked (PREEMPT AND ABORT).
         loop: the event loop ``lu`` lives on.
         lane: the worker lane changes run on.
     """
 
     def __init__(self, ioctx: Any, instance_id: int, image: str, lu: ReservationHolder,
-                 targets: Iterable[TaskAborter], loop: asyncio.AbstractEventLoop, lane: Hashable):
+                 targets: Callable[[], Iterable[TaskAborter]], loop: asyncio.AbstractEventLoop, lane: Hashable):
         self._ioctx = ioctx
         self._instance_id = instance_id
         self.object_name = OBJECT_PREFIX + image
         self._lu = lu
-        self._targets = list(targets)
+        self._targets = targets
         self._loop = loop
         self._lane = lane
         self._io_lock = threading.Lock()      # get_last_version is per I/O context
@@ -286,7 +286,7 @@ class RadosReservations:
             if local:
                 log.info("%s: PREEMPT AND ABORT on another gateway aborts the tasks of %d I_T nexus(es) here",
                          lu.name, len(local))
-                for target in self._targets:
+                for target in self._targets():
                     target.abort_tasks(lu, local)
         except Exception as error:          # noqa: BLE001 - logged; the acknowledgement must still go
             log.exception("%s: adopting reservation state %d failed: %s", self._lu.name, version, error)

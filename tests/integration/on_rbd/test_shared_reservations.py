@@ -4,10 +4,12 @@ concurrent changes from both gateways, and the state surviving a gateway's SIGKI
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
+from odxtarget.admin.client import AdminClient
 from odxtarget.initiator import libiscsi
 from tests.integration import raw_initiator as raw
 from tests.support.daemon import MIB, DaemonSpec, LunSpec
@@ -144,3 +146,34 @@ def test_spc2_reservation_of_a_killed_gateway_is_released_when_it_restarts(daemo
         assert write(b, 4, b"b" * BLOCK).status == libiscsi.STATUS_RESERVATION_CONFLICT
         first.start()
         assert write(b, 4, b"b" * BLOCK).good
+
+
+def test_an_rbd_lun_restored_live_shares_its_reservations_too(daemon_factory, rbd_image, tmp_path):
+    """restoreconfig (docs/admin.md) creating an RBD-backed storage object live: the new LU
+    follows the shared state before it is mapped, like one configured at start-up."""
+    image = rbd_image(16 * MIB)
+    first, = gateways(daemon_factory, image, count=1)
+    second = daemon_factory(DaemonSpec(iqn=CLUSTER_IQN, tpgt=2, port_groups=[1, 2],
+                                       luns=[LunSpec(lun=LUN, size=16 * MIB, name="local")]))
+    config = json.loads(second.config_path.read_text())
+    config["storage_objects"] = [{"name": "shared", "size": 16 * MIB, "rbd": image}]
+    config["targets"][0]["luns"] = [{"lun": LUN, "storage_object": "shared"}]
+    restored = tmp_path / "restored.json"
+    restored.write_text(json.dumps(config))
+    with node(first, NODE_A) as a:
+        assert prout(a, REGISTER_AND_IGNORE, action_key=KEY_A).good
+        assert prout(a, RESERVE, key=KEY_A, pr_type=WRITE_EXCLUSIVE).good
+        socket_path = second.directory / "state" / "control.sock"
+        for _ in range(100):                # it listens just after the iSCSI portal
+            if socket_path.exists():
+                break
+            threading.Event().wait(0.05)
+        with AdminClient(str(socket_path)) as client:
+            client.call("config.restore", path=str(restored), confirm=True)
+        with node(second, NODE_B) as b:
+            assert read_reservation(b) == (KEY_A, WRITE_EXCLUSIVE)
+            assert write(b, 6, b"b" * BLOCK).status == libiscsi.STATUS_RESERVATION_CONFLICT
+            # And it follows changes made afterwards on the other gateway.
+            assert prout(a, REGISTER_AND_IGNORE, action_key=0).good      # unregistering releases
+            assert read_reservation(b) is None
+            assert write(b, 6, b"b" * BLOCK).good
