@@ -53,8 +53,9 @@ log = logging.getLogger("odxtarget.admin")
 
 
 def _storage_changed(old: StorageObjectConfig, new: StorageObjectConfig) -> bool:
-    """True when the backend must be reopened (size, read-only, files or image changed)."""
-    return (old.size, old.read_only, old.extents, old.rbd) != (new.size, new.read_only, new.extents, new.rbd)
+    """True when the backend must be reopened (size, read-only, files, device or image changed)."""
+    return ((old.size, old.read_only, old.extents, old.rbd, old.block)
+            != (new.size, new.read_only, new.extents, new.rbd, new.block))
 
 
 def _credentials(target: TargetConfig, initiator: str) -> ChapConfig | None:
@@ -145,7 +146,7 @@ class LiveState:
                 before = old_objects.get(name)
                 if before is None or _storage_changed(before, so):
                     try:
-                        if before is None and so.read_only and so.rbd is None:  # create the sparse files first
+                        if before is None and so.read_only and so.extents:  # create the sparse files first
                             FileExtentBackend(so.extents, so.size).close()
                         opened[name] = open_backend(so)
                     except (OSError, ValueError) as error:

@@ -37,6 +37,7 @@ from odxtarget.config.limit_sections import (
 )
 from odxtarget.config.model import (
     AclConfig,
+    BlockConfig,
     ChapConfig,
     DaemonConfig,
     ExtentConfig,
@@ -80,7 +81,7 @@ from odxtarget.config.vocabulary import (
 )
 
 __all__ = [
-    "AclConfig", "BLOCK_SIZES", "ChapConfig", "ConfigError", "DEFAULT_CONFIG_PATH",
+    "AclConfig", "BlockConfig", "BLOCK_SIZES", "ChapConfig", "ConfigError", "DEFAULT_CONFIG_PATH",
     "DEFAULT_INACTIVITY_TIMEOUT", "DEFAULT_MAX_INACTIVITY_TIMEOUT", "DEFAULT_MAX_TOKEN_TRANSFER_BYTES",
     "DEFAULT_OPTIMAL_TRANSFER_BYTES", "DaemonConfig", "EUI_NAME", "ExtentConfig", "IQN_NAME",
     "ISCSI_SECTION", "LOG_LEVELS", "LimitKey", "LimitSection", "LunMapping", "MAX_ALIAS_BYTES",

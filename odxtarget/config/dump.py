@@ -51,10 +51,17 @@ def _dump_storage_object(so: StorageObjectConfig) -> dict[str, Any]:
         "write_cache": so.write_cache,
         **({"physical_block_size": so.physical_block_size} if so.physical_block_size else {}),
         **({"removable": True} if so.removable else {}),
-        **({"rbd": _dump_rbd(so.rbd)} if so.rbd is not None else {"extents": [
-            {"path": e.path, "offset": e.offset, "length": e.length} for e in so.extents
-        ]}),
+        **_dump_storage(so),
     }
+
+
+def _dump_storage(so: StorageObjectConfig) -> dict[str, Any]:
+    """Where the bytes live: the ``rbd``, ``block`` or ``extents`` key."""
+    if so.rbd is not None:
+        return {"rbd": _dump_rbd(so.rbd)}
+    if so.block is not None:
+        return {"block": {"path": so.block.path}}
+    return {"extents": [{"path": e.path, "offset": e.offset, "length": e.length} for e in so.extents]}
 
 
 def _dump_rbd(rbd: RbdConfig) -> dict[str, Any]:

@@ -39,9 +39,17 @@ class RbdConfig:
 
 
 @dataclass(slots=True)
+class BlockConfig:
+    """A block device that stores a whole LUN from its first byte (docs/block.md)."""
+
+    path: str   # the device node, e.g. /dev/vg0/lun1
+
+
+@dataclass(slots=True)
 class StorageObjectConfig:
-    """A backstore: what a LUN shows, stored in an ordered list of file extents or in an RBD
-    image (``rbd`` set, ``extents`` empty)."""
+    """A backstore: what a LUN shows, stored in an ordered list of file extents, in an RBD
+    image (``rbd`` set, ``extents`` empty) or on a block device (``block`` set, ``extents``
+    empty)."""
 
     name: str
     size: int
@@ -54,11 +62,14 @@ class StorageObjectConfig:
     physical_block_size: int | None = None  # e.g. 4096 on a 512-byte LUN (512e); None: block_size
     removable: bool = False                 # report removable medium (RMB=1): START STOP UNIT ejects
     rbd: RbdConfig | None = None
+    block: BlockConfig | None = None
 
     def describe_storage(self) -> str:
         """Where the bytes live, for log lines and errors."""
         if self.rbd is not None:
             return f"rbd image {self.rbd.pool}/{self.rbd.image}"
+        if self.block is not None:
+            return f"block device {self.block.path}"
         return ", ".join(dict.fromkeys(extent.path for extent in self.extents))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from odxtarget.config.limit_sections import ISCSI_SECTION, ODX_SECTION, LimitKey, LimitSection
 from odxtarget.config.model import (
     AclConfig,
+    BlockConfig,
     ChapConfig,
     DaemonConfig,
     ExtentConfig,
@@ -50,6 +51,7 @@ from odxtarget.config.vocabulary import (
     iscsi_name_problem,
     parse_size,
 )
+from odxtarget.storage import block_device
 from odxtarget.transport.iscsi.limits import IscsiLimits
 
 log = logging.getLogger("odxtarget.config")
@@ -108,9 +110,10 @@ class _Parser:
     TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets",
                 "odx", "iscsi")
     STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
-                    "physical_block_size", "removable", "extents", "rbd")
+                    "physical_block_size", "removable", "extents", "rbd", "block")
     EXTENT_KEYS = ("path", "offset", "length")
     RBD_KEYS = ("pool", "image", "conf", "client", "keyring")
+    BLOCK_KEYS = ("path",)
     TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls", "port_groups")
     PORTAL_KEYS = ("ip", "port")
     LUN_KEYS = ("lun", "storage_object")
@@ -347,8 +350,10 @@ class _Parser:
 
     def storage_object(self, item: Any, path: str, state_dir: str) -> StorageObjectConfig | None:
         problems_before = len(self.problems)
-        if self.object(item, path, self.STORAGE_KEYS, required=("name", "size")) is None:
+        if self.object(item, path, self.STORAGE_KEYS, required=("name",)) is None:
             return None
+        if "size" not in item and item.get("block") is None:  # a device's size is its default
+            self.problem(_join(path, "size"), "missing required key")
         name = self.string(item, "name", path, None)
         if name is not None and not STORAGE_NAME.fullmatch(name):
             self.problem(
@@ -399,8 +404,15 @@ class _Parser:
                     _join(path, "wwn"),
                     "must be 32 hex digits starting with 6 (an NAA-6 designator, SPC-4 7.8.6.6.4)",
                 )
-        rbd = None
-        if item.get("rbd") is not None:
+        rbd = block = None
+        if item.get("block") is not None:
+            for other in ("extents", "rbd"):
+                if item.get(other) is not None:
+                    self.problem(_join(path, "block"), f"a storage object has either {other} or block, not both")
+            extents = []
+            block, size = self.block(item["block"], _join(path, "block"), size, block_size,
+                                     _join(path, "size"))
+        elif item.get("rbd") is not None:
             if item.get("extents") is not None:
                 self.problem(_join(path, "rbd"), "a storage object has either extents or rbd, not both")
             rbd = self.rbd(item["rbd"], _join(path, "rbd"))
@@ -412,7 +424,7 @@ class _Parser:
         return StorageObjectConfig(
             name=name, size=size, extents=extents, block_size=block_size, read_only=read_only,
             serial=serial, wwn=wwn, write_cache=write_cache,
-            physical_block_size=physical_block_size, removable=removable, rbd=rbd,
+            physical_block_size=physical_block_size, removable=removable, rbd=rbd, block=block,
         )
 
     def rbd(self, item: Any, path: str) -> RbdConfig | None:
@@ -435,6 +447,32 @@ class _Parser:
             return None
         return RbdConfig(image=image, pool=pool, conf=self.resolve_path(conf), client=client,
                          keyring=self.resolve_path(keyring) if keyring else None)
+
+    def block(self, item: Any, path: str, size: Any, block_size: int,
+              size_path: str) -> tuple[BlockConfig | None, Any]:
+        """The ``block`` section: a block device (docs/block.md). Returns it and the storage
+        object's size: the device's own when none is given, else one that fits the device."""
+        if self.object(item, path, self.BLOCK_KEYS, required=("path",)) is None:
+            return None, size
+        device = self.string(item, "path", path, None)
+        if device is None:
+            return None, size
+        device = self.resolve_path(device)
+        try:
+            facts = block_device.probe(device)
+        except OSError as error:
+            self.problem(_join(path, "path"), f"{device}: {error.strerror}")
+            return None, size
+        if facts.logical_sector_size > block_size:
+            self.problem(path, f"{device} has {facts.logical_sector_size}-byte logical sectors:"
+                         f" block_size {block_size} is too small")
+        if size is None:
+            size = facts.size // block_size * block_size
+            if not size:
+                self.problem(path, f"{device} holds {facts.size} bytes, less than one block")
+        elif isinstance(size, int) and size > facts.size:
+            self.problem(size_path, f"{size} bytes is more than {device} holds ({facts.size} bytes)")
+        return BlockConfig(device), size
 
     def extents(self, item: dict, path: str, name: str | None, state_dir: str,
                 size: Any, block_size: int) -> list[ExtentConfig]:
@@ -508,6 +546,17 @@ class _Parser:
                 first = seen.setdefault((key, normal), here)
                 if first != here:
                     self.problem(f"{here}.{key}", f'duplicate {what} "{value}" (also {first})')
+        devices: dict[int, str] = {}
+        for index, so in objects:
+            if so.block is not None:
+                here = f"storage_objects[{index}].block.path"
+                try:
+                    device = os.stat(so.block.path).st_rdev
+                except OSError:
+                    continue
+                first = devices.setdefault(device, here)
+                if first != here:
+                    self.problem(here, f"device {so.block.path} is also used by {first}")
         images: dict[tuple[str, str, str], str] = {}
         for index, so in objects:
             if so.rbd is not None:

@@ -85,8 +85,9 @@ class RodDirectory:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotOutcome:
-    """The ROD file made, or None: the source is not all on the ROD files' filesystem, or
-    the filesystem refused to reflink (``reflink_refused``)."""
+    """The ROD file made, or None: the source is not all in regular files on the ROD files'
+    filesystem (a block device cannot be reflinked: its tokens stay live, cancelled on write),
+    or the filesystem refused to reflink (``reflink_refused``)."""
 
     rod_file: RodFile | None
     reflink_refused: bool = False
@@ -109,7 +110,8 @@ class Snapshot:
     def run(self) -> SnapshotOutcome:
         with self.source.lease():
             pieces = [piece for offset, length in self.spans for piece in self.source.extents_for(offset, length)]
-            if any(os.fstat(fd).st_dev != self.device for fd in {piece.fd for piece in pieces}):
+            if not all(piece.regular for piece in pieces) or any(
+                    os.fstat(fd).st_dev != self.device for fd in {piece.fd for piece in pieces}):
                 return SnapshotOutcome(None)
             path = os.path.join(self.directory, f"{self.token_id:016x}{ROD_SUFFIX}")
             segments = []

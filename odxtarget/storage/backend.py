@@ -6,9 +6,10 @@ the one command (docs/errors.md), and the daemon keeps serving. A failure to mak
 writes durable is a ``WriteBackError``: it outlives the command (docs/errors.md, "Write-back
 failed").
 
-A backend whose bytes live in regular files may also offer ``FileBacked``, the copy
-capability: the copy manager then moves data between files by reflink or copy_file_range
-(docs/odx.md, "How copies run") instead of reading and writing it through ``Backend``.
+A backend whose bytes live in regular files or a block device may also offer ``FileBacked``,
+the copy capability: the copy manager then moves data between files by reflink or
+copy_file_range (docs/odx.md, "How copies run"), and to or from a block device by positional
+reads and writes of its descriptor, instead of going through ``Backend``.
 """
 
 from __future__ import annotations
@@ -114,11 +115,16 @@ class FileRange(NamedTuple):
     path: str
     file_offset: int
     length: int
+    #: The range lies in a regular file, so the kernel may move it by reflink or
+    #: copy_file_range; False for a block device, whose bytes move by read and write
+    #: (copy_file_range(2) and FICLONERANGE take regular files only: EINVAL).
+    regular: bool = True
 
 
 @runtime_checkable
 class FileBacked(Protocol):
-    """The optional copy capability of a ``Backend`` whose bytes live in regular files.
+    """The optional copy capability of a ``Backend`` whose bytes live in open files (regular
+    files or block devices: ``FileRange.regular`` says which).
 
     The descriptors ``extents_for`` names stay owned by the backend and are valid only while
     the caller holds a ``lease``: every copy step that uses them holds one for as long as it

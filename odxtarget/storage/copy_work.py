@@ -10,7 +10,8 @@ offset into a ``CopyEndpoint``, which is
 * ``BackendEndpoint``: a logical unit's backend, at LUN byte offsets. When the backend has the
   ``FileBacked`` copy capability, a step resolves the offsets to file ranges itself, under the
   backend's lease, so an administrator replacing the storage never closes a descriptor under
-  it (and a step that starts after the replacement fails with EBADF instead of using it);
+  it (and a step that starts after the replacement fails with EBADF instead of using it); a
+  block device's ranges (``FileRange.regular`` False) move by pread/pwrite alone;
   any other backend is read and written through the plain ``Backend`` calls;
 * ``RodFileEndpoint``: a snapshot token's ROD file, opened by each step that reads it;
 * ``StagingFile``: a private, already unlinked file holding source data a WRITE USING TOKEN
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Hashable, Iterator
@@ -296,6 +298,11 @@ class _StepRun:
                 self._move_piece(source_piece, destination_piece)
 
     def _move_piece(self, source: FileRange, destination: FileRange) -> None:
+        if not (source.regular and destination.regular):  # a block device: no kernel copy
+            strategies.read_write(source.fd, source.file_offset, destination.fd, destination.file_offset,
+                                  source.length)
+            self.account(CopyMethod.READ_WRITE, source.length)
+            return
         if self.alignment and self._device(source.fd) == self._device(destination.fd):
             try:
                 for method, count in strategies.clone_or_copy(
@@ -347,8 +354,8 @@ def _paired(sources: list[FileRange], destinations: list[FileRange]) -> Iterator
     while source_index < len(sources) and destination_index < len(destinations):
         source, destination = sources[source_index], destinations[destination_index]
         take = min(source.length - source_done, destination.length - destination_done)
-        yield (FileRange(source.fd, source.path, source.file_offset + source_done, take),
-               FileRange(destination.fd, destination.path, destination.file_offset + destination_done, take))
+        yield (source._replace(file_offset=source.file_offset + source_done, length=take),
+               destination._replace(file_offset=destination.file_offset + destination_done, length=take))
         source_done += take
         destination_done += take
         if source_done == source.length:
@@ -411,7 +418,8 @@ def _stored_at(place: Place, length: int, identities: dict[int, tuple]) -> list[
         identity = identities.get(piece.fd)
         if identity is None:
             status = os.fstat(piece.fd)
-            identity = identities[piece.fd] = ("file", status.st_dev, status.st_ino)
+            identity = identities[piece.fd] = (("block", status.st_rdev) if stat.S_ISBLK(status.st_mode)
+                                               else ("file", status.st_dev, status.st_ino))
         spans.append((identity, piece.file_offset, piece.file_offset + piece.length))
     return spans
 

@@ -145,26 +145,47 @@ class FileExtentBackend:
         # The common case (one file) skips the extent lookup on the hot path.
         self._single: _Extent | None = table[0] if len(table) == 1 else None
         #: The device holding the first extent: work for one device shares its workers.
-        self._lane = ("device", os.fstat(table[0].fd).st_dev)
-        #: Every file's filesystem can punch holes (read-only storage never deallocates).
-        self._can_deallocate = read_only or all(_punches_holes(fd) for fd in self._fds.values())
+        self._lane = ("device", self._device_of(table[0].fd))
+        #: Deallocation frees space (read-only storage never deallocates).
+        self._can_deallocate = read_only or self._frees_space()
 
-    # -- setup -----------------------------------------------------------------------------
+    # -- setup (what a block device does differently: odxtarget/storage/block.py) -----------
+
+    #: Open flags for writable storage: regular files are created as needed.
+    _CREATE = os.O_CREAT
+    #: The storage is regular files (``FileRange.regular``).
+    _REGULAR = True
+
+    def _check_kind(self, fd: int, path: str) -> None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+
+    def _device_of(self, fd: int) -> int:
+        """The device whose workers run this storage's calls: the file's filesystem."""
+        return os.fstat(fd).st_dev
+
+    def _frees_space(self) -> bool:
+        """Every file's filesystem can punch holes."""
+        return all(_punches_holes(fd) for fd in self._fds.values())
+
+    def _deallocate_range(self, fd: int, offset: int, length: int) -> None:
+        deallocate_file_range(fd, offset, length)
+
+    def _allocation(self, fd: int, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        return _file_allocation(fd, offset, length)
 
     def _open(self, path: str) -> int:
         key = os.path.realpath(path)
         fd = self._fds.get(key)
         if fd is not None:
             return fd
-        flags = os.O_CLOEXEC | (os.O_RDONLY if self._read_only else os.O_RDWR | os.O_CREAT)
+        flags = os.O_CLOEXEC | (os.O_RDONLY if self._read_only else os.O_RDWR | self._CREATE)
         try:
             fd = os.open(path, flags, 0o600)
         except OSError as error:
             raise _with_path(error, path, "cannot open") from None
         self._fds[key] = fd
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
+        self._check_kind(fd, path)
         if not self._read_only:
             try:
                 self._witnesses[fd] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -362,7 +383,7 @@ class FileExtentBackend:
         with self._ranges.shared(offset, length):
             for extent, file_offset, piece_length in self._pieces(offset, length):
                 try:
-                    deallocate_file_range(extent.fd, file_offset, piece_length)
+                    self._deallocate_range(extent.fd, file_offset, piece_length)
                 except OSError as error:
                     raise self._failure(error, extent, "cannot deallocate") from None
 
@@ -372,7 +393,7 @@ class FileExtentBackend:
         for extent, file_offset, piece_length in self._pieces(offset, length):
             shift = extent.lun_offset - extent.file_offset
             try:
-                file_runs = _file_allocation(extent.fd, file_offset, piece_length)
+                file_runs = self._allocation(extent.fd, file_offset, piece_length)
             except OSError as error:
                 raise _with_path(error, extent.path, "cannot map") from None
             for run_start, run_length, mapped in file_runs:
@@ -445,7 +466,7 @@ class FileExtentBackend:
         The fds stay owned by this backend: do not close them.
         """
         return [
-            FileRange(extent.fd, extent.path, file_offset, piece_length)
+            FileRange(extent.fd, extent.path, file_offset, piece_length, self._REGULAR)
             for extent, file_offset, piece_length in self._pieces(offset, length)
         ]
 
