@@ -169,7 +169,7 @@ def shell_problem(problem: str, document: dict[str, Any]) -> str:
     try:
         item = document[kind][int(index)]
         if kind == "storage_objects":
-            path = f"/backstores/extents/{item['name']}"
+            path = f"/backstores/{'block' if item.get('block') else 'extents'}/{item['name']}"
         else:
             path = f"/iscsi/{item['iqn']}/tpg{item.get('tpgt', 1)}"
             if child is not None:
@@ -368,6 +368,26 @@ class AdminOperations:
             return {"name": name, "path": file_path, "size": size}
 
         return await self._change(edit)
+
+    @operation("block.create")
+    async def block_create(self, name: str, dev: str, size: Size | None = None, block_size: int = 512,
+                           read_only: bool = False) -> dict[str, Any]:
+        """Create a storage object on a block device (docs/block.md): the whole device unless
+        ``size`` is given (targetcli's ``/backstores/block create``)."""
+        if block_size not in BLOCK_SIZES:
+            raise AdminError(f"block_size must be 512 or 4096, got {block_size}")
+
+        def edit(document: dict[str, Any]) -> None:
+            if any(so["name"] == name for so in document["storage_objects"]):
+                raise AdminError(f'storage object "{name}" already exists')
+            document["storage_objects"].append({
+                "name": name, **({"size": size} if size is not None else {}), "block_size": block_size,
+                "read_only": read_only, "block": {"path": dev},
+            })
+
+        result = await self._change(edit)
+        created = next(so for so in self.config.storage_objects if so.name == name)
+        return {**result, "name": name, "path": created.block.path, "size": created.size}
 
     @operation("extent.delete")
     async def extent_delete(self, name: str) -> dict[str, Any]:

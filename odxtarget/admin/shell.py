@@ -3,7 +3,7 @@
     odxtargetcli                                   # interactive: tab completion, help, ls, cd
     odxtargetcli /iscsi create iqn.2026-11.org.example:t1     # one-shot, like targetcli
 
-The tree is targetcli's: ``/backstores/extents/<name>``, ``/iscsi/<iqn>/tpg1/{luns,acls,portals}``,
+The tree is targetcli's: ``/backstores/{extents,block}/<name>``, ``/iscsi/<iqn>/tpg1/{luns,acls,portals}``,
 plus ``/odx`` (limits, tokens, counters) and ``/sessions``. The shell holds no state of its own:
 before every command it fetches the daemon's ``tree`` snapshot and rebuilds the nodes, and each
 ``ui_command_*`` is one call of a typed operation (``odxtarget.admin.ops``) over the socket.
@@ -157,8 +157,9 @@ class RootNode(AdminNode):
         config = snapshot["config"]
         backstores = AdminNode("backstores", self)
         extents = ExtentsNode("extents", backstores)
+        block = BlockNode("block", backstores)
         for so in config["storage_objects"]:
-            ExtentNode(so["name"], extents, so)
+            ExtentNode(so["name"], block if so.get("block") else extents, so)
         iscsi = IscsiNode("iscsi", self)
         for target in config["targets"]:
             target_node = TargetNode(target["iqn"], iscsi, target)
@@ -254,10 +255,57 @@ class ExtentsNode(AdminNode):
         return []
 
 
+class BlockNode(AdminNode):
+    """Storage objects on block devices: LVM volumes, disks, zvols (targetcli's /backstores/block)."""
+
+    def summary(self):
+        return _plural(len(self.children), "Storage Object"), None
+
+    def ui_command_create(self, name, dev, size=None, block_size=None, read_only=None):
+        """Creates a storage object on the block device DEV (docs/block.md), as large as the device
+        unless SIZE is given (K/M/G/T suffixes allowed). block_size is 512 (default) or 4096, and
+        at least the device's logical sector. The device is never created or resized."""
+        result = self.call("block.create", name=name, dev=dev, size=size, block_size=block_size,
+                           read_only=read_only)
+        self.report(result, f"Created block storage object {name} ({human_size(result['size'])}, {result['path']}).")
+
+    def ui_complete_create(self, parameters, text, current_param):
+        if current_param == "dev":
+            directory = os.path.dirname(text) or "/dev"
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:
+                return []
+            return [path for path in (os.path.join(directory, name) for name in names) if path.startswith(text)]
+        if current_param == "block_size":
+            return [v for v in ("512", "4096") if v.startswith(text)]
+        if current_param == "read_only":
+            return [v for v in ("true", "false") if v.startswith(text)]
+        return []
+
+    def ui_command_delete(self, name):
+        """Deletes a block storage object; refused while a LUN maps it. The device is untouched."""
+        result = self.call("extent.delete", name=name)
+        self.report(result, f"Deleted block storage object {name}.")
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        if current_param == "name":
+            return [c.name for c in self.children if c.name.startswith(text)]
+        return []
+
+
+def _backstore(so: dict[str, Any]) -> str:
+    """The /backstores node that lists a storage object."""
+    return "block" if so.get("block") else "extents"
+
+
 def _storage_place(so: dict[str, Any]) -> str:
-    """Where a storage object's bytes live, as the shell shows it: its first file, or its image."""
+    """Where a storage object's bytes live, as the shell shows it: its first file, its block
+    device, or its image."""
     if so.get("rbd"):
         return f"rbd:{so['rbd']['pool']}/{so['rbd']['image']}"
+    if so.get("block"):
+        return so["block"]["path"]
     return so["extents"][0]["path"]
 
 
@@ -273,7 +321,8 @@ class ExtentNode(AdminNode):
         return {"read_only": "Refuse writes (DATA PROTECT); applies to the next command.",
                 "size": "Capacity in bytes (change it with resize).",
                 "block_size": "Logical block size (fixed once created).",
-                "path": "The backing file (rbd:POOL/IMAGE for an RBD image, docs/rbd.md).",
+                "path": "The backing file, block device (docs/block.md), or rbd:POOL/IMAGE for an RBD"
+                        " image (docs/rbd.md).",
                 "write_cache": "Whether the write cache is reported enabled."}[param]
 
     def group_values(self, group):
@@ -422,8 +471,9 @@ class LunsNode(AdminNode):
 
     def ui_complete_create(self, parameters, text, current_param):
         if current_param == "storage_object":
-            names = [so["name"] for so in self.get_root().snapshot["config"]["storage_objects"]]
-            return [f"/backstores/extents/{n}" for n in names if f"/backstores/extents/{n}".startswith(text)]
+            paths = [f"/backstores/{_backstore(so)}/{so['name']}"
+                     for so in self.get_root().snapshot["config"]["storage_objects"]]
+            return [path for path in paths if path.startswith(text)]
         return []
 
     def ui_command_delete(self, lun):
@@ -434,7 +484,9 @@ class LunsNode(AdminNode):
 
 class LunNode(AdminNode):
     def summary(self):
-        return f"extents/{self.data['storage_object']}", True
+        name = self.data["storage_object"]
+        so = next((so for so in self.get_root().snapshot["config"]["storage_objects"] if so["name"] == name), {})
+        return f"{_backstore(so)}/{name}", True
 
 
 class AclsNode(AdminNode):

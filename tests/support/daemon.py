@@ -42,6 +42,9 @@ class LunSpec:
     #: Store the LUN in an RBD image instead of a file: the storage object's "rbd" section
     #: (docs/rbd.md), e.g. {"image": "lun0", "conf": str(cluster.conf_path)}.
     rbd: dict[str, Any] | None = None
+    #: Store the LUN on a block device instead of a file: its path (docs/block.md), e.g. a
+    #: loop device of tests/support/loop.py. ``size`` may be at most the device's.
+    block: str | None = None
 
     @property
     def storage_name(self) -> str:
@@ -172,6 +175,7 @@ def build_config(spec: DaemonSpec, directory: Path, port: int,
             **({"physical_block_size": lun.physical_block_size} if lun.physical_block_size else {}),
             **({"removable": True} if lun.removable else {}),
             **({"rbd": lun.rbd} if lun.rbd is not None
+               else {"block": {"path": lun.block}} if lun.block is not None
                else {"extents": [{"path": str(image), "offset": 0, "length": None}]}),
         })
     targets = [_target_config(spec.iqn, spec.tpgt, spec.luns, [ports[name] for name in spec.portals], spec.chap,
