@@ -11,6 +11,8 @@ Daemon fixtures start the real ``python -m odxtarget serve`` on a free 127.0.0.1
 * ``daemon_factory``   -- start as many daemons as a test needs: ``daemon_factory(spec)``;
 * ``session_daemon_factory`` -- the same for session-scoped fixtures (conformance runs).
 
+``loop_devices`` makes loop devices over sparse files for block-device LUNs (docs/block.md).
+
 Every daemon started through these is stopped at teardown, and its log is attached to the
 report of a failing test.
 """
@@ -19,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.daemon import DaemonProcess, DaemonSpec
+
+if TYPE_CHECKING:
+    from tests.support.loop import LoopDevice
 
 LOG_TAIL_CHARACTERS = 20_000
 
@@ -106,3 +112,13 @@ def xfs_mount() -> Iterator[str]:
         yield directory
     finally:
         manager.__exit__(None, None, None)
+
+
+@pytest.fixture
+def loop_devices(tmp_path: Path) -> Iterator[Callable[..., "LoopDevice"]]:
+    """``loop_devices(size, sector_size=512)``: a new loop device over a sparse file, detached
+    at teardown (tests/support/loop.py); fails under CI=true where loop devices are unusable."""
+    from tests.support.loop import loop_device_maker
+
+    with loop_device_maker(tmp_path / "loop") as make:
+        yield make

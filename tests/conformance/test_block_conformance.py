@@ -11,7 +11,6 @@ import pytest
 from tests.conformance.test_iscsi_test_cu import ALLOWED_SKIPS, KNOWN_FAILURES, RUNS
 from tests.support import iscsi_test_cu as cu
 from tests.support.daemon import MIB, DaemonSpec, LunSpec
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 

@@ -12,7 +12,6 @@ import pytest
 from tests.integration.odx.odx_support import GOOD, TOKEN_CANCELLED, OdxSession, check, pattern
 from tests.support import libiscsi
 from tests.support.daemon import MIB, DaemonSpec, LunSpec
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import pytest
 from tests.integration.test_admin_shell import TPG, TARGET, Cli, cli, daemon  # noqa: F401  (fixtures)
 from tests.support import libiscsi
 from tests.support.daemon import MIB
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 

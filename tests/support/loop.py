@@ -1,8 +1,8 @@
 """Loop devices over sparse files, for the tests of block-device storage objects (docs/block.md).
 
-``loop_devices`` is a fixture (import it into a test module): ``loop_devices(size)`` attaches
-a new loop device to a new sparse file of ``size`` bytes and returns it; every device it made
-is detached when the test ends. Where loop devices cannot be made (not root, no
+The ``loop_devices`` fixture (tests/conftest.py): ``loop_devices(size)`` attaches a new loop
+device to a new sparse file of ``size`` bytes and returns it; every device it made is
+detached when the test ends. Where loop devices cannot be made (not root, no
 /dev/loop-control, no losetup) the test skips, but under CI=true it fails: block storage
 objects must be tested in CI.
 
@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def loop_problem() -> str | None:
     if os.geteuid() != 0:
         return "not root"
     if shutil.which("losetup") is None:
-        return "losetup is not installed (util-linux)"
+        return "losetup is not installed (Debian package mount)"
     if not os.path.exists(LOOP_CONTROL):
         return f"{LOOP_CONTROL} is missing"
     return None
@@ -100,9 +101,10 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"loop devices are unusable: {reason}")
 
 
-@pytest.fixture
-def loop_devices(tmp_path: Path) -> Iterator[Callable[..., LoopDevice]]:
-    """``loop_devices(size, sector_size=512)``: a new loop device; see the module docstring."""
+@contextmanager
+def loop_device_maker(directory: Path) -> Iterator[Callable[..., LoopDevice]]:
+    """``make(size, sector_size=512)``: a new loop device over a sparse file in ``directory``;
+    every one made is detached when the context ends (the ``loop_devices`` fixture)."""
     problem = loop_problem()
     if problem is not None:
         _unavailable(problem)
@@ -110,12 +112,15 @@ def loop_devices(tmp_path: Path) -> Iterator[Callable[..., LoopDevice]]:
 
     def make(size: int, sector_size: int = 512) -> LoopDevice:
         try:
-            device = attach(tmp_path / f"loop{len(made)}.img", size, sector_size)
+            directory.mkdir(parents=True, exist_ok=True)
+            device = attach(directory / f"loop{len(made)}.img", size, sector_size)
         except (RuntimeError, OSError) as error:
             _unavailable(str(error))
         made.append(device)
         return device
 
-    yield make
-    for device in made:
-        detach(device)
+    try:
+        yield make
+    finally:
+        for device in made:
+            detach(device)

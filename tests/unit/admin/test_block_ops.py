@@ -4,7 +4,6 @@ by default, the storage it opens, resizing within the device, and one-line refus
 from __future__ import annotations
 
 from odxtarget.storage.block import BlockDeviceBackend
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 from .conftest import IQN, MIB
 from .test_ops import refused

@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from odxtarget.config import BlockConfig, ConfigError, dump_config, parse_config
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 MIB = 1 << 20
 SOURCE = "/etc/odxtarget/config.json"

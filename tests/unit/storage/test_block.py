@@ -17,7 +17,6 @@ from odxtarget.storage.copy_work import BackendEndpoint, CopyStep, Move, Place
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.storage.work import FileRead, FileWrite
 from odxtarget.config import ExtentConfig
-from tests.support.loop import loop_devices  # noqa: F401  (a fixture)
 
 MIB = 1 << 20
 
