@@ -61,8 +61,8 @@ class Backend(Protocol):
 
     @property
     def can_deallocate(self) -> bool:
-        """``deallocate`` frees space (it punches holes), so the LU may report thin
-        provisioning (SBC-4 4.7); False where it could only write zeros."""
+        """``deallocate`` frees space (it punches holes, or unmaps a device's blocks), so the
+        LU may report thin provisioning (SBC-4 4.7); False where it could only write zeros."""
 
     def read_into(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` with the bytes at ``offset``; unmapped ranges read as zeros."""

@@ -35,6 +35,9 @@ write, so writes and deallocations register their byte range for as long as they
 (``RangeLock``), and ``compare_and_write`` holds its range alone while it reads, compares
 and writes. ``try_read_into`` serves a read from the page cache without ever waiting for the
 disk (``preadv`` with ``RWF_NOWAIT``), so cached reads need no worker at all.
+
+A block device is this backend over one extent, the device, with its own opening, lane,
+deallocation and provisioning status (the ``setup`` hooks; odxtarget/storage/block.py).
 """
 
 from __future__ import annotations
