@@ -118,7 +118,7 @@ class BlockDeviceBackend(FileExtentBackend):
         try:
             zero_unmapping(fd, offset, length)
         except OSError as error:
-            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            if error.errno != errno.EOPNOTSUPP:
                 raise
             # The device refused a zeroing unmap it advertised (the kernel then clears
             # write_zeroes_max_bytes): zeros still, but the blocks stay mapped.
