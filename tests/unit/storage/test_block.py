@@ -239,3 +239,15 @@ def test_the_kernel_refuses_copy_file_range_on_block_devices(backend, tmp_path):
     with pytest.raises(OSError) as raised:
         os.copy_file_range(piece.fd, piece.fd, 4096, 0, MIB)
     assert raised.value.errno in (errno.EINVAL, errno.EXDEV, errno.EOPNOTSUPP)
+
+
+def test_a_refused_zeroing_unmap_still_reads_back_zeros(backend, monkeypatch, caplog):
+    """A device that advertised WRITE ZEROES and then refuses it (EOPNOTSUPP): BLKZEROOUT."""
+    def refused(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(block, "zero_unmapping", refused)
+    backend.write(0, pattern(MIB))
+    backend.deallocate(0, MIB)
+    assert read(backend, 0, MIB) == bytes(MIB)
+    assert "zeroing unmap refused" in caplog.text
