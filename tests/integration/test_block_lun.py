@@ -96,6 +96,14 @@ def test_odx_copies_within_a_block_lun_and_to_and_from_a_file_lun(loop_devices, 
         check(session.write_using(0, file_token, [(20000, blocks)])[1], GOOD, "WUT file -> block")
         assert session.read(0, 20000, 2 * MIB) == other
 
+        # Source and destination overlap in the block LUN: the copy reads the source as it was.
+        overlapping = session.fill(0, 50000, 2 * MIB, seed=10)
+        overlap_token = session.token(0, [(50000, blocks)])
+        check(session.write_using(0, overlap_token, [(50000 + blocks // 2, blocks)])[1], GOOD,
+              "WUT onto its own source")
+        assert session.read(0, 50000 + blocks // 2, 2 * MIB) == overlapping
+        assert session.read(0, 50000, MIB) == overlapping[:MIB]
+
         # No point-in-time snapshot of a block device: a write to the source cancels its token.
         session.write(0, 2048, pattern(BLOCK, seed=9))
         check(session.write_using(1, token, [(30000, blocks)])[1], TOKEN_CANCELLED, "WUT after a source write")
