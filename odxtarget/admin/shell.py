@@ -22,21 +22,17 @@ from configshell_fb import ConfigNode, ConfigShell, ExecutionError
 from pyparsing import ParseException
 
 from odxtarget import __version__
-from odxtarget.admin.client import AdminClient, DaemonNotRunning
+from odxtarget.admin.client import AdminClient, DaemonNotRunning, UnreachableDaemon
 from odxtarget.admin.odx import TUNABLE_LIMITS
-from odxtarget.admin.protocol import AdminError, SOCKET_ENVIRONMENT
-from odxtarget.config import DaemonConfig, format_size
+from odxtarget.admin.locate import locate_control_socket
+from odxtarget.admin.protocol import RUN_CONTROL_SOCKET, SOCKET_ENVIRONMENT, AdminError
+from odxtarget.config import format_size
 
 PROGRAM = "odxtargetcli"
 #: Commands that work without a daemon (they only move around or describe the shell).
 LOCAL_COMMANDS = frozenset({"help", "exit", "pwd", "cd", "bookmarks", "get", "set"})
 CHAP_KEYS = ("userid", "password", "mutual_userid", "mutual_password")
 IQN_PREFIX = "iqn.2026-11.org.odxtarget"
-
-
-def default_socket_path() -> str:
-    """``$ODXTARGET_CONTROL_SOCKET``, else the default daemon's ``<state_dir>/control.sock``."""
-    return os.environ.get(SOCKET_ENVIRONMENT) or os.path.join(DaemonConfig().state_dir, "control.sock")
 
 
 def human_size(size: int) -> str:
@@ -661,8 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--socket", metavar="PATH", default=None,
-                        help=f"the daemon's control socket (default: ${SOCKET_ENVIRONMENT}, else"
-                             f" {default_socket_path()})")
+                        help=f"the daemon's control socket (default: ${SOCKET_ENVIRONMENT}, else the"
+                             " --config file's, else the first of ./run/control.sock, ./control.sock,"
+                             f" {RUN_CONTROL_SOCKET}, /var/lib/odxtarget/control.sock that exists)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="reach the daemon that serves this configuration file (its state_dir's control.sock)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="one shell command to run, e.g. /iscsi create iqn.2026-11.org.example:t1")
     return parser
@@ -670,7 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    client = AdminClient(arguments.socket or default_socket_path())
+    client: AdminClient
+    try:
+        client = AdminClient(locate_control_socket(arguments.socket, arguments.config))
+    except AdminError as error:
+        client = UnreachableDaemon(error)   # help, cd and the like still work
     shell = AdminShell(client)
     try:
         if arguments.command:
