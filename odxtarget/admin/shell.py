@@ -363,9 +363,11 @@ class TargetNode(AdminNode):
 
 
 class TpgNode(AdminNode):
-    """The target portal group: set attribute demo_mode=true|false; set auth userid=... password=..."""
+    """The target portal group: set attribute demo_mode=true|false demo_mode_write_protect=true|false;
+    set auth userid=... password=..."""
 
-    remote_groups = {"attribute": ("demo_mode", "generate_node_acls", "authentication"), "auth": CHAP_KEYS}
+    remote_groups = {"attribute": ("demo_mode", "generate_node_acls", "demo_mode_write_protect", "authentication"),
+                     "auth": CHAP_KEYS}
 
     @property
     def iqn(self) -> str:
@@ -379,6 +381,7 @@ class TpgNode(AdminNode):
             return f"CHAP {param} every initiator must use unless its ACL sets its own (empty clears)."
         return {"demo_mode": "Any initiator may log in; ACLs are not needed.",
                 "generate_node_acls": "targetcli's name for demo_mode.",
+                "demo_mode_write_protect": "Initiators no ACL names see every LUN write-protected.",
                 "authentication": "Whether CHAP is required (true when credentials are set here or in an ACL)."}[param]
 
     def group_values(self, group):
@@ -386,6 +389,7 @@ class TpgNode(AdminNode):
         if group == "auth":
             return dict(target["chap"] or {})
         return {"demo_mode": target["demo_mode"], "generate_node_acls": target["demo_mode"],
+                "demo_mode_write_protect": target.get("demo_mode_write_protect", False),
                 "authentication": bool(target["chap"] or any(a["chap"] for a in target["acls"]))}
 
     def set_group(self, group, values):
@@ -398,6 +402,8 @@ class TpgNode(AdminNode):
     def summary(self):
         target = self.data
         access = "demo mode" if target["demo_mode"] else _plural(len(target["acls"]), "ACL")
+        if target["demo_mode"] and target.get("demo_mode_write_protect"):
+            access += " (write-protected)"
         auth = _auth_summary(target["chap"])
         if not target["chap"] and any(a["chap"] for a in target["acls"]):
             auth = "CHAP per ACL"
