@@ -207,8 +207,8 @@ def command_demo_config(arguments: argparse.Namespace) -> int:
 
 def command_copy(arguments: argparse.Namespace) -> int:
     from odxtarget.initiator.identity import chap_credentials, choose_initiator_name, with_credentials
-    from odxtarget.initiator.odx_copy import (CopyError, CopyStopped, CopySummary, IscsiUrl, copy_range,
-                                              parse_copy_url, zero_range)
+    from odxtarget.initiator.odx_copy import (CopyError, CopyFailed, CopyInterrupted, CopySummary, IscsiUrl,
+                                              copy_range, parse_copy_url, zero_range)
     from odxtarget.initiator.progress import human_bytes, progress_for
 
     def report(summary: CopySummary | None, error: str | None, *, interrupted: bool = False,
@@ -253,9 +253,10 @@ def command_copy(arguments: argparse.Namespace) -> int:
             "initiator_name": initiator,
         }
         summary = zero_range(urls[0], **options) if arguments.zero else copy_range(urls[0], urls[1], **options)
-    except CopyStopped as stopped:
-        return report(stopped.summary, None if stopped.interrupted else str(stopped),
-                      interrupted=stopped.interrupted, initiator=initiator)
+    except CopyInterrupted as stopped:
+        return report(stopped.summary, None, interrupted=True, initiator=initiator)
+    except CopyFailed as failed:
+        return report(failed.summary, str(failed), initiator=initiator)
     except CopyError as error:
         return report(None, str(error), initiator=initiator)
     except KeyboardInterrupt:

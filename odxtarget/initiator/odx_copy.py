@@ -72,14 +72,20 @@ class UrlError(CopyError):
     pass
 
 
-class CopyStopped(Exception):
-    """A copy that ended before its last block: failed (``reason``) or interrupted by the user
-    (KeyboardInterrupt, ``interrupted``); ``summary`` says how far it got."""
+class CopyFailed(CopyError):
+    """A copy that failed part way; ``summary`` says how far it got."""
 
-    def __init__(self, reason: str, summary: CopySummary, *, interrupted: bool = False) -> None:
+    def __init__(self, reason: str, summary: CopySummary) -> None:
         super().__init__(reason)
         self.summary = summary
-        self.interrupted = interrupted
+
+
+class CopyInterrupted(Exception):
+    """The user interrupted the copy (SIGINT, KeyboardInterrupt); ``summary`` says how far it got."""
+
+    def __init__(self, summary: CopySummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
 
 
 class OdxRefused(Exception):
@@ -564,7 +570,8 @@ class _Copy:
 
 def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallback: bool,
          why_not: str) -> CopySummary:
-    """Run the copy; a failure or Ctrl-C ends in ``CopyStopped`` with how far it got."""
+    """Run the copy; a failure ends in ``CopyFailed``, Ctrl-C in ``CopyInterrupted``, each
+    with how far it got."""
     started = time.monotonic()
     try:
         if odx_possible:
@@ -580,9 +587,9 @@ def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallbac
             raise CopyError(f"{why_not} and --no-fallback is set")
     except KeyboardInterrupt:
         copy.abort_in_flight()
-        raise CopyStopped("interrupted", copy.summary(time.monotonic() - started), interrupted=True) from None
+        raise CopyInterrupted(copy.summary(time.monotonic() - started)) from None
     except (CopyError, libiscsi.LibiscsiError) as error:
-        raise CopyStopped(str(error), copy.summary(time.monotonic() - started)) from None
+        raise CopyFailed(str(error), copy.summary(time.monotonic() - started)) from None
     copy.progress.finish(copy.done * copy.block_size)
     return copy.summary(time.monotonic() - started)
 
@@ -594,8 +601,9 @@ def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl
     (and ``offload``: False copies by READ/WRITE only, e.g. to compare the two).
 
     Raises:
-        CopyError: nothing was copied (a bad URL, a refused login, ranges that do not fit).
-        CopyStopped: the copy failed or was interrupted (Ctrl-C) part way; it says how far.
+        CopyError: nothing was copied (a bad URL, a refused login, ranges that do not fit), or
+            ``CopyFailed``: the copy failed part way, and says how far it got.
+        CopyInterrupted: Ctrl-C (SIGINT) during the copy; it says how far it got.
     """
     sessions = Sessions(initiator_name)
     try:
