@@ -86,3 +86,26 @@ def test_the_same_file_without_the_key_does_not_start(tmp_path: Path) -> None:
     assert checked.returncode == 1
     assert f"lets any initiator write without CHAP on 0.0.0.0:{daemon.port}" in checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+def test_the_shell_turns_it_on_live_for_running_sessions_and_saves_it(tmp_path: Path) -> None:
+    daemon = start(tmp_path / "daemon")
+    shell = [sys.executable, "-m", "odxtarget.admin", "--socket", str(tmp_path / "daemon" / "state" / "control.sock")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_COLOR": "1"}
+    tpg = f"/iscsi/{daemon.iqn}/tpg1"
+    try:
+        with libiscsi.connect(daemon.host, daemon.port, daemon.iqn, 0, initiator_name=STRANGER) as stranger:
+            assert stranger.write(0, 1, b"\x01" * BLOCK, BLOCK).good
+            changed = subprocess.run([*shell, tpg, "set", "attribute", "demo_mode_write_protect=true"],
+                                     capture_output=True, text=True, timeout=60, env=env)
+            assert changed.returncode == 0, changed.stderr
+            refused = stranger.write(0, 1, b"\x02" * BLOCK, BLOCK)    # the same session, next command
+            assert (refused.sense_key, refused.asc, refused.ascq) == (DATA_PROTECT, 0x27, 0x00)
+            shown = subprocess.run([*shell, tpg, "get", "attribute", "demo_mode_write_protect"],
+                                   capture_output=True, text=True, timeout=60, env=env)
+            assert "demo_mode_write_protect=true" in shown.stdout
+            saved = subprocess.run([*shell, "saveconfig"], capture_output=True, text=True, timeout=60, env=env)
+            assert saved.returncode == 0, saved.stderr
+        assert json.loads(daemon.config_path.read_text())["targets"][0]["demo_mode_write_protect"] is True
+    finally:
+        daemon.stop()
