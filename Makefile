@@ -23,6 +23,8 @@ run: setup
 	@if [[ ! -f "$(DEMO_CONFIG)" ]]; then \
 		$(VENV)/bin/odxtarget demo-config --dir "$(RUN_DIR)" --port $(HOST_PORT); \
 	fi
+	@echo "administer it with: $(VENV)/bin/odxtargetcli ls (from $(CURDIR): it looks in ./run/)," \
+		"or from anywhere: odxtargetcli --socket $(abspath $(RUN_DIR))/control.sock ls"
 	exec $(PYTHON) -m odxtarget serve --config "$(DEMO_CONFIG)"
 
 # A one-node Ceph cluster (userspace, objects in memory) and two gateways serving

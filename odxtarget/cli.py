@@ -31,6 +31,8 @@ PROGRAM = "odxtarget"
 DEMO_CONFIG_NAME = "odxtarget.json"
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: A command ended by SIGINT (Ctrl-C): 128 + the signal number, as shells report it.
+EXIT_INTERRUPTED = 128 + 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,15 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Copy SRC onto DST with POPULATE TOKEN / WRITE USING TOKEN (ODX), or zero DST with\n"
                     "the block device zero token (--zero DST). Falls back to READ/WRITE of 1 MiB when a\n"
                     "target has no ODX, unless --no-fallback.",
-        epilog="URL syntax:  iscsi://[USER[%PASSWORD]@]HOST[:PORT]/IQN/LUN[?lba=N&blocks=M]\n"
+        epilog="URL syntax:  iscsi://[USER@]HOST[:PORT]/IQN/LUN[?lba=N&blocks=M]\n"
                "  lba     first logical block of the range (default 0)\n"
                "  blocks  number of logical blocks (default: to the end of the LU; when only one side\n"
                "          gives blocks, that count is used for both; when both do, they must match)\n"
-               "  PORT defaults to 3260; USER%PASSWORD are CHAP credentials.\n"
+               "  PORT defaults to 3260; USER is the CHAP user name. The CHAP secret comes from\n"
+               "  $ODXTARGET_CHAP_SECRET or --chap-secret-file (USER%SECRET@ works too, but ps shows it);\n"
+               "  mutual CHAP adds --chap-target-user and $ODXTARGET_CHAP_TARGET_SECRET or\n"
+               "  --chap-target-secret-file.\n"
                "A /dev/sgN or /dev/sdX path (with the same ?lba=N&blocks=M) sends the commands through\n"
                "the kernel's SG_IO ioctl instead, to LUs the kernel's initiator has attached.\n"
                "Source and destination must have the same block size; ranges on one LUN must not overlap.\n"
-               "Prints one line: bytes, seconds and method (odx, fallback, or odx+fallback).",
+               "Prints one line: bytes, seconds and method (odx, fallback, or odx+fallback); --json prints\n"
+               "one JSON document instead. Progress goes to stderr: a bar on a terminal, else a line\n"
+               "every 10 s. Ctrl-C stops the copy (exit status 130).",
     )
     copy.add_argument("urls", nargs="+", metavar="URL",
                       help="SRC DST, or just DST with --zero (iscsi:// URLs or /dev/sgN, /dev/sdX)")
@@ -99,9 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--no-odx", action="store_true",
                       help="copy (or zero) with READ/WRITE only, without trying ODX: to compare the two")
     copy.add_argument("--progress", action="store_true",
-                      help="show percentage and MB/s on stderr even when it is not a terminal")
-    copy.add_argument("--initiator-name", metavar="IQN", default=None,
-                      help="initiator IQN to log in with (default: iqn.2026-11.org.odxtarget:copy)")
+                      help="when stderr is not a terminal, a progress line every second and a last one"
+                           " (default: one every 10 s)")
+    copy.add_argument("--initiator", "--initiator-name", dest="initiator_name", metavar="IQN", default=None,
+                      help="initiator IQN to log in with (default: InitiatorName= of"
+                           " /etc/iscsi/initiatorname.iscsi, else iqn.2026-11.org.odxtarget:copy)")
+    copy.add_argument("--chap-user", metavar="NAME", default=None,
+                      help="CHAP user name for URLs without USER@")
+    copy.add_argument("--chap-secret-file", metavar="FILE", default=None,
+                      help="read the CHAP secret from FILE (default: $ODXTARGET_CHAP_SECRET)")
+    copy.add_argument("--chap-target-user", metavar="NAME", default=None,
+                      help="mutual CHAP: the name the target must answer with")
+    copy.add_argument("--chap-target-secret-file", metavar="FILE", default=None,
+                      help="mutual CHAP: read the target's secret from FILE (default: $ODXTARGET_CHAP_TARGET_SECRET)")
+    copy.add_argument("--json", action="store_true",
+                      help="print one JSON document on stdout (bytes, seconds, method, ODX figures, error)")
     return parser
 
 
@@ -187,28 +206,62 @@ def command_demo_config(arguments: argparse.Namespace) -> int:
 
 
 def command_copy(arguments: argparse.Namespace) -> int:
-    from odxtarget.initiator.odx_copy import CopyError, copy_range, parse_copy_url, progress_stream, zero_range
+    from odxtarget.initiator.identity import chap_credentials, choose_initiator_name, with_credentials
+    from odxtarget.initiator.odx_copy import (CopyError, CopyFailed, CopyInterrupted, CopySummary, IscsiUrl,
+                                              copy_range, parse_copy_url, zero_range)
+    from odxtarget.initiator.progress import human_bytes, progress_for
+
+    def report(summary: CopySummary | None, error: str | None, *, interrupted: bool = False,
+               initiator: str | None = None) -> int:
+        status = EXIT_INTERRUPTED if interrupted else EXIT_FAILURE if error else EXIT_OK
+        if arguments.json:
+            figures = summary.as_dict() if summary is not None else CopySummary(0, 0.0, "none").as_dict()
+            rate = figures["bytes"] / figures["seconds"] if figures["seconds"] else 0.0
+            print(json.dumps({"ok": status == EXIT_OK, **figures, "bytes_per_second": round(rate),
+                              "initiator": initiator, "interrupted": interrupted, "error": error}))
+        elif error is None:
+            print(summary.line())
+        if interrupted:
+            done = (f": {human_bytes(summary.bytes)} of {human_bytes(summary.total_bytes)} written"
+                    if summary is not None else " before the copy started")
+            print(f"{PROGRAM}: copy interrupted{done}", file=sys.stderr)
+        elif error is not None:
+            print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return status
 
     expected = 1 if arguments.zero else 2
     if len(arguments.urls) != expected:
         usage = "copy --zero DST" if arguments.zero else "copy SRC DST"
-        return _fail(f"{usage} takes {expected} URL{'s' if expected > 1 else ''}, got {len(arguments.urls)}")
+        return report(None, f"{usage} takes {expected} URL{'s' if expected > 1 else ''}, got {len(arguments.urls)}")
     if arguments.no_odx and arguments.no_fallback:
-        return _fail("--no-odx and --no-fallback together leave no way to copy")
-    options: dict[str, object] = {
-        "allow_fallback": not arguments.no_fallback,
-        "offload": not arguments.no_odx,
-        "progress": progress_stream(arguments.progress),
-    }
-    if arguments.initiator_name:
-        options["initiator_name"] = arguments.initiator_name
+        return report(None, "--no-odx and --no-fallback together leave no way to copy")
+    initiator = None
     try:
-        urls = [parse_copy_url(url) for url in arguments.urls]
+        initiator = choose_initiator_name(arguments.initiator_name)
+        credentials = chap_credentials(user=arguments.chap_user, secret_file=arguments.chap_secret_file,
+                                       target_user=arguments.chap_target_user,
+                                       target_secret_file=arguments.chap_target_secret_file)
+        parsed = [parse_copy_url(url) for url in arguments.urls]
+        if any(isinstance(url, IscsiUrl) and url.password is not None for url in parsed):
+            print(f"{PROGRAM}: warning: a CHAP secret in a URL is visible to every user in ps; use"
+                  " $ODXTARGET_CHAP_SECRET or --chap-secret-file", file=sys.stderr)
+        urls = [with_credentials(url, credentials) for url in parsed]
+        options = {
+            "allow_fallback": not arguments.no_fallback,
+            "offload": not arguments.no_odx,
+            "progress": lambda total: progress_for(total, requested=arguments.progress),
+            "initiator_name": initiator,
+        }
         summary = zero_range(urls[0], **options) if arguments.zero else copy_range(urls[0], urls[1], **options)
+    except CopyInterrupted as stopped:
+        return report(stopped.summary, None, interrupted=True, initiator=initiator)
+    except CopyFailed as failed:
+        return report(failed.summary, str(failed), initiator=initiator)
     except CopyError as error:
-        return _fail(str(error))
-    print(summary.line())
-    return EXIT_OK
+        return report(None, str(error), initiator=initiator)
+    except KeyboardInterrupt:
+        return report(None, None, interrupted=True, initiator=initiator)
+    return report(summary, None, initiator=initiator)
 
 
 def _fail(message: str) -> int:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from odxtarget.backends import StorageBackend, open_backend
-from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig
+from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig, format_portal
 from odxtarget.frontend import DEFAULT_SHUTDOWN_GRACE, Frontend
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
@@ -221,6 +221,8 @@ class Daemon:
             log.info("listening on %s", address)
         for line in summary_lines(self.config):
             log.info("%s", line)
+        for line in unauthenticated_write_warnings(self.config):
+            log.warning("%s", line)
 
     async def _start_lio_frontend(self) -> None:
         """Kernel LIO speaks iSCSI; we serve its ``user:`` backstores over TCMU (docs/lio.md).
@@ -462,7 +464,7 @@ def summary_lines(config: DaemonConfig) -> list[str]:
     for target in config.targets:
         portals = ", ".join(format_address(p) for p in target.portals)
         if target.demo_mode:
-            access = "demo mode (any initiator)"
+            access = "demo mode (any initiator" + (", write-protected)" if target.demo_mode_write_protect else ")")
         else:
             access = f"{len(target.acls)} ACL{'s' if len(target.acls) != 1 else ''}"
         chap = "CHAP" + (" (mutual)" if target.chap and target.chap.mutual_userid else "")
@@ -481,6 +483,15 @@ def summary_lines(config: DaemonConfig) -> list[str]:
                 f" write cache {'on' if so.write_cache else 'off'}, {files}"
             )
     return lines
+
+
+def unauthenticated_write_warnings(config: DaemonConfig) -> list[str]:
+    """One line per target and portal where any initiator may write without CHAP, which the
+    configuration allowed with ``allow_unauthenticated_writes`` (docs/security.md, "Demo mode")."""
+    writable = {so.name for so in config.storage_objects if not so.read_only}
+    return [f"target {target.iqn} on {format_portal(portal)}: any initiator may log in without CHAP and"
+            " write (allow_unauthenticated_writes is set)"
+            for target in config.targets for portal in target.unauthenticated_write_portals(writable)]
 
 
 def _human_size(size: int) -> str:

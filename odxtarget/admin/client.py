@@ -93,3 +93,14 @@ class AdminClient:
                 raise AdminError("reply too long")
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
+
+
+class UnreachableDaemon(AdminClient):
+    """A client for when no control socket could be chosen: every call raises why."""
+
+    def __init__(self, reason: AdminError):
+        super().__init__("")
+        self.reason = reason
+
+    def _connect(self) -> socket.socket:
+        raise self.reason

@@ -479,14 +479,18 @@ class AdminOperations:
         return await self._change(lambda document: document["targets"].remove(self._target(document, iqn)))
 
     @operation("tpg.set")
-    async def tpg_set(self, iqn: str, demo_mode: bool | None = None) -> dict[str, Any]:
+    async def tpg_set(self, iqn: str, demo_mode: bool | None = None,
+                      demo_mode_write_protect: bool | None = None) -> dict[str, Any]:
         """Change TPG attributes; demo_mode=true lets any initiator log in (ACLs not needed),
-        demo_mode=false ends the sessions of initiators no ACL names."""
+        demo_mode=false ends the sessions of initiators no ACL names; demo_mode_write_protect
+        makes every LUN read-only to those sessions from their next command."""
 
         def edit(document: dict[str, Any]) -> None:
             target = self._target(document, iqn)
             if demo_mode is not None:
                 target["demo_mode"] = demo_mode
+            if demo_mode_write_protect is not None:
+                target["demo_mode_write_protect"] = demo_mode_write_protect
 
         return await self._change(edit)
 

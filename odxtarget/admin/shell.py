@@ -22,21 +22,17 @@ from configshell_fb import ConfigNode, ConfigShell, ExecutionError
 from pyparsing import ParseException
 
 from odxtarget import __version__
-from odxtarget.admin.client import AdminClient, DaemonNotRunning
+from odxtarget.admin.client import AdminClient, DaemonNotRunning, UnreachableDaemon
 from odxtarget.admin.odx import TUNABLE_LIMITS
-from odxtarget.admin.protocol import AdminError, SOCKET_ENVIRONMENT
-from odxtarget.config import DaemonConfig, format_size
+from odxtarget.admin.locate import locate_control_socket
+from odxtarget.admin.protocol import RUN_CONTROL_SOCKET, SOCKET_ENVIRONMENT, AdminError
+from odxtarget.config import format_size
 
 PROGRAM = "odxtargetcli"
 #: Commands that work without a daemon (they only move around or describe the shell).
 LOCAL_COMMANDS = frozenset({"help", "exit", "pwd", "cd", "bookmarks", "get", "set"})
 CHAP_KEYS = ("userid", "password", "mutual_userid", "mutual_password")
 IQN_PREFIX = "iqn.2026-11.org.odxtarget"
-
-
-def default_socket_path() -> str:
-    """``$ODXTARGET_CONTROL_SOCKET``, else the default daemon's ``<state_dir>/control.sock``."""
-    return os.environ.get(SOCKET_ENVIRONMENT) or os.path.join(DaemonConfig().state_dir, "control.sock")
 
 
 def human_size(size: int) -> str:
@@ -416,9 +412,11 @@ class TargetNode(AdminNode):
 
 
 class TpgNode(AdminNode):
-    """The target portal group: set attribute demo_mode=true|false; set auth userid=... password=..."""
+    """The target portal group: set attribute demo_mode=true|false demo_mode_write_protect=true|false;
+    set auth userid=... password=..."""
 
-    remote_groups = {"attribute": ("demo_mode", "generate_node_acls", "authentication"), "auth": CHAP_KEYS}
+    remote_groups = {"attribute": ("demo_mode", "generate_node_acls", "demo_mode_write_protect", "authentication"),
+                     "auth": CHAP_KEYS}
 
     @property
     def iqn(self) -> str:
@@ -432,6 +430,7 @@ class TpgNode(AdminNode):
             return f"CHAP {param} every initiator must use unless its ACL sets its own (empty clears)."
         return {"demo_mode": "Any initiator may log in; ACLs are not needed.",
                 "generate_node_acls": "targetcli's name for demo_mode.",
+                "demo_mode_write_protect": "Initiators no ACL names see every LUN write-protected.",
                 "authentication": "Whether CHAP is required (true when credentials are set here or in an ACL)."}[param]
 
     def group_values(self, group):
@@ -439,6 +438,7 @@ class TpgNode(AdminNode):
         if group == "auth":
             return dict(target["chap"] or {})
         return {"demo_mode": target["demo_mode"], "generate_node_acls": target["demo_mode"],
+                "demo_mode_write_protect": target.get("demo_mode_write_protect", False),
                 "authentication": bool(target["chap"] or any(a["chap"] for a in target["acls"]))}
 
     def set_group(self, group, values):
@@ -451,6 +451,8 @@ class TpgNode(AdminNode):
     def summary(self):
         target = self.data
         access = "demo mode" if target["demo_mode"] else _plural(len(target["acls"]), "ACL")
+        if target["demo_mode"] and target.get("demo_mode_write_protect"):
+            access += " (write-protected)"
         auth = _auth_summary(target["chap"])
         if not target["chap"] and any(a["chap"] for a in target["acls"]):
             auth = "CHAP per ACL"
@@ -713,8 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--socket", metavar="PATH", default=None,
-                        help=f"the daemon's control socket (default: ${SOCKET_ENVIRONMENT}, else"
-                             f" {default_socket_path()})")
+                        help=f"the daemon's control socket (default: ${SOCKET_ENVIRONMENT}, else the"
+                             " --config file's, else the first of ./run/control.sock, ./control.sock,"
+                             f" {RUN_CONTROL_SOCKET}, /var/lib/odxtarget/control.sock that exists)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="reach the daemon that serves this configuration file (its state_dir's control.sock)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="one shell command to run, e.g. /iscsi create iqn.2026-11.org.example:t1")
     return parser
@@ -722,7 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    client = AdminClient(arguments.socket or default_socket_path())
+    client: AdminClient
+    try:
+        client = AdminClient(locate_control_socket(arguments.socket, arguments.config))
+    except AdminError as error:
+        client = UnreachableDaemon(error)   # help, cd and the like still work
     shell = AdminShell(client)
     try:
         if arguments.command:

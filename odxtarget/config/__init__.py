@@ -47,6 +47,7 @@ from odxtarget.config.model import (
     RbdConfig,
     StorageObjectConfig,
     TargetConfig,
+    format_portal,
     port_group_of,
     resolve_extent_length,
 )
@@ -83,7 +84,7 @@ from odxtarget.config.vocabulary import (
 __all__ = [
     "AclConfig", "BlockConfig", "BLOCK_SIZES", "ChapConfig", "ConfigError", "DEFAULT_CONFIG_PATH",
     "DEFAULT_INACTIVITY_TIMEOUT", "DEFAULT_MAX_INACTIVITY_TIMEOUT", "DEFAULT_MAX_TOKEN_TRANSFER_BYTES",
-    "DEFAULT_OPTIMAL_TRANSFER_BYTES", "DaemonConfig", "EUI_NAME", "ExtentConfig", "IQN_NAME",
+    "DEFAULT_OPTIMAL_TRANSFER_BYTES", "DaemonConfig", "EUI_NAME", "ExtentConfig", "IQN_NAME", "format_portal",
     "ISCSI_SECTION", "LOG_LEVELS", "LimitKey", "LimitSection", "LunMapping", "MAX_ALIAS_BYTES",
     "MAX_BLOCKS_PER_PHYSICAL_BLOCK", "MAX_CHAP_NAME_BYTES", "MAX_CHAP_SECRET_BYTES",
     "MAX_INACTIVITY_TIMEOUT", "MAX_ISCSI_NAME_BYTES", "MAX_LUN", "MAX_PORT", "MAX_RANGE_DESCRIPTORS",

@@ -89,6 +89,8 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
         "portals": [{"ip": p.ip, "port": p.port} for p in target.portals],
         "luns": [{"lun": m.lun, "storage_object": m.storage_object} for m in target.luns],
         "demo_mode": target.demo_mode,
+        **({"demo_mode_write_protect": True} if target.demo_mode_write_protect else {}),
+        **({"allow_unauthenticated_writes": True} if target.allow_unauthenticated_writes else {}),
         "chap": _dump_chap(target.chap),
         "acls": [{"initiator": a.initiator, "chap": _dump_chap(a.chap)} for a in target.acls],
     }

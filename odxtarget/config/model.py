@@ -6,6 +6,7 @@ these dataclasses. ``odxtarget.config.parser`` builds them from a decoded file a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass, field
 
 from odxtarget.config.limit_sections import ODX_SECTION
@@ -96,6 +97,11 @@ class PortalConfig:
     port: int = 3260
 
 
+def format_portal(portal: PortalConfig) -> str:
+    """``ip:port``, with an IPv6 address in brackets (RFC 3986 3.2.2)."""
+    return f"[{portal.ip}]:{portal.port}" if ":" in portal.ip else f"{portal.ip}:{portal.port}"
+
+
 @dataclass(slots=True)
 class LunMapping:
     lun: int
@@ -109,6 +115,12 @@ class TargetConfig:
     luns: list[LunMapping] = field(default_factory=list)
     acls: list[AclConfig] = field(default_factory=list)
     demo_mode: bool = False          # any initiator may log in (ACLs ignored for admission)
+    #: Demo-mode sessions (initiators no ACL names) see every LUN write-protected, like LIO's
+    #: TPG attribute of the same name (docs/security.md, "Demo mode").
+    demo_mode_write_protect: bool = False
+    #: Accept a demo-mode target without CHAP that anyone can write to on a non-loopback
+    #: portal (docs/security.md, "Demo mode"); the daemon still warns at startup.
+    allow_unauthenticated_writes: bool = False
     chap: ChapConfig | None = None   # required of every initiator when set (unless its ACL sets its own)
     tpgt: int = 1
     alias: str | None = None
@@ -116,6 +128,15 @@ class TargetConfig:
     #: "Several gateways"): each is a target port group with one port in REPORT TARGET PORT
     #: GROUPS. Empty: this gateway alone.
     port_groups: list[int] = field(default_factory=list)
+
+    def unauthenticated_write_portals(self, writable_objects: set[str]) -> list[PortalConfig]:
+        """The non-loopback portals on which any initiator may log in without CHAP and write
+        (demo mode, no target CHAP, not demo-write-protected, a LUN of ``writable_objects``)."""
+        if not self.demo_mode or self.chap is not None or self.demo_mode_write_protect:
+            return []
+        if not any(mapping.storage_object in writable_objects for mapping in self.luns):
+            return []
+        return [portal for portal in self.portals if not ipaddress.ip_address(portal.ip).is_loopback]
 
     def target_port_groups(self) -> list[int]:
         """The port groups REPORT TARGET PORT GROUPS lists, in order (SPC-4 6.37)."""

@@ -27,6 +27,7 @@ from odxtarget.config.model import (
     RbdConfig,
     StorageObjectConfig,
     TargetConfig,
+    format_portal,
     resolve_extent_length,
 )
 from odxtarget.config.vocabulary import (
@@ -114,7 +115,8 @@ class _Parser:
     EXTENT_KEYS = ("path", "offset", "length")
     RBD_KEYS = ("pool", "image", "conf", "client", "keyring")
     BLOCK_KEYS = ("path",)
-    TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls", "port_groups")
+    TARGET_KEYS = ("iqn", "tpgt", "alias", "portals", "luns", "demo_mode", "chap", "acls", "port_groups",
+                   "demo_mode_write_protect", "allow_unauthenticated_writes")
     PORTAL_KEYS = ("ip", "port")
     LUN_KEYS = ("lun", "storage_object")
     ACL_KEYS = ("initiator", "chap")
@@ -266,11 +268,25 @@ class _Parser:
             target = self.target(item, f"targets[{index}]", names, seen_iqns)
             if target is not None:
                 config.targets.append(target)
+                self.check_unauthenticated_writes(target, f"targets[{index}]", config.storage_objects)
         mapped = {m.storage_object for t in config.targets for m in t.luns}
         for so in config.storage_objects:
             if so.name not in mapped:
                 self.warnings.append(f'storage object "{so.name}" is not mapped by any target')
         return config
+
+    def check_unauthenticated_writes(self, target: TargetConfig, path: str,
+                                     storage_objects: list[StorageObjectConfig]) -> None:
+        """Refuse a target anyone may write to without CHAP from another host, unless the file
+        says ``allow_unauthenticated_writes`` (docs/security.md, "Demo mode")."""
+        writable = {so.name for so in storage_objects if not so.read_only}
+        exposed = target.unauthenticated_write_portals(writable)
+        if exposed and not target.allow_unauthenticated_writes:
+            where = ", ".join(format_portal(portal) for portal in exposed)
+            self.problem(path, f"target {target.iqn} lets any initiator write without CHAP on {where}"
+                               ' (demo_mode true, no chap, writable LUNs): set "chap", or'
+                               ' "demo_mode_write_protect": true, or ACLs with demo_mode false, or'
+                               ' loopback portals only, or "allow_unauthenticated_writes": true')
 
     # -- limits sections ----------------------------------------------------------------------
 
@@ -605,6 +621,8 @@ class _Parser:
                 f"must be printable text of at most {MAX_ALIAS_BYTES} bytes",
             )
         demo_mode = self.boolean(item, "demo_mode", path, False)
+        demo_mode_write_protect = self.boolean(item, "demo_mode_write_protect", path, False)
+        allow_unauthenticated_writes = self.boolean(item, "allow_unauthenticated_writes", path, False)
         chap = self.chap(item.get("chap"), _join(path, "chap"))
 
         portals: list[PortalConfig] = []
@@ -688,6 +706,8 @@ class _Parser:
         return TargetConfig(
             iqn=iqn, portals=portals, luns=luns, acls=acls, demo_mode=demo_mode, chap=chap,
             tpgt=tpgt, alias=alias, port_groups=port_groups,
+            demo_mode_write_protect=demo_mode_write_protect,
+            allow_unauthenticated_writes=allow_unauthenticated_writes,
         )
 
     def port_groups(self, item: dict, path: str, tpgt: int) -> list[int]:

@@ -793,7 +793,7 @@ class CopyManager:
         for number, segment in enumerate(copy_list.segments):
             source_lu = self._resolve_cscd(lu, command, target, copy_list, segment.source_index, number)
             destination_lu = self._resolve_cscd(lu, command, target, copy_list, segment.destination_index, number)
-            if destination_lu.write_protected:
+            if destination_lu.write_protected or command.write_protected:
                 raise WriteProtected()
             unit = destination_lu.block_size if segment.count_in_destination_blocks else source_lu.block_size
             size = segment.blocks * unit

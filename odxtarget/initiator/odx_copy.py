@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import itertools
 import struct
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TextIO
+from dataclasses import asdict, dataclass, field
 
 from odxtarget.copy.constants import ROD_TOKEN_SIZE, CopyInAction, CopyOutAction
 from odxtarget.copy.params import build_populate_token_list, build_write_using_token_list
 from odxtarget.copy.token import make_zero_token
 from odxtarget.initiator import libiscsi, sg_io
+from odxtarget.initiator.progress import NoProgress, ProgressDisplay
 from odxtarget.scsi.sense import SenseData
 
 DEFAULT_ISCSI_PORT = 3260
@@ -73,6 +72,22 @@ class UrlError(CopyError):
     pass
 
 
+class CopyFailed(CopyError):
+    """A copy that failed part way; ``summary`` says how far it got."""
+
+    def __init__(self, reason: str, summary: CopySummary) -> None:
+        super().__init__(reason)
+        self.summary = summary
+
+
+class CopyInterrupted(Exception):
+    """The user interrupted the copy (SIGINT, KeyboardInterrupt); ``summary`` says how far it got."""
+
+    def __init__(self, summary: CopySummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
 class OdxRefused(Exception):
     """The target does not do ODX for this request; a plain copy may still work."""
 
@@ -93,10 +108,13 @@ class IscsiUrl:
     password: str | None = None
     lba: int = 0
     blocks: int | None = None        # None: to the end of the LU (or the other side's count)
+    #: Mutual CHAP: the name and secret the target must answer with (RFC 7143 12.1.3).
+    target_user: str | None = None
+    target_password: str | None = None
 
     @property
     def target_key(self) -> tuple[object, ...]:
-        return (self.host, self.port, self.iqn, self.user, self.password)
+        return (self.host, self.port, self.iqn, self.user, self.password, self.target_user, self.target_password)
 
 
 def _non_negative(text: str, what: str, url: str) -> int:
@@ -171,47 +189,32 @@ def parse_copy_url(argument: str) -> IscsiUrl | sg_io.DeviceUrl:
 
 @dataclass(slots=True)
 class CopySummary:
+    """What a copy did: bytes written to the destination, by which method, in how long."""
+
     bytes: int
     seconds: float
     method: str
+    total_bytes: int = 0
+    odx_bytes: int = 0
+    fallback_bytes: int = 0
+    populate_tokens: int = 0             # POPULATE TOKEN commands that returned a token
+    write_using_tokens: int = 0          # WRITE USING TOKEN commands sent
+    truncated_writes: int = 0            # WUTs that wrote less than asked (SBC-4 4.28.2)
 
     def line(self) -> str:
         rate = self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
         return f"{self.bytes} bytes in {self.seconds:.2f} s ({rate:.1f} MB/s), method: {self.method}"
 
-
-class Progress:
-    """A one-line percentage and MB/s display, redrawn at most every ``interval`` seconds."""
-
-    def __init__(self, total_bytes: int, stream: TextIO | None = None, interval: float = 0.2) -> None:
-        self.total = total_bytes
-        self.stream = stream
-        self.interval = interval
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-
-    def update(self, done_bytes: int, *, force: bool = False) -> None:
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_draw < self.interval:
-            return
-        self._last_draw = now
-        elapsed = max(now - self.started, 1e-9)
-        percent = 100.0 * done_bytes / self.total if self.total else 100.0
-        self.stream.write(f"\r{percent:5.1f}%  {done_bytes / elapsed / 1e6:8.1f} MB/s")
-        self.stream.flush()
-
-    def finish(self, done_bytes: int) -> None:
-        if self.stream is not None:
-            self.update(done_bytes, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
-def progress_stream(requested: bool) -> TextIO | None:
-    """stderr when asked for, or when it is a terminal."""
-    return sys.stderr if requested or sys.stderr.isatty() else None
+#: Builds the progress display once the copy's size is known.
+ProgressFactory = Callable[[int], ProgressDisplay]
+
+
+def no_progress(total_bytes: int) -> ProgressDisplay:
+    return NoProgress()
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,8 +302,10 @@ class Sessions:
                     session = sg_io.SgIoSession(url.path)
                 else:
                     chap = (url.user, url.password or "") if url.user is not None else None
+                    mutual = ((url.target_user, url.target_password or "")
+                              if chap is not None and url.target_user is not None else None)
                     session = libiscsi.connect(url.host, url.port, url.iqn, url.lun,
-                                               initiator_name=self.initiator_name, chap=chap)
+                                               initiator_name=self.initiator_name, chap=chap, mutual_chap=mutual)
             except libiscsi.LibiscsiError as error:
                 raise CopyError(str(error)) from None
             self._open[url.target_key] = session
@@ -366,10 +371,15 @@ class _Copy:
     source: Endpoint | None
     count: int
     list_ids: ListIds
-    progress: Progress
+    progress: ProgressDisplay
     done: int = 0
     odx_blocks: int = 0
     fallback_blocks: int = 0
+    populate_tokens: int = 0
+    write_using_tokens: int = 0
+    truncated_writes: int = 0
+    #: The third-party copy command being sent (endpoint, list id), for COPY OPERATION ABORT.
+    in_flight: tuple[Endpoint, int] | None = None
     _stalled: int = field(default=0)
 
     @property
@@ -393,7 +403,9 @@ class _Copy:
         for _ in range(LIST_ID_RETRIES):
             list_id = self.list_ids.next()
             cdb = _third_party_copy_cdb(0x83, action, list_id, len(parameters))
+            self.in_flight = (endpoint, list_id)
             result = endpoint.session.scsi_command(endpoint.url.lun, cdb, data_out=parameters)
+            self.in_flight = None
             if not result.acknowledged:
                 raise CopyError(f"{endpoint.describe()}: connection lost during {what}")
             if (result.status == libiscsi.STATUS_CHECK_CONDITION
@@ -401,6 +413,20 @@ class _Copy:
                 continue
             return list_id, result
         raise CopyError(f"{endpoint.describe()}: {what}: list identifiers kept colliding")
+
+    def abort_in_flight(self) -> None:
+        """COPY OPERATION ABORT (SPC-4 6.3) for the PT or WUT whose answer did not arrive
+        (the user interrupted the wait): the target stops it and discards what it has not
+        written. Best effort: the session may already be unusable."""
+        if self.in_flight is None:
+            return
+        endpoint, list_id = self.in_flight
+        self.in_flight = None
+        cdb = struct.pack(">BBI10x", 0x83, CopyOutAction.COPY_OPERATION_ABORT, list_id)
+        try:
+            endpoint.session.scsi_command(endpoint.url.lun, cdb)
+        except libiscsi.LibiscsiError:
+            pass
 
     def _receive_rod_token_information(self, endpoint: Endpoint, list_id: int) -> bytes:
         cdb = _third_party_copy_cdb(0x84, CopyInAction.RECEIVE_ROD_TOKEN_INFORMATION, list_id,
@@ -443,6 +469,7 @@ class _Copy:
         descriptors_length = struct.unpack_from(">I", response, descriptors_at)[0]
         if descriptors_length < ROD_TOKEN_SIZE + ROD_TOKEN_RESTRICTED_SIZE:
             raise OdxRefused("RECEIVE ROD TOKEN INFORMATION returned no token")
+        self.populate_tokens += 1
         return response[token_at:token_at + ROD_TOKEN_SIZE], represented
 
     def write_using_token(self, token: bytes, offset_into_rod: int, blocks: int) -> int:
@@ -453,6 +480,7 @@ class _Copy:
             destination, CopyOutAction.WRITE_USING_TOKEN,
             lambda: build_write_using_token_list(token, [(lba, blocks)], offset_into_rod=offset_into_rod),
             "WRITE USING TOKEN")
+        self.write_using_tokens += 1
         if result.good:
             return blocks
         if (result.status == libiscsi.STATUS_CHECK_CONDITION
@@ -463,6 +491,7 @@ class _Copy:
             written = _information(result.sense_raw)
             if written == 0:
                 written = self._transfer_count(self._receive_rod_token_information(destination, list_id))
+            self.truncated_writes += 1
             return min(written, blocks)
         if result.status == libiscsi.STATUS_CHECK_CONDITION and result.sense_key == SENSE_ILLEGAL_REQUEST:
             raise OdxRefused(f"WRITE USING TOKEN: {result.describe()}")
@@ -532,9 +561,17 @@ class _Copy:
             return METHOD_ODX
         return METHOD_MIXED if self.odx_blocks else METHOD_FALLBACK
 
+    def summary(self, seconds: float) -> CopySummary:
+        size = self.block_size
+        return CopySummary(self.done * size, seconds, self.method(), self.count * size, self.odx_blocks * size,
+                           self.fallback_blocks * size, self.populate_tokens, self.write_using_tokens,
+                           self.truncated_writes)
+
 
 def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallback: bool,
          why_not: str) -> CopySummary:
+    """Run the copy; a failure ends in ``CopyFailed``, Ctrl-C in ``CopyInterrupted``, each
+    with how far it got."""
     started = time.monotonic()
     try:
         if odx_possible:
@@ -548,17 +585,26 @@ def _run(copy: _Copy, odx: Callable[[], None], odx_possible: bool, allow_fallbac
             copy.run_fallback()
         else:
             raise CopyError(f"{why_not} and --no-fallback is set")
-    except libiscsi.LibiscsiError as error:
-        raise CopyError(str(error)) from None
+    except KeyboardInterrupt:
+        copy.abort_in_flight()
+        raise CopyInterrupted(copy.summary(time.monotonic() - started)) from None
+    except (CopyError, libiscsi.LibiscsiError) as error:
+        raise CopyFailed(str(error), copy.summary(time.monotonic() - started)) from None
     copy.progress.finish(copy.done * copy.block_size)
-    return CopySummary(copy.done * copy.block_size, time.monotonic() - started, copy.method())
+    return copy.summary(time.monotonic() - started)
 
 
-def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True,
-               progress: TextIO | None = None,
+def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl | sg_io.DeviceUrl, *,
+               allow_fallback: bool = True, progress: ProgressFactory = no_progress,
                initiator_name: str = COPY_INITIATOR_NAME, offload: bool = True) -> CopySummary:
     """Copy the source range onto the destination range, by ODX when both ends offer it
-    (and ``offload``: False copies by READ/WRITE only, e.g. to compare the two)."""
+    (and ``offload``: False copies by READ/WRITE only, e.g. to compare the two).
+
+    Raises:
+        CopyError: nothing was copied (a bad URL, a refused login, ranges that do not fit), or
+            ``CopyFailed``: the copy failed part way, and says how far it got.
+        CopyInterrupted: Ctrl-C (SIGINT) during the copy; it says how far it got.
+    """
     sessions = Sessions(initiator_name)
     try:
         source = sessions.endpoint(source_url)
@@ -572,23 +618,24 @@ def copy_range(source_url: IscsiUrl | sg_io.DeviceUrl, destination_url: IscsiUrl
         source.limits = read_token_limits(source)
         destination.limits = read_token_limits(destination)
         missing = [side.describe() for side in (source, destination) if side.limits is None]
-        copy = _Copy(destination, source, count, ListIds(), Progress(count * destination.block_size, progress))
+        copy = _Copy(destination, source, count, ListIds(), progress(count * destination.block_size))
         return _run(copy, copy.run_odx_copy, offload and not missing, allow_fallback,
                     f"no ODX (Third-party Copy VPD page 8Fh) on {', '.join(missing)}")
     finally:
         sessions.close()
 
 
-def zero_range(destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True, progress: TextIO | None = None,
+def zero_range(destination_url: IscsiUrl | sg_io.DeviceUrl, *, allow_fallback: bool = True,
+               progress: ProgressFactory = no_progress,
                initiator_name: str = COPY_INITIATOR_NAME, offload: bool = True) -> CopySummary:
     """Zero the destination range with the block device zero ROD token (SBC-4 4.28.4), or by
-    writing zeros when the target has no ODX or ``offload`` is False."""
+    writing zeros when the target has no ODX or ``offload`` is False. Raises as ``copy_range``."""
     sessions = Sessions(initiator_name)
     try:
         destination = sessions.endpoint(destination_url)
         count = _resolve_count(None, destination)
         destination.limits = read_token_limits(destination)
-        copy = _Copy(destination, None, count, ListIds(), Progress(count * destination.block_size, progress))
+        copy = _Copy(destination, None, count, ListIds(), progress(count * destination.block_size))
         return _run(copy, copy.run_odx_zero, offload and destination.limits is not None, allow_fallback,
                     f"no ODX (Third-party Copy VPD page 8Fh) on {destination.describe()}")
     finally:

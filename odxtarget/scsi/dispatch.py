@@ -16,7 +16,8 @@ Theory of operation
    persistent reservation is held (``reservation_conflict``, which the copy manager also
    applies to the logical units a copy reads and writes);
 6. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
-7. write protection (read-only LU or SWP) for commands that change the medium;
+7. write protection (read-only LU, SWP, or a nexus the front end gives read-only access,
+   ``ScsiCommand.write_protected``) for commands that change the medium;
 8. the handler.
 
 Handlers raise ``ScsiError``; here it becomes status and sense in the format the control
@@ -91,8 +92,8 @@ def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | Non
             raise ReservationConflict()
         if len(cdb) < spec.cdb_length or int.from_bytes(cdb[:spec.cdb_length], "big") & spec.reserved_mask:
             spec.check_reserved_bits(cdb)
-        if flags & _WRITES and lu.write_protected:
-            raise WriteProtected() if lu.read_only else SoftwareWriteProtected()
+        if flags & _WRITES and (lu.write_protected or command.write_protected):
+            raise WriteProtected() if lu.read_only or command.write_protected else SoftwareWriteProtected()
         outcome = spec.handler(lu, command, target)
     except BaseException as exc:  # noqa: BLE001 - mapped to status and sense, never raised
         outcome = _error_outcome(lu, spec, command, exc)

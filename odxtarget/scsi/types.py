@@ -54,6 +54,10 @@ class ScsiCommand:
     expected_transfer_length: int = 0
     task_tag: int = 0
     task_attribute: int = 0  # a TaskAttribute: 0 simple, 1 head of queue, 2 ordered, 4 ACA
+    #: The front end's access rule makes the LU read-only for this command's I_T nexus (a
+    #: demo-mode session of a target with demo_mode_write_protect): the dispatcher refuses
+    #: writes with WRITE PROTECTED and MODE SENSE reports WP, as for a read-only LU.
+    write_protected: bool = False
 
 
 class TaskAttribute(enum.IntEnum):

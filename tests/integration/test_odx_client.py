@@ -106,7 +106,8 @@ def test_copy_across_two_luns_with_progress(odx_daemon):
                             f"{odx_daemon.url(1)}?lba=512")
         assert completed.returncode == 0, completed.stderr
         assert "method: odx" in completed.stdout
-        assert "100.0%" in completed.stderr and "MB/s" in completed.stderr
+        assert "odxtarget copy: 8.0 MiB of 8.0 MiB (100%)" in completed.stderr
+        assert "/s, ETA 00:00" in completed.stderr
         assert read_digest(session, 1, 512, size) == expected
 
 

@@ -1007,7 +1007,8 @@ class IscsiConnection:
                  data_out, r2ts_sent: int, *, numbered: bool, in_window: bool = False) -> None:
         """Run one command in the core: answer it now, or once its storage work is done."""
         session = self.session
-        outcome = session.scsi_target.execute(ScsiCommand(cdb, session.nexus, lun, data_out, edtl, itt, attribute))
+        outcome = session.scsi_target.execute(ScsiCommand(cdb, session.nexus, lun, data_out, edtl, itt, attribute,
+                                                             session.write_protected))
         if outcome.__class__ is not Pending:
             self._leave_window(in_window)      # its answer already advertises the freed place
             self._respond(itt, lun_field, read, edtl, r2ts_sent, outcome)

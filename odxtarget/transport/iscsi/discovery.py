@@ -107,6 +107,12 @@ def initiator_may_access(target: TargetConfig, initiator_name: str) -> bool:
     return target.demo_mode or matching_acl(target, initiator_name) is not None
 
 
+def session_write_protected(target: TargetConfig, initiator_name: str) -> bool:
+    """A demo-mode session (no ACL names the initiator) of a target with
+    ``demo_mode_write_protect`` sees every LUN write-protected (docs/security.md, "Demo mode")."""
+    return target.demo_mode_write_protect and matching_acl(target, initiator_name) is None
+
+
 def format_target_address(ip: str, port: int, portal_group_tag: int) -> str:
     """``<domainname>[:port][,tpgt]`` of RFC 7143 13.8, IPv6 literal in brackets."""
     host = ip

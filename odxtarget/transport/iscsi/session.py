@@ -26,6 +26,7 @@ from typing import Protocol
 from odxtarget.config import TargetConfig, port_group_of
 from odxtarget.scsi.types import ItNexus, TargetPort
 from odxtarget.transport.iscsi.admission import Admission
+from odxtarget.transport.iscsi.discovery import session_write_protected
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.iscsi.ordering import CommandWindow
 
@@ -63,6 +64,8 @@ class Session:
     connection: SessionConnection | None = None
     closed: bool = False
     peer_address: str = ""              # the source IP address admission counts it under
+    #: Every LUN is read-only to this session (``discovery.session_write_protected``).
+    write_protected: bool = False
 
     @property
     def identity(self) -> tuple[str, bytes, str | None]:
@@ -84,12 +87,12 @@ class SessionRegistry:
     def __init__(self, targets: list[tuple[TargetConfig, TargetPort]] | None = None, *,
                  limits: IscsiLimits | None = None):
         self._targets: dict[str, tuple[TargetConfig, TargetPort]] = {}
+        self._by_tsih: dict[int, Session] = {}
         for config, scsi_target in targets or []:
             self.set_target(config, scsi_target)
         self.limits = limits if limits is not None else IscsiLimits()
         self.command_window = self.limits.max_tasks_per_connection
         self.admission = Admission(self.limits)
-        self._by_tsih: dict[int, Session] = {}
         self._next_tsih = 1
 
     # TargetDirectory -----------------------------------------------------------------------
@@ -108,6 +111,10 @@ class SessionRegistry:
         """Publish a new or changed target: logins and discovery see it from now on."""
         self._targets[config.iqn] = (config, scsi_target)
         scsi_target.set_task_aborter(self.abort_tasks_of)
+        for session in self._by_tsih.values():
+            if session.target_name == config.iqn and session.nexus is not None:
+                session.target_config = config
+                session.write_protected = session_write_protected(config, session.initiator_name)
 
     def remove_target(self, target_name: str) -> None:
         """Unpublish a target (its sessions are the caller's business)."""
@@ -176,7 +183,8 @@ class SessionRegistry:
                           isid=bytes(isid), target_name=target_name, target_config=config,
                           scsi_target=scsi_target, nexus=nexus, parameters=parameters,
                           window=CommandWindow(exp_cmd_sn, self.command_window), initiator_alias=initiator_alias,
-                          peer_address=peer_address)
+                          peer_address=peer_address,
+                          write_protected=config is not None and session_write_protected(config, initiator_name))
         self._by_tsih[session.tsih] = session
         return session
 

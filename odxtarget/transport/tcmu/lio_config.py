@@ -160,7 +160,7 @@ class LioConfigurator:
         for attribute, value in (
             ("authentication", "1" if chap_everywhere else "0"),
             ("generate_node_acls", "1" if config.demo_mode else "0"),
-            ("demo_mode_write_protect", "0"),
+            ("demo_mode_write_protect", "1" if config.demo_mode_write_protect else "0"),
             ("cache_dynamic_acls", "1" if config.demo_mode else "0"),
             ("default_cmdsn_depth", str(DEFAULT_CMDSN_DEPTH)),
         ):

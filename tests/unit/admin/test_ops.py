@@ -253,3 +253,18 @@ def test_live_topology_changes_are_refused_in_lio_mode(admin):
     message = refused(admin, "extent.create", name="disk0", size="4M")
     assert message.startswith('frontend "lio": LIO owns targets, portals and LUNs')
     assert "disk0" not in admin.daemon.logical_units
+
+
+def test_demo_mode_write_protect_is_a_tpg_attribute_that_saves_and_gates_open_portals(admin):
+    build_target(admin)
+    admin.call("tpg.set", iqn=IQN, demo_mode="true")
+    message = refused(admin, "portal.create", iqn=IQN, ip="192.0.2.10", port=3260)
+    assert "lets any initiator write without CHAP on 192.0.2.10:3260" in message
+    admin.call("tpg.set", iqn=IQN, demo_mode_write_protect="true")
+    assert admin.daemon.config.targets[0].demo_mode_write_protect is True
+    admin.call("config.save")
+    saved = json.loads(open(admin.config_path).read())
+    assert saved["targets"][0]["demo_mode_write_protect"] is True
+    assert load_config(str(admin.config_path)).targets[0].demo_mode_write_protect is True
+    admin.call("tpg.set", iqn=IQN, demo_mode_write_protect=False)
+    assert admin.daemon.config.targets[0].demo_mode_write_protect is False

@@ -1,4 +1,5 @@
-"""Every JSON example in docs/configuration.md is a valid config (or storage object)."""
+"""Every JSON example in docs/configuration.md and the client-host pages is a valid config (or
+storage object)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 
 from odxtarget.config import parse_config
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+DOC = DOCS / "configuration.md"
 EXAMPLES = re.findall(r"```json\n(.*?)```", DOC.read_text(), re.S)
+CLIENT_EXAMPLES = re.findall(r"```json\n(.*?)```", (DOCS / "windows.md").read_text(), re.S)
 
 
 def test_the_document_has_examples():
@@ -29,3 +32,10 @@ def test_example_is_valid(block):
         }
     config = parse_config(obj, "/etc/odxtarget/config.json")
     assert config.storage_objects and config.targets
+
+
+def test_the_windows_page_example_is_valid():
+    [block] = CLIENT_EXAMPLES
+    config = parse_config(json.loads(block), "/etc/odxtarget/config.json")
+    assert [portal.ip for portal in config.targets[0].portals] == ["192.0.2.10", "198.51.100.10"]
+    assert config.targets[0].chap is not None and config.targets[0].chap.mutual_userid

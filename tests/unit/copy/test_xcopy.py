@@ -7,8 +7,9 @@ import struct
 
 from odxtarget.copy.token import creator_descriptor
 from odxtarget.copy.xcopy import build_extended_copy
-from odxtarget.scsi.types import Status
-from tests.unit.copy.odx_helpers import pattern, sense_triplet
+from odxtarget.scsi.execution import complete_inline
+from odxtarget.scsi.types import ScsiCommand, Status
+from tests.unit.copy.odx_helpers import NEXUS, pattern, sense_triplet
 from tests.support.copy_cdbs import lid1_cdb, xcopy_cdb
 
 ILLEGAL, COPY_ABORTED = 0x5, 0xA
@@ -108,3 +109,16 @@ def test_extended_copy_cancels_live_tokens_on_destination(ext4_env):
     token = env.token(0, [(4096, 8)])
     assert xcopy(env, build_extended_copy(1, [cscd(lu)], [(0, 0, 8, 0, 4096)])).status == Status.GOOD
     assert sense_triplet(env.write_using(0, token, [(100, 8)])) == (ILLEGAL, 0x23, 0x08)
+
+
+def test_a_write_protected_nexus_cannot_make_an_extended_copy_write(env):
+    """A demo-mode session of a demo_mode_write_protect target (ScsiCommand.write_protected)
+    is refused as a read-only destination is, and nothing is written."""
+    source = env.add_lu(0)
+    destination = env.add_lu(1)
+    env.write(0, 0, pattern(8 * 512, 3))
+    data = build_extended_copy(3, [cscd(source), cscd(destination)], [(0, 1, 8, 0, 0)])
+    result = complete_inline(env.target.execute(ScsiCommand(xcopy_cdb(len(data)), NEXUS, 0, data, len(data),
+                                                            write_protected=True)))
+    assert sense_triplet(result) == (0x07, 0x27, 0x00)
+    assert env.read(1, 0, 8) == bytes(8 * 512)
