@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from odxtarget.config.limit_sections import ISCSI_SECTION, ODX_SECTION, LimitSection
-from odxtarget.config.model import ChapConfig, DaemonConfig, RbdConfig, StorageObjectConfig, TargetConfig
+from odxtarget.config.model import AclConfig, ChapConfig, DaemonConfig, RbdConfig, StorageObjectConfig, TargetConfig
 from odxtarget.config.vocabulary import format_size
 
 
@@ -92,5 +92,13 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
         **({"demo_mode_write_protect": True} if target.demo_mode_write_protect else {}),
         **({"allow_unauthenticated_writes": True} if target.allow_unauthenticated_writes else {}),
         "chap": _dump_chap(target.chap),
-        "acls": [{"initiator": a.initiator, "chap": _dump_chap(a.chap)} for a in target.acls],
+        "acls": [_dump_acl(acl) for acl in target.acls],
     }
+
+
+def _dump_acl(acl: AclConfig) -> dict[str, Any]:
+    dumped: dict[str, Any] = {"initiator": acl.initiator, "chap": _dump_chap(acl.chap)}
+    if acl.mapped_luns is not None:
+        dumped["mapped_luns"] = [{"mapped_lun": m.mapped_lun, "lun": m.lun, "write_protect": m.write_protect}
+                                 for m in acl.mapped_luns]
+    return dumped

@@ -86,9 +86,21 @@ class ChapConfig:
 
 
 @dataclass(slots=True)
+class MappedLunConfig:
+    """One LUN an ACL's initiator sees (targetcli's mapped LUN; docs/configuration.md, "ACLs")."""
+
+    mapped_lun: int               # the number the initiator sees (REPORT LUNS, commands)
+    lun: int                      # the target's LUN it shows
+    write_protect: bool = False   # writes refused with DATA PROTECT, WRITE PROTECTED (SPC-4 4.5.6)
+
+
+@dataclass(slots=True)
 class AclConfig:
     initiator: str                  # initiator IQN allowed to log in
     chap: ChapConfig | None = None  # overrides the target's CHAP for this initiator
+    #: LUN masking: the initiator sees exactly these. None: every LUN of the target under its
+    #: own number (targetcli's auto_add_mapped_luns), following the target's LUNs live.
+    mapped_luns: list[MappedLunConfig] | None = None
 
 
 @dataclass(slots=True)

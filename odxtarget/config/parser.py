@@ -22,6 +22,7 @@ from odxtarget.config.model import (
     DaemonConfig,
     ExtentConfig,
     LunMapping,
+    MappedLunConfig,
     OdxConfig,
     PortalConfig,
     RbdConfig,
@@ -119,7 +120,8 @@ class _Parser:
                    "demo_mode_write_protect", "allow_unauthenticated_writes")
     PORTAL_KEYS = ("ip", "port")
     LUN_KEYS = ("lun", "storage_object")
-    ACL_KEYS = ("initiator", "chap")
+    ACL_KEYS = ("initiator", "chap", "mapped_luns")
+    MAPPED_LUN_KEYS = ("mapped_lun", "lun", "write_protect")
     CHAP_KEYS = ("userid", "password", "mutual_userid", "mutual_password")
 
     def __init__(self, base_dir: str):
@@ -687,13 +689,14 @@ class _Parser:
                 continue
             initiator = self.iscsi_name(entry, "initiator", here)
             acl_chap = self.chap(entry.get("chap"), _join(here, "chap"))
+            mapped_luns = self.mapped_luns(entry, here, {m.lun for m in luns})
             if initiator is not None:
                 first = seen_initiators.setdefault(initiator, here)
                 if first != here:
                     self.problem(
                         _join(here, "initiator"), f'duplicate ACL for "{initiator}" (also {first})'
                     )
-                acls.append(AclConfig(initiator, acl_chap))
+                acls.append(AclConfig(initiator, acl_chap, mapped_luns))
 
         if len(self.problems) > problems_before:
             return None
@@ -709,6 +712,35 @@ class _Parser:
             demo_mode_write_protect=demo_mode_write_protect,
             allow_unauthenticated_writes=allow_unauthenticated_writes,
         )
+
+    def mapped_luns(self, acl: dict, path: str, target_luns: set[int]) -> list[MappedLunConfig] | None:
+        """An ACL's ``mapped_luns`` (LUN masking): each names one of the target's LUNs and the
+        number the initiator sees it under, unique within the ACL; None when absent."""
+        raw = self.array(acl, "mapped_luns", path)
+        if raw is None:
+            return None
+        here = _join(path, "mapped_luns")
+        mapped: list[MappedLunConfig] = []
+        seen: dict[int, str] = {}
+        for index, entry in enumerate(raw):
+            entry_path = f"{here}[{index}]"
+            if self.object(entry, entry_path, self.MAPPED_LUN_KEYS, required=("mapped_lun", "lun")) is None:
+                continue
+            number = self.integer(entry, "mapped_lun", entry_path, None, 0, MAX_LUN)
+            lun = self.integer(entry, "lun", entry_path, None, 0, MAX_LUN)
+            write_protect = self.boolean(entry, "write_protect", entry_path, False)
+            if number is not None:
+                first = seen.setdefault(number, entry_path)
+                if first != entry_path:
+                    self.problem(_join(entry_path, "mapped_lun"), f"duplicate mapped LUN {number} (also {first})")
+                    number = None
+            if lun is not None and lun not in target_luns:
+                known = ", ".join(str(n) for n in sorted(target_luns)) or "none"
+                self.problem(_join(entry_path, "lun"), f"the target has no LUN {lun} (its LUNs: {known})")
+                lun = None
+            if number is not None and lun is not None:
+                mapped.append(MappedLunConfig(number, lun, write_protect))
+        return mapped
 
     def port_groups(self, item: dict, path: str, tpgt: int) -> list[int]:
         """``port_groups``: distinct TPGTs of 1 to 65535 that include the target's own."""
