@@ -12,7 +12,9 @@ Every admin change produces a complete new ``DaemonConfig`` (validated by ``pars
    map and unmap LUNs (REPORTED LUNS DATA HAS CHANGED for the nexuses that can see the target),
    publish targets and their ACL/CHAP settings to the login path, end the sessions the new
    settings would not admit (``withdrawn_admission``: target deleted, ACL deleted, demo mode
-   turned off, CHAP credentials changed), close what is no longer used.
+   turned off, CHAP credentials changed) and those whose LUN mask changed (an ACL's mapped
+   LUNs, ``lun_masking.lun_map_of``: a session keeps the map it logged in with, so it logs in
+   again to get the new one), close what is no longer used.
 
 ``reopen_storage`` is the way out of a storage object's write-back failed state
 (docs/errors.md): fresh files under the same logical unit, and the state cleared.
@@ -42,6 +44,7 @@ from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.lu import WriteBackFailure
 from odxtarget.storage.extents import FileExtentBackend
 from odxtarget.transport.iscsi.discovery import matching_acl
+from odxtarget.transport.iscsi.lun_masking import lun_map_of
 
 if TYPE_CHECKING:
     from odxtarget.admin.odx import OdxView
@@ -74,6 +77,8 @@ def withdrawn_admission(before: TargetConfig, after: TargetConfig, initiator: st
         return "demo mode turned off and no ACL names the initiator"
     if _credentials(before, initiator) != _credentials(after, initiator):
         return "CHAP credentials changed by the administrator"
+    if lun_map_of(before, initiator) != lun_map_of(after, initiator):
+        return "its mapped LUNs changed by the administrator"
     return None
 
 
@@ -256,8 +261,11 @@ class LiveState:
 
     def _end_sessions_no_longer_admitted(self, before: TargetConfig, after: TargetConfig) -> None:
         """A session lives on what admitted it at login: when ``after`` would refuse that login
-        (or ask other CHAP credentials), the session ends (docs/admin.md, "Live changes")."""
-        if (before.demo_mode, before.chap, before.acls) == (after.demo_mode, after.chap, after.acls):
+        (or ask other CHAP credentials, or show other mapped LUNs), the session ends
+        (docs/admin.md, "Live changes")."""
+        masked = any(acl.mapped_luns is not None for acl in (*before.acls, *after.acls))
+        if ((before.demo_mode, before.chap, before.acls) == (after.demo_mode, after.chap, after.acls)
+                and not (masked and before.luns != after.luns)):
             return
         server = self.server
         if server is None:

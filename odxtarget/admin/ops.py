@@ -35,6 +35,7 @@ from odxtarget.admin import saving
 from odxtarget.admin.live import LiveState
 from odxtarget.admin.odx import TUNABLE_LIMITS, OdxView
 from odxtarget.admin.protocol import AdminError
+from odxtarget.transport.iscsi.lun_masking import lun_map_of
 from odxtarget.config import (
     BLOCK_SIZES,
     ConfigError,
@@ -553,6 +554,10 @@ class AdminOperations:
             mapping = next((m for m in target["luns"] if m["lun"] == lun), None)
             if mapping is None:
                 raise AdminError(f"no LUN {lun} in {iqn}")
+            users = [f"{a['initiator']} (mapped LUN {m['mapped_lun']})" for a in target["acls"]
+                     for m in a.get("mapped_luns") or [] if m["lun"] == lun]
+            if users:
+                raise AdminError(f"LUN {lun} of {iqn} is shown to {', '.join(users)}; delete those mapped LUNs first")
             target["luns"].remove(mapping)
 
         return await self._change(edit)
@@ -600,6 +605,41 @@ class AdminOperations:
 
         return await self._change(edit)
 
+    @operation("mapped_lun.create")
+    async def mapped_lun_create(self, iqn: str, initiator: str, mapped_lun: int, lun: int,
+                                write_protect: bool = False) -> dict[str, Any]:
+        """Show the target's LUN ``lun`` to this initiator as LUN ``mapped_lun`` (LUN masking:
+        once an ACL has mapped LUNs, its initiator sees only those). Its sessions end; its
+        next login sees the new map."""
+
+        def edit(document: dict[str, Any]) -> dict[str, Any]:
+            target = self._target(document, iqn)
+            acl = self._acl(target, initiator)
+            if all(m["lun"] != lun for m in target["luns"]):
+                raise AdminError(f"no LUN {lun} in {iqn} (see `ls /iscsi/{iqn}/tpg{target['tpgt']}/luns`)")
+            mapped = acl.setdefault("mapped_luns", [])
+            if any(m["mapped_lun"] == mapped_lun for m in mapped):
+                raise AdminError(f"mapped LUN {mapped_lun} already exists in the ACL for {initiator}")
+            mapped.append({"mapped_lun": mapped_lun, "lun": lun, "write_protect": write_protect})
+            return {"mapped_lun": mapped_lun, "lun": lun, "write_protect": write_protect}
+
+        return await self._change(edit)
+
+    @operation("mapped_lun.delete")
+    async def mapped_lun_delete(self, iqn: str, initiator: str, mapped_lun: int) -> dict[str, Any]:
+        """Stop showing mapped LUN ``mapped_lun`` to this initiator. Its sessions end; an ACL
+        left with no mapped LUNs sees none (delete and create the ACL to show every LUN)."""
+
+        def edit(document: dict[str, Any]) -> None:
+            acl = self._acl(self._target(document, iqn), initiator)
+            mapped = acl.get("mapped_luns") or []
+            entry = next((m for m in mapped if m["mapped_lun"] == mapped_lun), None)
+            if entry is None:
+                raise AdminError(f"no mapped LUN {mapped_lun} in the ACL for {initiator}")
+            mapped.remove(entry)
+
+        return await self._change(edit)
+
     # -- portals -----------------------------------------------------------------------------------
 
     @operation("portal.create")
@@ -642,9 +682,17 @@ class AdminOperations:
             if session.get("session_type") == "Discovery":
                 continue
             scsi_target = self.live.scsi_target(session.get("target") or "")
-            session["luns"] = scsi_target.lun_numbers() if scsi_target is not None else []
+            session["luns"] = self._session_luns(session, scsi_target)
             out.append(session)
         return sorted(out, key=lambda s: (s.get("target") or "", s.get("tsih") or 0))
+
+    def _session_luns(self, session: dict[str, Any], scsi_target: Any) -> list[int]:
+        """The LUN numbers a session sees: its ACL's mapped LUNs, else the target's."""
+        if scsi_target is None:
+            return []
+        config = next((t for t in self.config.targets if t.iqn == session.get("target")), None)
+        mask = lun_map_of(config, session.get("initiator") or "") if config is not None else None
+        return sorted(mask) if mask is not None else scsi_target.lun_numbers()
 
     # -- ODX ---------------------------------------------------------------------------------------
 

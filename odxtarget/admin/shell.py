@@ -165,7 +165,9 @@ class RootNode(AdminNode):
                 LunNode(f"lun{mapping['lun']}", luns, mapping)
             acls = AclsNode("acls", tpg, target)
             for acl in target["acls"]:
-                AclNode(acl["initiator"], acls, {"target": target["iqn"], **acl})
+                acl_node = AclNode(acl["initiator"], acls, {"target": target["iqn"], **acl})
+                for mapped in acl.get("mapped_luns") or []:
+                    MappedLunNode(f"mapped_lun{mapped['mapped_lun']}", acl_node, mapped)
             portals = PortalsNode("portals", tpg, target)
             for portal in target["portals"]:
                 PortalNode(f"{portal['ip']}:{portal['port']}", portals, portal)
@@ -528,7 +530,52 @@ class AclNode(AdminNode):
         return self.call("acl.set_auth", iqn=self.data["target"], initiator=self.name, **values)
 
     def summary(self):
-        return f"Mapped LUNs: all, {_auth_summary(self.data['chap'])}", True
+        mapped = self.data.get("mapped_luns")
+        shown = "all" if mapped is None else str(len(mapped))
+        return f"Mapped LUNs: {shown}, {_auth_summary(self.data['chap'])}", True
+
+    def ui_command_create(self, mapped_lun, tpg_lun_or_backstore, write_protect="false"):
+        """Shows the TPG's LUN TPG_LUN_OR_BACKSTORE (its number, lunN, or the storage object it
+        maps) to this initiator as LUN MAPPED_LUN, read-only when WRITE_PROTECT is true. Once an
+        ACL has mapped LUNs its initiator sees only those. The initiator's sessions end and see
+        the new map when they log in again."""
+        lun = self._tpg_lun(str(tpg_lun_or_backstore))
+        result = self.call("mapped_lun.create", iqn=self.data["target"], initiator=self.name,
+                           mapped_lun=str(mapped_lun).removeprefix("mapped_lun"), lun=lun,
+                           write_protect=write_protect)
+        access = "read-only" if result["write_protect"] else "read-write"
+        self.report(result, f"Created Mapped LUN {result['mapped_lun']} (TPG LUN {result['lun']}, {access}).")
+
+    def ui_command_delete(self, mapped_lun):
+        """Stops showing mapped LUN MAPPED_LUN to this initiator; its sessions end."""
+        number = str(mapped_lun).removeprefix("mapped_lun")
+        result = self.call("mapped_lun.delete", iqn=self.data["target"], initiator=self.name, mapped_lun=number)
+        self.report(result, f"Deleted Mapped LUN {number}.")
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        if current_param == "mapped_lun":
+            return [c.name for c in self.children if c.name.startswith(text)]
+        return []
+
+    def _tpg_lun(self, value: str) -> str:
+        """A TPG LUN number from ``N``, ``lunN``, or a storage object name or path it maps."""
+        number = value.removeprefix("lun")
+        if number.isdigit():
+            return number
+        name = value.rstrip("/").rsplit("/", 1)[-1]
+        target = next(t for t in self.get_root().snapshot["config"]["targets"] if t["iqn"] == self.data["target"])
+        for mapping in target["luns"]:
+            if mapping["storage_object"] == name:
+                return str(mapping["lun"])
+        raise ExecutionError(f'storage object "{name}" is not a LUN of this TPG; map it under luns first')
+
+
+class MappedLunNode(AdminNode):
+    """One LUN this initiator sees: the TPG LUN it shows, and whether it is write-protected."""
+
+    def summary(self):
+        access = "ro" if self.data["write_protect"] else "rw"
+        return f"lun{self.data['lun']} {access}", True
 
 
 class PortalsNode(AdminNode):

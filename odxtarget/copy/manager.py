@@ -793,8 +793,9 @@ class CopyManager:
         for number, segment in enumerate(copy_list.segments):
             source_lu = self._resolve_cscd(lu, command, target, copy_list, segment.source_index, number)
             destination_lu = self._resolve_cscd(lu, command, target, copy_list, segment.destination_index, number)
-            if destination_lu.write_protected or command.write_protected:
-                raise WriteProtected()
+            if destination_lu.write_protected or command.write_protected or (
+                    target is not None and target.write_protects(destination_lu)):
+                raise WriteProtected()   # read-only, or read-only to this nexus, or mapped write-protected to it
             unit = destination_lu.block_size if segment.count_in_destination_blocks else source_lu.block_size
             size = segment.blocks * unit
             if size % source_lu.block_size or size % destination_lu.block_size:

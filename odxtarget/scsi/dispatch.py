@@ -16,8 +16,10 @@ Theory of operation
    persistent reservation is held (``reservation_conflict``, which the copy manager also
    applies to the logical units a copy reads and writes);
 6. reserved/unsupported CDB bits (INVALID FIELD IN CDB with a byte+bit field pointer);
-7. write protection (read-only LU, SWP, or a nexus the front end gives read-only access,
-   ``ScsiCommand.write_protected``) for commands that change the medium;
+7. write protection (read-only LU, SWP, a nexus the front end gives read-only access,
+   ``ScsiCommand.write_protected``, or a write-protected mapped LUN of the target port the
+   command came through, ``ScsiTarget.write_protected_luns``) for commands that change the
+   medium;
 8. the handler.
 
 Handlers raise ``ScsiError``; here it becomes status and sense in the format the control
@@ -92,8 +94,11 @@ def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | Non
             raise ReservationConflict()
         if len(cdb) < spec.cdb_length or int.from_bytes(cdb[:spec.cdb_length], "big") & spec.reserved_mask:
             spec.check_reserved_bits(cdb)
-        if flags & _WRITES and (lu.write_protected or command.write_protected):
-            raise WriteProtected() if lu.read_only or command.write_protected else SoftwareWriteProtected()
+        if flags & _WRITES:
+            if lu.write_protected or command.write_protected:
+                raise WriteProtected() if lu.read_only or command.write_protected else SoftwareWriteProtected()
+            if target is not None and command.lun in target.write_protected_luns:
+                raise WriteProtected()
         outcome = spec.handler(lu, command, target)
     except BaseException as exc:  # noqa: BLE001 - mapped to status and sense, never raised
         outcome = _error_outcome(lu, spec, command, exc)
@@ -127,6 +132,14 @@ def _error_outcome(lu: "LogicalUnit", spec, command: ScsiCommand, exc: BaseExcep
     # The h11 rule: a bug must not take the target down.
     log.error("%s: internal error running CDB %s", lu.name, bytes(command.cdb[:16]).hex(), exc_info=exc)
     return error_result(InternalTargetFailure(), lu.mode.d_sense)
+
+
+def write_protected_for(lu: "LogicalUnit", command: ScsiCommand, target) -> bool:
+    """The medium of ``lu`` cannot be changed by ``command``: the LU is read-only or SWP is
+    set, the front end gives the command's nexus read-only access, or the command's target
+    port maps its LUN write-protected (MODE SENSE's WP bit, SBC-4 6.5.1)."""
+    return lu.write_protected or command.write_protected or (
+        target is not None and command.lun in target.write_protected_luns)
 
 
 def reservation_conflict(lu: "LogicalUnit", nexus: ItNexus, flag_bits: int) -> bool:

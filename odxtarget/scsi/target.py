@@ -8,6 +8,14 @@ management, I_T nexus events.
     target.nexus_lost(nexus)        # session ended / connection dropped without logout
     target.nexus_logged_out(nexus)  # clean logout (same effect on SPC-2 reservations)
     target.set_task_aborter(abort)  # front end: abort(lu, nexuses) for PREEMPT AND ABORT
+    view = target.masked({0: MaskedLun(1, write_protect=True)})  # one initiator's LUN mask
+
+LUN masking (targetcli's mapped LUNs; docs/configuration.md, "ACLs"): ``masked`` gives the
+target as one initiator sees it, a ``ScsiTarget`` of its own that maps each LUN number the
+initiator uses to one of the target's logical units, some of them write-protected. The front
+end hands that view to the initiator's sessions, so REPORT LUNS, routing, MODE SENSE's WP
+bit, write refusals (DATA PROTECT, WRITE PROTECTED) and the copy manager's own-target test
+all follow the mask without knowing about ACLs.
 
 Rules every implementation keeps:
 * ``execute`` never raises: every failure is a status (+ sense) in the ScsiResult;
@@ -19,6 +27,8 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 from odxtarget.scsi.constants import Ascq, Opcode
@@ -32,19 +42,59 @@ from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status, TaskM
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class MaskedLun:
+    """What one LUN of a masked view shows: the target's LUN ``lun``, read-only when
+    ``write_protect``."""
+
+    lun: int
+    write_protect: bool = False
+
+
 class ScsiTarget:
     """LUN number -> LogicalUnit, plus what belongs to the target rather than to one LU."""
 
     def __init__(self, name: str, luns: dict[int, LogicalUnit] | None = None,
-                 port_groups: tuple[int, ...] = (1,)):
+                 port_groups: tuple[int, ...] = (1,), *, write_protected_luns: Iterable[int] = ()):
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns or {})
-        #: The target port groups of every gateway that serves this target, one port each
-        #: (REPORT TARGET PORT GROUPS, SPC-4 6.37); all active/optimized (docs/rbd.md).
-        self.port_groups = port_groups
+        self._port_groups = port_groups
+        self._parent: ScsiTarget | None = None
+        #: LUNs whose medium this port refuses to change (a mapped LUN's write_protect):
+        #: DATA PROTECT, WRITE PROTECTED (SPC-4 4.5.6, 27h/00h) and WP in MODE SENSE.
+        self.write_protected_luns: frozenset[int] = frozenset(write_protected_luns)
         self._task_aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None = None
 
     # -- configuration --------------------------------------------------------------------
+
+    @property
+    def port_groups(self) -> tuple[int, ...]:
+        """The target port groups of every gateway that serves this target, one port each
+        (REPORT TARGET PORT GROUPS, SPC-4 6.37); all active/optimized (docs/rbd.md). A masked
+        view reports its target's."""
+        return self._parent.port_groups if self._parent is not None else self._port_groups
+
+    @port_groups.setter
+    def port_groups(self, groups: tuple[int, ...]) -> None:
+        self._port_groups = groups
+
+    def masked(self, mapped: Mapping[int, MaskedLun]) -> ScsiTarget:
+        """This target as an initiator with a LUN mask sees it: LUN ``n`` of the view is the
+        logical unit at ``mapped[n].lun`` here (entries naming a LUN this target lacks are left
+        out). The view shares the logical units, the port groups and the task aborter; its
+        map is fixed, so a change to the mask means a new view."""
+        view = ScsiTarget(self.name, {number: self._luns[entry.lun] for number, entry in mapped.items()
+                                      if entry.lun in self._luns},
+                          write_protected_luns=(number for number, entry in mapped.items() if entry.write_protect))
+        view._parent = self
+        view._task_aborter = self._task_aborter
+        return view
+
+    def write_protects(self, lu: LogicalUnit) -> bool:
+        """``lu`` is mapped here only under write-protected LUNs: a third-party copy must not
+        write it on behalf of this port's initiators."""
+        numbers = [number for number, unit in self._luns.items() if unit is lu]
+        return bool(numbers) and all(number in self.write_protected_luns for number in numbers)
 
     @property
     def luns(self) -> dict[int, LogicalUnit]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odxtarget.scsi.target import MaskedLun
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,10 @@ class TargetPort(Protocol):
     def solicited_data_out(self, cdb: bytes, lun: int = 0) -> int: ...
 
     def logical_unit(self, lun: int) -> object | None: ...
+
+    def masked(self, mapped: Mapping[int, MaskedLun]) -> TargetPort:
+        """The target port as an initiator with a LUN mask sees it (an ACL's mapped LUNs)."""
+        ...
 
     def task_management(self, function: TaskManagementFunction, nexus: ItNexus, lun: int | None = None, *,
                         unit_attention: bool = True) -> int: ...

@@ -73,6 +73,8 @@ class ChapSpec:
 class AclSpec:
     initiator: str
     chap: ChapSpec | None = None
+    #: The ACL's "mapped_luns" (LUN masking), e.g. [{"mapped_lun": 0, "lun": 1}]; None: every LUN.
+    mapped_luns: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -151,7 +153,8 @@ def _target_config(iqn: str, tpgt: int, luns: list[LunSpec], portal_ports: list[
         "demo_mode": demo_mode if demo_mode is not None else not acls,
         "chap": chap.as_config() if chap else None,
         "acls": [
-            {"initiator": acl.initiator, "chap": acl.chap.as_config() if acl.chap else None}
+            {"initiator": acl.initiator, "chap": acl.chap.as_config() if acl.chap else None,
+             **({"mapped_luns": acl.mapped_luns} if acl.mapped_luns is not None else {})}
             for acl in acls
         ],
     }

@@ -6,6 +6,7 @@ import struct
 
 from odxtarget.scsi import dataout
 from odxtarget.scsi.cdb import U16
+from odxtarget.scsi.dispatch import write_protected_for
 from odxtarget.scsi.constants import ALL_SUBPAGES, ModePage, PageControl
 from odxtarget.scsi.errors import (InvalidFieldInCdb, InvalidFieldInParameterList, ParameterListLengthError,
                                    SavingParametersNotSupported)
@@ -55,9 +56,10 @@ def _block_descriptor(lu, long_lba: bool, page_control: int) -> bytes:
     return struct.pack(">I", blocks) + struct.pack(">I", lu.block_size)  # density code 0 in byte 0
 
 
-def _device_specific(lu, command) -> int:
-    """WP (SBC-4 6.5.1, the DEVICE-SPECIFIC PARAMETER): the LU is write-protected, or read-only to this nexus."""
-    return (WP if lu.write_protected or command.write_protected else 0) | DPOFUA
+def _device_specific(lu, command, target) -> int:
+    """WP (SBC-4 6.5.1, the DEVICE-SPECIFIC PARAMETER): the LU is write-protected, or read-only to
+    this nexus or at this LUN (``dispatch.write_protected_for``)."""
+    return (WP if write_protected_for(lu, command, target) else 0) | DPOFUA
 
 
 def _page_control(cdb: bytes) -> int:
@@ -72,7 +74,7 @@ def mode_sense_6(lu, command, target) -> ScsiResult:
     page_control = _page_control(cdb)
     pages = _pages(lu, cdb[2] & PAGE_CODE_MASK, cdb[3], page_control)
     descriptor = b"" if cdb[1] & DBD else _block_descriptor(lu, False, page_control)
-    header = bytes((3 + len(descriptor) + len(pages), 0, _device_specific(lu, command), len(descriptor)))
+    header = bytes((3 + len(descriptor) + len(pages), 0, _device_specific(lu, command, target), len(descriptor)))
     data = (header + descriptor + pages)[:cdb[4]]
     return ScsiResult(GOOD, data, b"", len(data))
 
@@ -83,7 +85,7 @@ def mode_sense_10(lu, command, target) -> ScsiResult:
     pages = _pages(lu, cdb[2] & PAGE_CODE_MASK, cdb[3], page_control)
     long_lba = bool(cdb[1] & LLBAA)
     descriptor = b"" if cdb[1] & DBD else _block_descriptor(lu, long_lba, page_control)
-    header = struct.pack(">HBBBxH", 6 + len(descriptor) + len(pages), 0, _device_specific(lu, command),
+    header = struct.pack(">HBBBxH", 6 + len(descriptor) + len(pages), 0, _device_specific(lu, command, target),
                          LONGLBA if long_lba and descriptor else 0, len(descriptor))
     data = (header + descriptor + pages)[:U16.unpack_from(cdb, 7)[0]]
     return ScsiResult(GOOD, data, b"", len(data))

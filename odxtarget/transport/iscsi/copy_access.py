@@ -1,9 +1,11 @@
 """Which logical units an iSCSI I_T nexus can reach, for the copy manager's access control
 (``odxtarget.copy.access.CopyAccess``; docs/odx.md, "Access control").
 
-An initiator reaches a logical unit through its own session's target when that target maps
-it, and through any other target that admits the initiator's name (an ACL names it, or the
-target is in demo mode; ``discovery.initiator_may_access``, the rule logins use) and maps it.
+An initiator reaches a logical unit through its own session's target when its LUN map there
+shows it, and through any other target that admits the initiator's name (an ACL names it, or
+the target is in demo mode; ``discovery.initiator_may_access``, the rule logins use) and whose
+LUN map for that initiator shows it: an ACL's mapped LUNs mask the rest
+(``lun_masking.reaches``).
 Initiator names are only claims: where the other target demands CHAP of the initiator, it
 counts only if its secret is the one the initiator's own target demands, which the
 initiator proved it knows when it logged in there (``login_secret``). Otherwise a name
@@ -22,9 +24,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from odxtarget.config import ChapConfig, TargetConfig
-from odxtarget.copy.access import LunMap, maps
+from odxtarget.copy.access import LunMap
 from odxtarget.scsi.types import ItNexus
 from odxtarget.transport.iscsi.discovery import initiator_may_access, matching_acl, names_equal
+from odxtarget.transport.iscsi.lun_masking import reaches
 from odxtarget.transport.iscsi.session import make_nexus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +86,7 @@ class IscsiCopyAccess:
                       None)
         other: TargetConfig | None = None
         for config, scsi_target in entries:
-            if not maps(scsi_target, lu):
+            if not reaches(config, scsi_target, initiator, lu):
                 continue
             if names_equal(config.iqn, own):
                 return nexus
@@ -95,5 +98,6 @@ class IscsiCopyAccess:
 
     def in_own_target(self, nexus: ItNexus, lu: "LogicalUnit") -> bool:
         own = target_name_of(nexus)
-        return any(names_equal(config.iqn, own) and maps(scsi_target, lu)
+        initiator = nexus.initiator_name
+        return any(names_equal(config.iqn, own) and reaches(config, scsi_target, initiator, lu)
                    for config, scsi_target in self._entries())

@@ -7,8 +7,9 @@ A ``SessionRegistry`` is shared by every connection of one ``IscsiServer``. It k
 configured targets (``TargetDirectory`` for login and SendTargets), hands out TSIHs (RFC 7143
 11.12.6: unique, never 0) and finds the live session a new login would reinstate (RFC 7143
 6.3.5: same initiator name, ISID and target). A ``Session`` owns the command numbering
-(``CommandWindow``: ExpCmdSN/MaxCmdSN, RFC 7143 4.2.2.1) and the I_T nexus handed to the
-SCSI core. MaxConnections is 1, so a session has exactly one connection; tasks live there.
+(``CommandWindow``: ExpCmdSN/MaxCmdSN, RFC 7143 4.2.2.1), the I_T nexus handed to the
+SCSI core and the SCSI target port it uses: the target's, or the masked view an ACL's mapped
+LUNs give its initiator (``lun_masking``). MaxConnections is 1, so a session has exactly one connection; tasks live there.
 The registry also holds the server's ``Admission`` (connections, sessions and failed logins
 counted per source address) and gives every session a window of
 ``IscsiLimits.max_tasks_per_connection`` commands.
@@ -28,6 +29,7 @@ from odxtarget.scsi.types import ItNexus, TargetPort
 from odxtarget.transport.iscsi.admission import Admission
 from odxtarget.transport.iscsi.discovery import session_write_protected
 from odxtarget.transport.iscsi.limits import IscsiLimits
+from odxtarget.transport.iscsi.lun_masking import session_target
 from odxtarget.transport.iscsi.ordering import CommandWindow
 
 from odxtarget.transport.iscsi.negotiation import SessionParameters
@@ -178,6 +180,7 @@ class SessionRegistry:
         config, scsi_target, nexus = None, None, None
         if target_name is not None and session_type == "Normal":
             config, scsi_target = self._targets[target_name]
+            scsi_target = session_target(config, scsi_target, initiator_name)
             nexus = make_nexus(initiator_name, isid, target_name, config.tpgt)
         session = Session(tsih=self.allocate_tsih(), session_type=session_type, initiator_name=initiator_name,
                           isid=bytes(isid), target_name=target_name, target_config=config,

@@ -43,11 +43,24 @@ _CORE_FUNCTIONS = frozenset({Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL
                              Tmf.TARGET_WARM_RESET, Tmf.TARGET_COLD_RESET})
 
 
-def _task_tables_of_target(connection: TmfContext) -> list[TaskTable]:
-    """The task tables of every live session that uses the same SCSI target as ``connection``."""
-    target = connection.session.scsi_target
-    return [session.connection.tasks for session in connection.registry.sessions()
-            if session.scsi_target is target and session.connection is not None]
+def _sessions_of_target(connection: TmfContext) -> list[Session]:
+    """Every live session of the same target as ``connection``'s, each through its own LUN
+    map (an ACL's mapped LUNs may show the target's logical units under other numbers)."""
+    name = connection.session.target_name
+    return [session for session in connection.registry.sessions()
+            if session.target_name == name and session.connection is not None and session.scsi_target is not None]
+
+
+def _abort_lu_tasks(connection: TmfContext, lun: int, barrier: AbortBarrier) -> None:
+    """CLEAR TASK SET / LOGICAL UNIT RESET: every task of the logical unit at ``lun`` of this
+    session, whatever number other sessions reach it by (SAM-5 7.4, 7.6)."""
+    lu = connection.session.scsi_target.logical_unit(lun)
+    if lu is None:
+        connection.tasks.abort(lambda task: task.lun == lun, barrier)
+        return
+    for session in _sessions_of_target(connection):
+        scsi_target = session.scsi_target
+        session.connection.tasks.abort(lambda task: scsi_target.logical_unit(task.lun) is lu, barrier)
 
 
 def perform_task_management(connection: TmfContext, request: TaskManagementRequest,
@@ -73,11 +86,10 @@ def perform_task_management(connection: TmfContext, request: TaskManagementReque
         # SAM-5 7.3: only this I_T nexus's tasks on the LU.
         connection.tasks.abort(lambda task: task.lun == lun, barrier)
     elif tmf in (Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET):
-        for tasks in _task_tables_of_target(connection):
-            tasks.abort(lambda task: task.lun == lun, barrier)
+        _abort_lu_tasks(connection, lun, barrier)
     else:
-        for tasks in _task_tables_of_target(connection):
-            tasks.abort(lambda task: True, barrier)
+        for other in _sessions_of_target(connection):
+            other.connection.tasks.abort(lambda task: True, barrier)
     per_lun = tmf in (Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET)
     response = session.scsi_target.task_management(tmf, session.nexus, lun if per_lun else None)
     log.info("%s: %s%s -> response %d", who, tmf.name, f" LUN {lun}" if per_lun else "", response)

@@ -25,6 +25,7 @@ class ScsiTargetDouble:
         self.data = bytearray(blocks * BLOCK)
         self.blocks = blocks
         self.luns = set(luns)
+        self._units: dict[int, object] = {}
         self.commands = []
         self.tmfs = []
         self.lost = []
@@ -113,7 +114,11 @@ class ScsiTargetDouble:
         return 0 if length is None or length > MAX_TRANSFER else length
 
     def logical_unit(self, lun):
-        return self if lun in self.luns else None
+        """One stand-in object per LUN, so the front end can tell the logical units apart."""
+        return self._units.setdefault(lun, object()) if lun in self.luns else None
+
+    def masked(self, mapped):
+        raise AssertionError("the double has no LUN masks")
 
     def set_task_aborter(self, aborter):
         self.aborter = aborter
