@@ -1,7 +1,9 @@
-"""The ``odxtarget`` command: ``serve``, ``check-config``, ``demo-config`` and ``copy``.
+"""The ``odxtarget`` command: ``serve``, ``check-config``, ``demo-config``, ``copy`` and
+``import-targetcli``.
 
 Exit status: 0 success, 1 a problem the operator can fix (the message says which, one line
-per problem, no traceback), 2 a usage error (from argparse).
+per problem, no traceback), 2 a usage error (from argparse), 3 ``import-targetcli`` wrote a
+configuration but reported settings it did not import as they were (docs/migrating.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 #: A command ended by SIGINT (Ctrl-C): 128 + the signal number, as shells report it.
 EXIT_INTERRUPTED = 128 + 2
+EXIT_IMPORT_DIFFERS = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="mutual CHAP: read the target's secret from FILE (default: $ODXTARGET_CHAP_TARGET_SECRET)")
     copy.add_argument("--json", action="store_true",
                       help="print one JSON document on stdout (bytes, seconds, method, ODX figures, error)")
+    importer = commands.add_parser(
+        "import-targetcli",
+        help="turn targetcli's saveconfig.json into an odxtarget configuration on stdout",
+        description="Print the odxtarget configuration for a targetcli/LIO saveconfig.json. Every setting"
+                    " that is not imported, or is imported with different behaviour, is one line on"
+                    " stderr; the exit status is then 3 (docs/migrating.md).",
+    )
+    importer.add_argument("file", metavar="SAVECONFIG.json", help="e.g. /etc/target/saveconfig.json")
     return parser
 
 
@@ -131,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "check-config": command_check_config,
         "demo-config": command_demo_config,
         "copy": command_copy,
+        "import-targetcli": command_import_targetcli,
     }[arguments.command]
     return handler(arguments)
 
@@ -262,6 +274,26 @@ def command_copy(arguments: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return report(None, None, interrupted=True, initiator=initiator)
     return report(summary, None, initiator=initiator)
+
+
+def command_import_targetcli(arguments: argparse.Namespace) -> int:
+    from odxtarget.config.targetcli_import import TargetcliImportError, import_saveconfig
+
+    try:
+        with open(arguments.file, encoding="utf-8") as stream:
+            saved = json.load(stream)
+    except OSError as error:
+        return _fail(f"cannot read {arguments.file}: {error.strerror or error}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return _fail(f"{arguments.file}: not JSON: {error}")
+    try:
+        result = import_saveconfig(saved)
+    except TargetcliImportError as error:
+        return _fail(f"{arguments.file}: {error}")
+    print(json.dumps(result.config, indent=2))
+    for line in result.differences:
+        print(f"{PROGRAM} import-targetcli: {line}", file=sys.stderr)
+    return EXIT_IMPORT_DIFFERS if result.differences else EXIT_OK
 
 
 def _fail(message: str) -> int:
