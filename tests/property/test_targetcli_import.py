@@ -103,8 +103,10 @@ def test_the_import_always_parses_and_accounts_for_everything(saved):
             if imported_acl is None:
                 assert f"{where} acl {acl['node_wwn']}: not imported" in report
                 continue
-            if imported_acl.mapped_luns is None:       # every LUN under its own number, none write-protected
-                assert all(m.lun in numbers for m in imported_acl.mapped_luns or [])
+            if imported_acl.mapped_luns is None:       # LIO showed every LUN under its own number, writable
+                kept = [m for m in acl["mapped_luns"] if m["tpg_lun"] in numbers and m["index"] <= 16383]
+                assert sorted(m["index"] for m in kept) == sorted(numbers)
+                assert all(m["index"] == m["tpg_lun"] and not m["write_protect"] for m in kept)
                 continue
             shown = {m.mapped_lun for m in imported_acl.mapped_luns}
             for mapped in acl["mapped_luns"]:
