@@ -15,11 +15,18 @@ says about the TPGs is enough for a rule that holds whoever the sender was:
   first (``admits_for_copies``, the native front end's rule). A demo-mode TPG admits anyone,
   so only another demo-mode TPG exporting B, demanding no other secret of anyone, covers it.
 
+"Exports" is per initiator where ACLs list mapped LUNs (LUN masking, which ``lio_config``
+gives LIO): a TPG exports a logical unit to the initiators whose map there shows it, and both
+rules above ask about the initiators that reach A through each TPG (``viewers``). A CSCD's LU
+must be writable for all of them, since a TCMU ring cannot tell a copy's source from its
+destination's initiator: LIO refuses EXTENDED COPY and WRITE USING TOKEN sent to a
+write-protected mapped LUN (they carry data-out), so only the other LUs a copy names need this.
+
 The answer is the device's own shared nexus: reservations live in the kernel under LIO, so
 there is no other nexus whose reservations the core could check. The configuration is the
 daemon's file (LIO mode changes no targets live); TPGs edited by hand with targetcli are not
-seen. ``lio_config`` maps every LUN of a TPG into each of its ACLs, so a TPG's ACLs and its
-LUNs are the whole of what LIO decides.
+seen. ``lio_config`` gives each ACL its mapped LUNs (or every LUN of the TPG), so a TPG's ACLs
+and its LUNs are the whole of what LIO decides.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING
 from odxtarget.config import TargetConfig
 from odxtarget.scsi.types import ItNexus
 from odxtarget.transport.iscsi.copy_access import admits_for_copies, login_secret
+from odxtarget.transport.iscsi.discovery import matching_acl
 
 if TYPE_CHECKING:  # pragma: no cover
     from odxtarget.scsi.lu import LogicalUnit
@@ -41,6 +49,24 @@ StorageObjectOf = Callable[[ItNexus], "str | None"]
 
 def exported(target: TargetConfig, storage_object: str) -> bool:
     return any(mapping.storage_object == storage_object for mapping in target.luns)
+
+
+def shown(target: TargetConfig, initiator: str | None, storage_object: str, *, writable: bool = False) -> bool:
+    """``initiator`` (None: one no ACL names, in demo mode) sees ``storage_object`` through
+    ``target``, and may write it when ``writable``: its ACL's mapped LUNs, else every LUN."""
+    acl = matching_acl(target, initiator) if initiator is not None else None
+    if acl is None or acl.mapped_luns is None:
+        return exported(target, storage_object)
+    objects = {mapping.lun: mapping.storage_object for mapping in target.luns}
+    return any(objects.get(entry.lun) == storage_object and not (writable and entry.write_protect)
+               for entry in acl.mapped_luns)
+
+
+def viewers(target: TargetConfig, storage_object: str) -> list[str | None]:
+    """Who reaches ``storage_object`` through ``target``: each ACL's initiator whose map shows
+    it, and in demo mode anyone no ACL names (None)."""
+    names: list[str | None] = [acl.initiator for acl in target.acls if shown(target, acl.initiator, storage_object)]
+    return [*names, None] if target.demo_mode and exported(target, storage_object) else names
 
 
 def storage_objects_by_nexus(handler: "TcmuHandler") -> StorageObjectOf:
@@ -61,34 +87,42 @@ class LioCopyAccess:
         self._storage_object_of = storage_object_of
 
     def reach(self, nexus: ItNexus, lu: "LogicalUnit") -> ItNexus | None:
-        exporting = self._exporting_own(nexus, lu)
-        if exporting is None:
+        own = self._storage_object_of(nexus)
+        exporting = self._exporting(own)
+        if own is None or exporting is None:
             return None
-        if all(self._everyone_reaches(tpg, lu.name) for tpg in exporting):
+        if all(self._everyone_reaches(tpg, own, lu.name) for tpg in exporting):
             return nexus
         return None
 
     def in_own_target(self, nexus: ItNexus, lu: "LogicalUnit") -> bool:
-        exporting = self._exporting_own(nexus, lu)
-        return exporting is not None and all(exported(tpg, lu.name) for tpg in exporting)
-
-    def _exporting_own(self, nexus: ItNexus, lu: "LogicalUnit") -> list[TargetConfig] | None:
-        """The TPGs that export the LU ``nexus``'s commands are sent to; None when that LU is
-        unknown or exported by none (then nothing else is reachable from it)."""
         own = self._storage_object_of(nexus)
+        exporting = self._exporting(own)
+        return own is not None and exporting is not None and all(
+            shown(tpg, viewer, lu.name, writable=True) for tpg in exporting for viewer in viewers(tpg, own))
+
+    def _exporting(self, own: str | None) -> list[TargetConfig] | None:
+        """The TPGs through which someone reaches the LU ``own`` (the one a command was sent
+        to); None when that LU is unknown or exported by none (then nothing else is
+        reachable from it)."""
         if own is None:
             return None
-        exporting = [tpg for tpg in self._targets if exported(tpg, own)]
+        exporting = [tpg for tpg in self._targets if viewers(tpg, own)]
         return exporting or None
 
-    def _everyone_reaches(self, tpg: TargetConfig, storage_object: str) -> bool:
-        """Every initiator ``tpg`` admits can reach ``storage_object`` through some TPG."""
-        if exported(tpg, storage_object):
+    def _everyone_reaches(self, tpg: TargetConfig, own: str, storage_object: str) -> bool:
+        """Every initiator that reaches ``own`` through ``tpg`` can reach ``storage_object``
+        through some TPG."""
+        reaching = viewers(tpg, own)
+        if all(shown(tpg, viewer, storage_object) for viewer in reaching):
             return True
         holders = [other for other in self._targets if exported(other, storage_object)]
-        for acl in tpg.acls:
-            proven = login_secret(tpg, acl.initiator)
-            if not any(admits_for_copies(other, acl.initiator, proven) for other in holders):
+        for initiator in reaching:
+            if initiator is None:
+                continue
+            proven = login_secret(tpg, initiator)
+            if not any(admits_for_copies(other, initiator, proven) and shown(other, initiator, storage_object)
+                       for other in holders):
                 return False
         if not tpg.demo_mode:
             return True

@@ -17,8 +17,9 @@ The same ``DaemonConfig`` that drives the native front end is turned into LIO ob
 
   then ``attrib/cmd_time_out`` and ``qfull_time_out`` (commands on the ring of a dead
   handler fail after this, so nothing waits forever) and ``tmr_notification=1``;
-* one iSCSI target per configured target: TPG with its tag, portals, LUNs, ACLs with mapped
-  LUNs, demo mode (``generate_node_acls``) and CHAP (per ACL, or TPG-wide for demo mode).
+* one iSCSI target per configured target: TPG with its tag, portals, LUNs, ACLs with their mapped
+  LUNs (the ACL's ``mapped_luns``, else every LUN under its own number), demo mode
+  (``generate_node_acls``) and CHAP (per ACL, or TPG-wide for demo mode).
 
 ``apply`` is idempotent and keeps what already matches: after a crash the LIO objects are
 still there, initiators stay logged in, and the restarted handler recovers the rings. A
@@ -186,9 +187,11 @@ class LioConfigurator:
             if chap is not None:
                 _set_chap(node_acl, chap)
             mapped = {m.mapped_lun for m in node_acl.mapped_luns}
-            for number, lun in luns.items():
+            shown = ({m.mapped_lun: (m.lun, m.write_protect) for m in acl.mapped_luns}
+                     if acl.mapped_luns is not None else {number: (number, False) for number in luns})
+            for number, (lun, write_protect) in shown.items():
                 if number not in mapped:
-                    rtslib.MappedLUN(node_acl, number, lun)
+                    rtslib.MappedLUN(node_acl, number, luns[lun], write_protect=write_protect)
         tpg.enable = True
         log.info("LIO target %s tpgt %d: %d LUNs, %d portals", config.iqn, config.tpgt,
                  len(luns), len(config.portals))

@@ -3,7 +3,7 @@ live) and LIO's (the configured TPGs, whoever the sender was)."""
 
 from __future__ import annotations
 
-from odxtarget.config import AclConfig, ChapConfig, LunMapping, TargetConfig
+from odxtarget.config import AclConfig, ChapConfig, LunMapping, MappedLunConfig, TargetConfig
 from odxtarget.scsi.lu import LogicalUnit, LogicalUnitConfig
 from odxtarget.scsi.target import ScsiTarget
 from odxtarget.scsi.types import ItNexus
@@ -142,3 +142,36 @@ def test_lio_unknown_device_reaches_nothing():
     access, _ = lio([target(X, ["a", "b"], demo=True)], lus)
     stray = lu_nexus("not-ours")
     assert access.reach(stray, lus["b"]) is None and not access.in_own_target(stray, lus["b"])
+
+
+def test_lio_mapped_luns_narrow_what_copies_reach():
+    """LUN masking: a TPG exports an LU only to the initiators whose mapped LUNs show it, and a
+    CSCD's LU must be writable for every initiator that reaches the addressed one."""
+    lus = {name: unit(name) for name in "ab"}
+    masked = TargetConfig(X, luns=[LunMapping(0, "a"), LunMapping(1, "b")],
+                          acls=[AclConfig(HOST, mapped_luns=[MappedLunConfig(0, 0)]),
+                                AclConfig(STRANGER)])
+    access, nexus = lio([masked], lus)
+    assert not access.in_own_target(nexus["a"], lus["b"])      # HOST reaches a but not b
+    assert access.reach(nexus["a"], lus["b"]) is None
+    assert access.in_own_target(nexus["b"], lus["a"])           # only STRANGER reaches b; it sees a
+    protected = TargetConfig(X, luns=[LunMapping(0, "a"), LunMapping(1, "b")],
+                             acls=[AclConfig(HOST, mapped_luns=[MappedLunConfig(0, 0),
+                                                                MappedLunConfig(1, 1, write_protect=True)])])
+    access, nexus = lio([protected], lus)
+    assert access.reach(nexus["a"], lus["b"]) == nexus["a"]     # b is readable: its tokens are usable
+    assert not access.in_own_target(nexus["a"], lus["b"])       # but no EXTENDED COPY may write it
+
+
+def test_iscsi_mapped_luns_narrow_what_copies_reach():
+    """The native front end answers from the initiator's own LUN map at each target."""
+    world = Iscsi()
+    world.entries[0] = (TargetConfig(X, luns=[LunMapping(0, "a"), LunMapping(1, "b")],
+                                     acls=[AclConfig(HOST, mapped_luns=[MappedLunConfig(0, 1)])]),
+                        world.entries[0][1])
+    on_x = make_nexus(HOST, ISID, X, 1)
+    assert world.access.in_own_target(on_x, world.lus["b"])
+    assert not world.access.in_own_target(on_x, world.lus["a"])     # X maps a, HOST's map does not
+    on_y = make_nexus(HOST, ISID, Y, 3)
+    assert world.access.reach(on_y, world.lus["b"]) == on_x
+    assert world.access.reach(on_y, world.lus["a"]) is None
