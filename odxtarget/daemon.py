@@ -482,6 +482,11 @@ def summary_lines(config: DaemonConfig) -> list[str]:
                 f" {'read-only' if so.read_only else 'read-write'},"
                 f" write cache {'on' if so.write_cache else 'off'}, {files}"
             )
+        for acl in target.acls:
+            if acl.mapped_luns is not None:   # LUN masking (docs/configuration.md, "ACLs")
+                shown = ", ".join(f"{m.mapped_lun}=LUN {m.lun}{' read-only' if m.write_protect else ''}"
+                                  for m in acl.mapped_luns) or "none"
+                lines.append(f"  ACL {acl.initiator} sees: {shown}")
     return lines
 
 

@@ -99,3 +99,11 @@ def test_parse_does_not_modify_mapped_luns():
     before = copy.deepcopy(obj)
     parse_config(obj, SOURCE)
     assert obj == before
+
+
+def test_check_config_summary_shows_each_masked_acl():
+    from odxtarget.daemon import summary_lines
+
+    lines = summary_lines(parse_config(two_tenants(), SOURCE))
+    assert f"  ACL {HOST_A} sees: 0=LUN 1, 1=LUN 2 read-only" in lines
+    assert not any(HOST_B in line for line in lines)
