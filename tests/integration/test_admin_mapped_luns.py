@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from tests.integration.test_admin_shell import (TARGET, TPG, Cli, cli, daemon, dropped,  # noqa: F401 - fixtures
-                                                wait_for_socket)
+from tests.integration.test_admin_shell import TARGET, TPG, Cli, dropped, wait_for_socket
 from tests.support import libiscsi
+from tests.support.daemon import DaemonProcess, DaemonSpec, LunSpec, MIB
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +20,22 @@ HOST_A = "iqn.1991-05.com.microsoft:tenant-a"
 HOST_B = "iqn.1991-05.com.microsoft:tenant-b"
 REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0)) + struct.pack(">I", 4096) + bytes(2)
 BLOCK = 512
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    process = DaemonProcess(DaemonSpec(luns=[LunSpec(size=4 * MIB)]), tmp_path / "daemon")
+    process.start()
+    try:
+        wait_for_socket(process.directory / "state" / "control.sock")
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def cli(daemon):
+    return Cli(daemon.directory / "state" / "control.sock")
 
 
 def reported_luns(session: libiscsi.IscsiSession) -> list[int]:
