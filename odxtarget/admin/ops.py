@@ -35,7 +35,6 @@ from odxtarget.admin import saving
 from odxtarget.admin.live import LiveState
 from odxtarget.admin.odx import TUNABLE_LIMITS, OdxView
 from odxtarget.admin.protocol import AdminError
-from odxtarget.transport.iscsi.lun_masking import lun_map_of
 from odxtarget.config import (
     BLOCK_SIZES,
     ConfigError,
@@ -46,6 +45,7 @@ from odxtarget.config import (
     parse_config,
     parse_size,
 )
+from odxtarget.transport.iscsi.lun_masking import lun_map_of
 
 log = logging.getLogger("odxtarget.admin")
 

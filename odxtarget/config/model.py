@@ -91,7 +91,7 @@ class MappedLunConfig:
 
     mapped_lun: int               # the number the initiator sees (REPORT LUNS, commands)
     lun: int                      # the target's LUN it shows
-    write_protect: bool = False   # writes refused with DATA PROTECT, WRITE PROTECTED (SPC-4 4.5.6)
+    write_protect: bool = False   # writes refused with DATA PROTECT, WRITE PROTECTED (27h/00h)
 
 
 @dataclass(slots=True)

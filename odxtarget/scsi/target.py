@@ -61,7 +61,7 @@ class ScsiTarget:
         self._port_groups = port_groups
         self._parent: ScsiTarget | None = None
         #: LUNs whose medium this port refuses to change (a mapped LUN's write_protect):
-        #: DATA PROTECT, WRITE PROTECTED (SPC-4 4.5.6, 27h/00h) and WP in MODE SENSE.
+        #: DATA PROTECT, WRITE PROTECTED (27h/00h) and WP in MODE SENSE (SBC-4 6.5.1).
         self.write_protected_luns: frozenset[int] = frozenset(write_protected_luns)
         self._task_aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None = None
 

@@ -6,8 +6,8 @@ import struct
 
 from odxtarget.scsi import dataout
 from odxtarget.scsi.cdb import U16
-from odxtarget.scsi.dispatch import write_protected_for
 from odxtarget.scsi.constants import ALL_SUBPAGES, ModePage, PageControl
+from odxtarget.scsi.dispatch import write_protected_for
 from odxtarget.scsi.errors import (InvalidFieldInCdb, InvalidFieldInParameterList, ParameterListLengthError,
                                    SavingParametersNotSupported)
 from odxtarget.scsi.mode_pages import MODE_PAGES, render_changeable
