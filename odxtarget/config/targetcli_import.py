@@ -185,6 +185,8 @@ class _Importer:
         #: "/backstores/<plugin>/<name>" -> the imported storage object's name.
         self.backstores: dict[str, str] = {}
         self.writable: set[str] = set()
+        self.serials: set[str | None] = set()
+        self.designators: set[str | None] = set()
 
     def report(self, where: str, what: str) -> None:
         self.differences.append(f"{where}: {what}")
@@ -235,15 +237,16 @@ class _Importer:
             self.report(where, f"not imported: block_size {block_size} (odxtarget serves 512 or 4096)")
             return None
         dev = _text(item, "dev", path)
-        imported_name = self.unique_name(name, plugin, where)
-        self.backstores[f"/backstores/{plugin}/{name}"] = imported_name
-        so: dict[str, Any] = {"name": imported_name}
+        size = None
         if plugin == "fileio" and not _is_block_device(dev):
             size = _number(item, "size", path) // block_size * block_size
             if size == 0:
                 self.report(where, f"not imported: size {item['size']} is less than one {block_size}-byte block")
-                del self.backstores[f"/backstores/{plugin}/{name}"]
                 return None
+        imported_name = self.unique_name(name, plugin, where)
+        self.backstores[f"/backstores/{plugin}/{name}"] = imported_name
+        so: dict[str, Any] = {"name": imported_name}
+        if size is not None:
             so["size"] = format_size(size)
         so["block_size"] = block_size
         read_only = plugin == "block" and _flag(item.get("readonly"))
@@ -287,7 +290,19 @@ class _Importer:
             self.report(where, f"unit serial {wwn!r} is not kept for VPD 80h (odxtarget takes 1 to"
                         f" {MAX_SERIAL_CHARS} printable characters without spaces); the NAA designator is")
             serial = None
-        return {"serial": serial, "wwn": lio_naa_designator(wwn)}
+        elif serial in self.serials:
+            self.report(where, f"unit serial {wwn!r} is also another backstore's: odxtarget derives this"
+                        " LU's VPD 80h serial from its name")
+            serial = None
+        naa = lio_naa_designator(wwn)
+        if naa in self.designators:
+            self.report(where, f"its NAA designator {naa} is also another backstore's (the first"
+                        f" {LIO_NAA_SERIAL_DIGITS} hex digits of their unit serials match): odxtarget derives"
+                        " this LU's from its serial, so initiators see a new device")
+            naa = None
+        self.serials.add(serial)
+        self.designators.add(naa)
+        return {"serial": serial, "wwn": naa}
 
     def check_attributes(self, where: str, attributes: dict[str, Any], mapped: frozenset[str],
                          behaviour: dict[str, Any], own: frozenset[str]) -> None:

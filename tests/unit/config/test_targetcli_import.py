@@ -282,3 +282,17 @@ def test_the_command_fails_in_one_line_on_unreadable_input(tmp_path):
     shape = run_cli("import-targetcli", str(wrong))
     assert shape.returncode == 1
     assert shape.stderr == f"odxtarget: error: {wrong}: targets[0].wwn: expected a string\n"
+
+
+def test_a_shared_unit_serial_keeps_the_first_lus_identity_only(tmp_path):
+    saved = fixture("one_fileio.json")
+    twin = copy.deepcopy(saved["storage_objects"][0])
+    twin.update(name="twin", dev="/srv/iscsi/twin.img")
+    saved["storage_objects"].append(twin)
+    result = import_saveconfig(saved)
+    first, second = result.config["storage_objects"]
+    assert (first["serial"], first["wwn"]) == ("8c4f2a61-3b7d-4e19-a5c0-d2e6f7089b13",
+                                               "60014058c4f2a613b7d4e19a5c0d2e6f")
+    assert (second["serial"], second["wwn"]) == (None, None)
+    assert [line.split(":")[0] for line in result.differences] == ["backstore fileio/twin"] * 2
+    parse_config(parseable(result.config, tmp_path), str(tmp_path / "c.json"))
