@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the target until SIGTERM or SIGINT")
+    serve = commands.add_parser("serve", help="run the target until SIGTERM or SIGINT (SIGHUP reloads FILE)")
     serve.add_argument(
         "--config", default=DEFAULT_CONFIG_PATH, metavar="FILE",
         help=f"configuration file (default: {DEFAULT_CONFIG_PATH})",
@@ -159,12 +159,11 @@ def command_serve(arguments: argparse.Namespace) -> int:
     if arguments.log_level is None:
         set_level(config.log_level)
     log.info("odxtarget %s starting with %s", __version__, os.path.abspath(arguments.config))
-    admin = None
-    if not arguments.no_control_socket:
-        admin = AdminSettings(
-            control_socket=arguments.control_socket or default_control_socket(config.state_dir),
-            config_path=os.path.abspath(arguments.config),
-        )
+    admin = AdminSettings(
+        control_socket=None if arguments.no_control_socket
+        else arguments.control_socket or default_control_socket(config.state_dir),
+        config_path=os.path.abspath(arguments.config),
+    )
     token = ADMIN_SETTINGS.set(admin)
     try:
         run(config)

@@ -14,7 +14,12 @@ tested with stand-ins, and so that ``check-config`` never imports the server at 
 
 Administration: with ``AdminSettings`` the daemon also serves the control socket
 (``odxtarget.admin``) once its targets are up, and closes it first on the way down, so an
-admin change never races a half-built or half-stopped daemon.
+admin change never races a half-built or half-stopped daemon. SIGHUP re-reads the config file
+and applies it as ``restoreconfig`` does (``odxtarget.admin.reload``).
+
+Under systemd (``odxtarget.systemd``) the service manager hears READY=1 once the portals listen
+and the control socket is up, STOPPING=1 on the way down, and watchdog pings from the event
+loop in between (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from odxtarget.backends import StorageBackend, open_backend
 from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig, format_portal
 from odxtarget.frontend import DEFAULT_SHUTDOWN_GRACE, Frontend
+from odxtarget.systemd import ServiceNotifier
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
 
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Re-read the config file (docs/deployment.md, "Reloading the configuration").
+RELOAD_SIGNAL = signal.SIGHUP
 #: How often idle tokens expire and stale copy results go.
 COPY_HOUSEKEEPING_SECONDS = 1.0
 
@@ -50,9 +58,10 @@ class DaemonError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AdminSettings:
-    """Where the control socket listens, and the file ``saveconfig`` writes (None: no saving)."""
+    """Where the control socket listens (None: no control socket), and the file ``saveconfig``
+    writes and SIGHUP re-reads (None: neither)."""
 
-    control_socket: str
+    control_socket: str | None
     config_path: str | None = None
 
 
@@ -351,13 +360,17 @@ class Daemon:
 
 
 async def serve(config: DaemonConfig, factories: Factories | None = None,
-                *, install_signal_handlers: bool = True, admin: AdminSettings | None = None) -> None:
+                *, install_signal_handlers: bool = True, admin: AdminSettings | None = None,
+                notifier: ServiceNotifier | None = None) -> None:
     """Run a daemon until SIGTERM or SIGINT; a second signal stops without waiting.
 
-    With ``admin``, the control socket is served while the daemon runs.
+    With ``admin``, the control socket is served while the daemon runs, and SIGHUP reloads
+    ``admin.config_path``. ``notifier`` (default: from the environment) tells systemd.
     """
     daemon = Daemon(config, factories)
     control = None
+    reloader = None
+    notifier = notifier if notifier is not None else ServiceNotifier()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     main_task = asyncio.current_task()
@@ -366,25 +379,40 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
         name = signal.Signals(signum).name
         if not stop_requested.is_set():
             log.info("%s received: shutting down (up to %.0f s)", name, DEFAULT_SHUTDOWN_GRACE)
+            notifier.stopping(f"{name} received: shutting down")
             stop_requested.set()
         else:
             log.warning("%s received again: stopping now", name)
             main_task.cancel()
+
+    def on_reload(signum: int) -> None:
+        if stop_requested.is_set():
+            log.warning("SIGHUP received while stopping: not reloaded")
+        elif reloader is None:
+            log.warning("SIGHUP received before start-up completed, or without a config file: not reloaded")
+        else:
+            reloader.request()
 
     installed = []
     if install_signal_handlers:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
+        loop.add_signal_handler(RELOAD_SIGNAL, on_reload, RELOAD_SIGNAL)
+        installed.append(RELOAD_SIGNAL)
     try:
         await daemon.start()
         if admin is not None:
             try:
-                control = await _start_control(daemon, admin)
+                control, reloader = await _start_admin(daemon, admin, notifier)
             except DaemonError:
                 await daemon.stop(grace=0)
                 raise
+        notifier.ready(ready_status(daemon))
+        notifier.start_watchdog()
         await stop_requested.wait()
+        if reloader is not None:
+            await reloader.close()
         if control is not None:
             await control.close()
             control = None
@@ -395,24 +423,39 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
             loop.remove_signal_handler(signum)
         if control is not None:
             await control.close()
+        notifier.close()
         daemon.close_storage()
 
 
-async def _start_control(daemon: Daemon, admin: AdminSettings):
-    """Serve the control socket for ``daemon``.
+async def _start_admin(daemon: Daemon, admin: AdminSettings, notifier: ServiceNotifier):
+    """The admin operations on ``daemon``: served on the control socket (when one is set),
+    and run by SIGHUP (``ConfigReloader``, when there is a config file).
 
     Raises:
         DaemonError: the socket cannot be created (or another daemon owns it).
     """
     from odxtarget.admin.ops import AdminOperations
+    from odxtarget.admin.reload import ConfigReloader
     from odxtarget.admin.server import ControlServer, ControlSocketError
 
-    control = ControlServer(AdminOperations(daemon, admin.config_path), admin.control_socket)
+    operations = AdminOperations(daemon, admin.config_path)
+    reloader = ConfigReloader(operations, notifier, lambda: ready_status(daemon)) if admin.config_path else None
+    if admin.control_socket is None:
+        return None, reloader
+    control = ControlServer(operations, admin.control_socket)
     try:
         await control.start()
     except ControlSocketError as error:
         raise DaemonError(str(error)) from None
-    return control
+    return control, reloader
+
+
+def ready_status(daemon: Daemon) -> str:
+    """The one line ``systemctl status`` shows while the daemon serves."""
+    served = daemon.server.addresses if daemon.server is not None else []
+    portals = ", ".join(dict.fromkeys(format_address(a) for a in served)) or "no portals"
+    luns = sum(len(target.luns) for target in daemon.config.targets)
+    return (f"serving {len(daemon.config.targets)} target(s), {luns} LUN(s) on {portals}")
 
 
 def run(config: DaemonConfig, factories: Factories | None = None, *,

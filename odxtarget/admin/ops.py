@@ -45,6 +45,7 @@ from odxtarget.config import (
     parse_config,
     parse_size,
 )
+from odxtarget.logging_setup import LEVELS, current_level, set_level
 from odxtarget.transport.iscsi.lun_masking import lun_map_of
 
 log = logging.getLogger("odxtarget.admin")
@@ -63,17 +64,20 @@ class OperationSpec:
     name: str
     method: Callable[..., Any]
     summary: str
+    #: True for operations that only look: the control socket logs every other one, with
+    #: who asked (docs/deployment.md, "Who changed what").
+    reads_only: bool = False
 
 
 OPERATIONS: dict[str, OperationSpec] = {}
 
 
-def operation(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def operation(name: str, *, reads_only: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an ``AdminOperations`` method as the protocol operation ``name``."""
 
     def register(method: Callable[..., Any]) -> Callable[..., Any]:
         summary = (inspect.getdoc(method) or "").split("\n", 1)[0]
-        OPERATIONS[name] = OperationSpec(name, method, summary)
+        OPERATIONS[name] = OperationSpec(name, method, summary, reads_only)
         return method
 
     return register
@@ -260,7 +264,7 @@ class AdminOperations:
         outcome = edit(document)
         new, warnings = self._validate(document)
         await self.live.apply(self.config, new)
-        self.daemon.config = new
+        self._adopt(new)
         self.unsaved_changes = True
         result: dict[str, Any] = {"warnings": warnings}
         if isinstance(outcome, dict):
@@ -280,7 +284,14 @@ class AdminOperations:
             except AdminError:
                 await self.live.apply(empty, old)
                 raise
-        self.daemon.config = new
+        self._adopt(new)
+
+    def _adopt(self, new: DaemonConfig) -> None:
+        """Make ``new`` the running configuration; a changed ``log_level`` takes effect."""
+        old, self.daemon.config = self.config, new
+        if new.log_level != old.log_level:
+            set_level(new.log_level)
+            log.info("log level is %s", new.log_level)
 
     # -- helpers over the document ---------------------------------------------------------------
 
@@ -317,7 +328,7 @@ class AdminOperations:
 
     # -- overview ------------------------------------------------------------------------------
 
-    @operation("status")
+    @operation("status", reads_only=True)
     async def status(self) -> dict[str, Any]:
         """Version, config file, listening portals, unsaved changes, ODX availability."""
         return {
@@ -331,12 +342,12 @@ class AdminOperations:
                                         if state["write_back_failed"]),
         }
 
-    @operation("config.get")
+    @operation("config.get", reads_only=True)
     async def config_get(self) -> dict[str, Any]:
         """The running configuration, in the config file's JSON shape."""
         return dump_config(self.config)
 
-    @operation("tree")
+    @operation("tree", reads_only=True)
     async def tree(self) -> dict[str, Any]:
         """Everything the shell's tree shows, in one round trip."""
         return {
@@ -673,7 +684,7 @@ class AdminOperations:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    @operation("sessions.list")
+    @operation("sessions.list", reads_only=True)
     async def sessions(self) -> list[dict[str, Any]]:
         """Logged-in sessions: initiator, target, peer, digests and the LUNs they see."""
         out = []
@@ -696,7 +707,7 @@ class AdminOperations:
 
     # -- ODX ---------------------------------------------------------------------------------------
 
-    @operation("odx.limits")
+    @operation("odx.limits", reads_only=True)
     async def odx_limits(self) -> dict[str, Any]:
         """The copy manager's tunable limits."""
         return self.odx_view.limits()
@@ -713,7 +724,7 @@ class AdminOperations:
         await self._change(lambda document: document.setdefault("odx", {}).update(values))
         return self.odx_view.limits()
 
-    @operation("odx.tokens")
+    @operation("odx.tokens", reads_only=True)
     async def odx_tokens(self) -> list[dict[str, Any]]:
         """Live ROD tokens: id, creator LU, ranges, bytes, age, expiry."""
         return self.odx_view.tokens()
@@ -723,7 +734,7 @@ class AdminOperations:
         """Revoke a token: its next use fails with INVALID TOKEN OPERATION, TOKEN REVOKED (23h/06h)."""
         return {"revoked": self.odx_view.revoke(token)}
 
-    @operation("odx.counters")
+    @operation("odx.counters", reads_only=True)
     async def odx_counters(self) -> dict[str, Any]:
         """Bytes offloaded by method, per LU and in total."""
         return self.odx_view.counters()
@@ -742,7 +753,7 @@ class AdminOperations:
         self.unsaved_changes = False
         return result
 
-    @operation("config.backups")
+    @operation("config.backups", reads_only=True)
     async def config_backups(self) -> list[str]:
         """Saved backups of the config file, oldest first."""
         return saving.list_backups(self._require_path())
@@ -761,6 +772,37 @@ class AdminOperations:
         await self._replace(new)
         self.unsaved_changes = source != self.config_path
         return {"path": source}
+
+    @operation("config.reload")
+    async def config_reload(self) -> dict[str, Any]:
+        """Re-read the daemon's config file and apply it, as SIGHUP does (a file that does not
+        load, or a change that cannot be applied live, is refused and nothing changes)."""
+        source = self._require_path()
+        try:
+            new = load_config(source)
+        except ConfigError as error:
+            raise AdminError("; ".join(f"{source}: {p}" for p in error.problems)) from None
+        await self._replace(new)
+        self.unsaved_changes = False
+        return {"path": source}
+
+    # -- logging -----------------------------------------------------------------------------------
+
+    @operation("log.level", reads_only=True)
+    async def log_level(self) -> dict[str, Any]:
+        """The daemon's log level."""
+        return {"level": current_level()}
+
+    @operation("log.set_level")
+    async def log_set_level(self, level: str) -> dict[str, Any]:
+        """Change the daemon's log level live (debug, info, warning, error, critical);
+        saveconfig keeps it (the config file's "log_level")."""
+        name = level.strip().lower()
+        if name not in LEVELS:
+            raise AdminError(f"log.set_level: unknown level {level!r} (expected one of: {', '.join(LEVELS)})")
+        await self._change(lambda document: document.update(log_level=name))
+        set_level(name)  # also when the config already named it but --log-level overrode it
+        return {"level": name}
 
     @operation("config.clear")
     async def config_clear(self, confirm: bool = False) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Each connection is read line by line; each line is one request answered by one line
 (``protocol``). Only root and the daemon's own user may talk to it: the socket file is created
 0600 (under a 0700 directory when we create the directory) and every peer's credentials are
-checked with SO_PEERCRED, so a permissive umask or directory cannot open it up.
+checked with SO_PEERCRED, so a permissive umask or directory cannot open it up. The same
+credentials name the peer in the log line of every change it makes (``audit``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import socket
 import stat
 import struct
 
-from odxtarget.admin.ops import AdminOperations
+from odxtarget.admin.audit import Peer, log_change
+from odxtarget.admin.ops import OPERATIONS, AdminOperations
 from odxtarget.admin.protocol import MAX_LINE_BYTES, AdminError, decode_request, encode, failure, success
 
 log = logging.getLogger("odxtarget.admin")
@@ -30,12 +32,14 @@ class ControlSocketError(Exception):
     """The control socket cannot be set up; the message is one line."""
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The pid, uid and gid of the process at the other end of a Unix socket (unix(7))."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
     except OSError:
-        return None
-    return _PEER_CREDENTIALS.unpack(raw)[1]
+        return Peer(None, None)
+    pid, uid, gid = _PEER_CREDENTIALS.unpack(raw)
+    return Peer(pid, uid, gid)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -108,8 +112,8 @@ class ControlServer:
             self._handlers.add(task)
         try:
             sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock) if sock is not None else None
-            if uid not in self._allowed_uids:
+            peer = peer_credentials(sock) if sock is not None else Peer(None, None)
+            if peer.uid not in self._allowed_uids:
                 writer.write(encode(failure("permission denied: the control socket is for root only")))
                 await writer.drain()
                 return
@@ -124,7 +128,7 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(encode(await self._answer(line)))
+                writer.write(encode(await self._answer(line, peer)))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -133,12 +137,24 @@ class ControlServer:
                 self._handlers.discard(task)
             writer.close()
 
-    async def _answer(self, line: bytes) -> dict:
+    async def _answer(self, line: bytes, peer: Peer) -> dict:
         try:
             op, args = decode_request(line)
-            return success(await self.operations.dispatch(op, args))
         except AdminError as error:
+            return failure(str(error))
+        spec = OPERATIONS.get(op)
+        audited = spec is not None and not spec.reads_only
+        try:
+            result = await self.operations.dispatch(op, args)
+        except AdminError as error:
+            if audited:
+                log_change(peer, op, args, f"refused: {error}")
             return failure(str(error))
         except Exception as error:  # noqa: BLE001 - one bad request must not stop the daemon
             log.exception("control request failed")
+            if audited:
+                log_change(peer, op, args, f"failed: {type(error).__name__}")
             return failure(f"internal error: {type(error).__name__}: {error}")
+        if audited:
+            log_change(peer, op, args, "done")
+        return success(result)

@@ -26,7 +26,7 @@ from odxtarget.admin.client import AdminClient, DaemonNotRunning, UnreachableDae
 from odxtarget.admin.odx import TUNABLE_LIMITS
 from odxtarget.admin.locate import locate_control_socket
 from odxtarget.admin.protocol import RUN_CONTROL_SOCKET, SOCKET_ENVIRONMENT, AdminError
-from odxtarget.config import format_size
+from odxtarget.config import LOG_LEVELS, format_size
 
 PROGRAM = "odxtargetcli"
 #: Commands that work without a daemon (they only move around or describe the shell).
@@ -210,6 +210,21 @@ class RootNode(AdminNode):
         stay). Needs confirm=true; saveconfig afterwards makes it permanent."""
         self.call("config.clear", confirm=confirm or "false")
         self.shell.con.display("All configuration cleared.")
+
+    def ui_command_loglevel(self, level=None):
+        """Shows the daemon's log level, or changes it live: loglevel debug (debug, info,
+        warning, error or critical). saveconfig keeps it. This is the daemon's log; the shell's
+        own messages follow "set global loglevel_console"."""
+        if level is None:
+            self.shell.con.display(f"log level: {self.call('log.level')['level']}")
+            return
+        result = self.call("log.set_level", level=level)
+        self.shell.con.display(f"Log level is now {result['level']}.")
+
+    def ui_complete_loglevel(self, parameters, text, current_param):
+        if current_param != "level":
+            return []
+        return [level for level in LOG_LEVELS if level.startswith(text)]
 
     def ui_command_status(self):
         """Shows the daemon's version, config file, listening portals, unsaved changes and the

@@ -96,6 +96,15 @@ def _rtslib():
     return rtslib_fb
 
 
+def not_in_configfs_error(rtslib) -> type[Exception]:
+    """rtslib-fb's "no such object in configfs" exception: ``RTSLibNotInCFSError`` from 2.2,
+    ``RTSLibNotInCFS`` before (Debian 12's python3-rtslib-fb is 2.1.75)."""
+    try:
+        return rtslib.RTSLibNotInCFSError
+    except AttributeError:
+        return rtslib.RTSLibNotInCFS
+
+
 class LioConfigurator:
     """Creates, reconciles and removes the LIO objects of one ``DaemonConfig``."""
 
@@ -126,7 +135,7 @@ class LioConfigurator:
         cls = rtslib.UserBackedStorageObject
         try:
             existing = cls(spec.name)
-        except rtslib.RTSLibNotInCFSError:
+        except not_in_configfs_error(rtslib):
             existing = None
         if existing is not None:
             if existing.config == spec.config and existing.size == spec.size:
@@ -206,7 +215,7 @@ class LioConfigurator:
             for config in self.config.targets:
                 try:
                     rtslib.Target(iscsi, config.iqn, mode="lookup").delete()
-                except rtslib.RTSLibNotInCFSError:
+                except not_in_configfs_error(rtslib):
                     pass
             for so in list(rtslib.RTSRoot().storage_objects):
                 if (isinstance(so, rtslib.UserBackedStorageObject)
