@@ -227,6 +227,8 @@ class DaemonProcess:
                     handle.truncate(storage["size"])
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: Set in the daemon's environment on top of the test's own (e.g. NOTIFY_SOCKET).
+        self.environment: dict[str, str] = {}
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -253,10 +255,17 @@ class DaemonProcess:
         return [sys.executable, "-m", "odxtarget", "serve", "--config", str(self.config_path)]
 
     def start(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> DaemonProcess:
+        self.spawn()
+        self._wait_until_listening(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process and return at once, without waiting for it to listen."""
         if self.running:
             raise RuntimeError("daemon already running")
         self.starts += 1
         environment = dict(os.environ)
+        environment.update(self.environment)
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")])
         )
@@ -273,8 +282,6 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,   # our signals must not reach pytest, nor Ctrl-C theirs
             )
-        self._wait_until_listening(timeout)
-        return self
 
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
