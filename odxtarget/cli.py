@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from odxtarget import __version__
@@ -151,6 +152,8 @@ def command_serve(arguments: argparse.Namespace) -> int:
     from odxtarget.admin.protocol import default_control_socket
     from odxtarget.daemon import ADMIN_SETTINGS, AdminSettings, DaemonError, run
 
+    # SIGHUP reloads once the daemon serves (daemon.serve); until then it must not kill it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(arguments.log_level or "info")
     try:
         config = load_config(arguments.config)
