@@ -65,6 +65,8 @@ class ServiceNotifier:
     def __init__(self, environment: Mapping[str, str] | None = None) -> None:
         environment = os.environ if environment is None else environment
         value = environment.get(NOTIFY_SOCKET, "")
+        #: The socket as systemd named it, for messages.
+        self.socket_name = value
         self.address: str | bytes | None = notify_address(value) if value else None
         self.watchdog_seconds = watchdog_interval(environment, os.getpid()) if self.address else None
         self._socket: socket.socket | None = None
@@ -86,8 +88,8 @@ class ServiceNotifier:
             self._socket.sendto(message, self.address)
         except OSError as error:
             if not self._failed:
-                log.warning("cannot notify the service manager at %s: %s",
-                            os.environ.get(NOTIFY_SOCKET, self.address), error.strerror or error)
+                log.warning("cannot notify the service manager at %s: %s", self.socket_name,
+                            error.strerror or error)
                 self._failed = True
             return False
         return True

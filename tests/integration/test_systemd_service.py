@@ -207,6 +207,28 @@ def test_sighup_applies_the_edited_file_and_refuses_a_broken_one_while_serving(t
         daemon.stop()
 
 
+class DaemonWithoutControlSocket(DaemonProcess):
+    def command(self) -> list[str]:
+        return [*super().command(), "--no-control-socket"]
+
+
+def test_sighup_reloads_without_a_control_socket_too(tmp_path):
+    daemon = DaemonWithoutControlSocket(DaemonSpec(luns=[LunSpec(size=4 * MIB)]), tmp_path / "daemon")
+    try:
+        daemon.start()
+        assert report_luns(daemon, HOST_B) == [0]
+        edit_config(daemon, lambda document: document["targets"][0].update(
+            demo_mode=False, acls=[{"initiator": HOST_A}]))
+        assert "configuration reloaded from" in reload(daemon)
+        assert report_luns(daemon, HOST_A) == [0]
+        with pytest.raises(libiscsi.LoginError):
+            report_luns(daemon, HOST_B)
+        assert not control_socket(daemon).exists()
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+
+
 # -- log level and who changed what ---------------------------------------------------------
 
 
