@@ -455,7 +455,7 @@ def ready_status(daemon: Daemon) -> str:
     served = daemon.server.addresses if daemon.server is not None else []
     portals = ", ".join(dict.fromkeys(format_address(a) for a in served)) or "no portals"
     luns = sum(len(target.luns) for target in daemon.config.targets)
-    return (f"serving {len(daemon.config.targets)} target(s), {luns} LUN(s) on {portals}")
+    return f"serving {len(daemon.config.targets)} target(s), {luns} LUN(s) on {portals}"
 
 
 def run(config: DaemonConfig, factories: Factories | None = None, *,
