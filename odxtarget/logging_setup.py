@@ -37,6 +37,9 @@ LEVELS = {
 }
 
 
+#: ``JOURNAL_STREAM``: the device and inode numbers in decimal (systemd.exec(5)).
+_JOURNAL_STREAM_VALUE = re.compile(r"[0-9]+:[0-9]+")
+
 #: C0 and C1 control characters and DEL: everything that can move a terminal's cursor or end a line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -83,13 +86,13 @@ def stream_is_journal(stream: TextIO, environment: Mapping[str, str] | None = No
     """True when ``stream`` is the journal's stream socket: ``JOURNAL_STREAM`` is
     ``DEVICE:INODE`` of the stream systemd connected stdout/stderr to (systemd.exec(5))."""
     value = (os.environ if environment is None else environment).get(JOURNAL_STREAM, "")
-    device, _, inode = value.partition(":")
-    try:
-        expected = (int(device), int(inode))
-        status = os.fstat(stream.fileno())
-    except (ValueError, OSError, AttributeError):
+    if _JOURNAL_STREAM_VALUE.fullmatch(value) is None:
         return False
-    return (status.st_dev, status.st_ino) == expected
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):  # closed, or no file descriptor (StringIO)
+        return False
+    return value == f"{status.st_dev}:{status.st_ino}"
 
 
 def formatter_for(stream: TextIO, environment: Mapping[str, str] | None = None) -> logging.Formatter:
