@@ -111,6 +111,9 @@ class RadosReservations:
         self._io_lock = threading.Lock()      # get_last_version is per I/O context
         self._watch: Any = None
         self._closed = False
+        #: SPC-2 releases made here and not yet stored (``release_spc2_of``).
+        self._releases: list[ReservationChange] = []
+        self._releases_lock = threading.Lock()
 
     # -- lifetime (blocking: call off the event loop) ----------------------------------------
 
@@ -142,13 +145,20 @@ class RadosReservations:
         return StorageCall(self._lane, self.transact, (change,))
 
     def transact(self, change: ReservationChange) -> Adopted:
-        """Apply ``change`` atomically and announce it (worker thread; module docstring)."""
+        """Apply ``change`` atomically and announce it (worker thread; module docstring).
+        SPC-2 releases this gateway owes (``release_spc2_of``) are applied first, so no
+        change is decided on a reservation this gateway already released."""
         for _ in range(MAX_ATTEMPTS):
             document, version = self._read()
             state = ReservationState.from_document(document)
+            with self._releases_lock:
+                releases = list(self._releases)
+            for release in releases:
+                release(state)
             outcome = change(state)          # a ScsiError leaves the object untouched
             new_document = state.to_document()
             if document is not None and new_document == document:
+                self._settled(releases)
                 return Adopted(document, version, outcome)
             try:
                 new_version = self._write(new_document, version if document is not None else None)
@@ -156,6 +166,7 @@ class RadosReservations:
                 if error.errno in VERSION_RACE_ERRNOS:
                     continue
                 raise
+            self._settled(releases)
             self._announce(new_document, new_version, outcome)
             return Adopted(new_document, new_version, outcome)
         raise OSError(errno.EBUSY, f"{self.object_name}: the reservation state kept changing under "
@@ -163,7 +174,8 @@ class RadosReservations:
 
     def release_spc2_of(self, nexus: ItNexus | None) -> None:
         """SPC-2 release on this gateway's reset (``nexus`` None) or I_T nexus loss (SPC-2
-        5.5.1), made shared in the background; failures are logged."""
+        5.5.1): owed at once by every change made here (``transact``), and stored in the
+        background; failures are logged, and the next change stores it again."""
         def release(state: ReservationState) -> Outcome:
             if state.spc2_holder is not None and (nexus is None or state.spc2_holder == nexus):
                 state.spc2_holder = None
@@ -172,9 +184,17 @@ class RadosReservations:
         def done(future: concurrent.futures.Future) -> None:
             error = future.exception()
             if error is not None:
-                log.error("%s: SPC-2 reservation release not shared: %s", self._lu.name, error)
+                log.error("%s: SPC-2 reservation release not shared yet: %s", self._lu.name, error)
 
-        self._loop.run_in_executor(None, self.transact, release).add_done_callback(done)
+        with self._releases_lock:
+            self._releases.append(release)
+        self._loop.run_in_executor(None, self.transact, _no_change).add_done_callback(done)
+
+    def _settled(self, releases: list[ReservationChange]) -> None:
+        """``releases`` are in the stored state: no longer owed."""
+        if releases:
+            with self._releases_lock:
+                self._releases = [release for release in self._releases if release not in releases]
 
     def release_local_spc2(self, local: Callable[[ItNexus], bool]) -> Adopted:
         """At start-up: release an SPC-2 reservation held through this gateway before it
@@ -319,6 +339,10 @@ class RadosReservations:
                 return
             log.info("%s: reservation watch restored at state %d", self._lu.name, version)
             return
+
+
+def _no_change(state: ReservationState) -> Outcome:
+    return Outcome()
 
 
 def os_error(error: Exception, doing: str) -> OSError:
