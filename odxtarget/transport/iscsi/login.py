@@ -141,6 +141,15 @@ class LoginStatus(enum.Enum):
     def status_detail(self) -> int:
         return self.value[1]
 
+    @classmethod
+    def name_of(cls, status_class: int, status_detail: int) -> str:
+        """The lower-case name of a status pair ("authentication_failure"); pairs RFC 7143
+        does not name go by their class ("initiator_error", "target_error")."""
+        try:
+            return cls((status_class, status_detail)).name.lower()
+        except ValueError:
+            return "target_error" if status_class == cls.TARGET_ERROR.status_class else "initiator_error"
+
 
 class LoginRefused(Exception):
     """Internal: the login ends with ``status``; ``reason`` goes to the log."""
