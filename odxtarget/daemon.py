@@ -15,6 +15,9 @@ tested with stand-ins, and so that ``check-config`` never imports the server at 
 Administration: with ``AdminSettings`` the daemon also serves the control socket
 (``odxtarget.admin``) once its targets are up, and closes it first on the way down, so an
 admin change never races a half-built or half-stopped daemon.
+
+Metrics: with a ``metrics`` section the Prometheus endpoint (``odxtarget.metrics``) listens
+first, on its own thread, and reads the daemon's counters at each scrape; it closes last.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from odxtarget.backends import StorageBackend, open_backend
-from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig, format_portal
+from odxtarget.config import (DaemonConfig, MetricsConfig, PortalConfig, StorageObjectConfig, TargetConfig,
+                              format_portal)
 from odxtarget.frontend import DEFAULT_SHUTDOWN_GRACE, Frontend
 from odxtarget.transport.iscsi.limits import IscsiLimits
 from odxtarget.transport.workers import StorageWorkers
 
 if TYPE_CHECKING:
     from odxtarget.cluster.gateway import ClusterGateway
+    from odxtarget.metrics import MetricsEndpoint
     from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
@@ -376,7 +381,10 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
+    metrics = None
     try:
+        if config.metrics is not None:
+            metrics = _start_metrics(daemon, config.metrics)
         await daemon.start()
         if admin is not None:
             try:
@@ -395,7 +403,24 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
             loop.remove_signal_handler(signum)
         if control is not None:
             await control.close()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.close)
         daemon.close_storage()
+
+
+def _start_metrics(daemon: Daemon, settings: MetricsConfig) -> MetricsEndpoint:
+    """Serve the Prometheus endpoint (docs/metrics.md) before anything else starts, so that an
+    address in use stops the daemon before it opens storage.
+
+    Raises:
+        DaemonError: the endpoint cannot listen.
+    """
+    from odxtarget.metrics import MetricsEndpointError, start_endpoint
+
+    try:
+        return start_endpoint(daemon, settings)
+    except MetricsEndpointError as error:
+        raise DaemonError(str(error)) from None
 
 
 async def _start_control(daemon: Daemon, admin: AdminSettings):
