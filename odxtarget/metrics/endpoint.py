@@ -7,8 +7,8 @@ event loop never waits for a scrape; the collector reads the daemon's counters f
 thread (``collector``). Whoever reaches the address may scrape, so the server is built for
 an untrusted peer (docs/metrics.md, "Security"):
 
-* it only reads: ``GET`` and ``HEAD`` of ``/metrics`` (or ``/``) are answered, any other path
-  is 404 and any other method 405; nothing a request says changes the daemon;
+* it only reads: ``GET /metrics`` (or ``GET /``) is answered, any other path is 404 and any
+  other method 405; nothing a request says changes the daemon;
 * it binds the configured address only (a loopback one by default);
 * it answers one request at a time, and a connection that sends nothing for
   ``REQUEST_TIMEOUT_SECONDS`` is closed: a peer holding connections open delays other
@@ -74,14 +74,14 @@ class _MetricsServer(WSGIServer):
 
 
 def read_only(app: WsgiApp) -> WsgiApp:
-    """``app`` behind the only requests a scrape makes: GET or HEAD of ``METRICS_PATHS``."""
+    """``app`` behind the only request a scrape makes: GET of ``METRICS_PATHS``."""
 
     def guarded(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in METRICS_PATHS:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: the metrics are at /metrics\n"]
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
+        if environ.get("REQUEST_METHOD") != "GET":
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET")])
             return [b"method not allowed\n"]
         return app(environ, start_response)
 
