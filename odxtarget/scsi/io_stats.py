@@ -110,12 +110,16 @@ class IoStats:
         """A command received at ``received`` (``clock()``) ended with ``result``."""
         seconds = self.clock() - received
         kind = KIND_BY_OPCODE[cdb[0]] if cdb else OTHER
-        if kind == READ:
-            self.read_commands += 1
-            if result.status == _GOOD:
-                self.read_bytes += result.transfer_length
-        elif kind == WRITE:
-            self.write_commands += 1
-            if result.status == _GOOD:
-                self.write_bytes += result.transfer_length
-        self.latency[kind].observe(seconds)
+        if kind:
+            good = result.status == _GOOD
+            if kind == READ:
+                self.read_commands += 1
+                if good:
+                    self.read_bytes += result.transfer_length
+            else:
+                self.write_commands += 1
+                if good:
+                    self.write_bytes += result.transfer_length
+        histogram = self.latency[kind]          # LatencyHistogram.observe, inlined: once per command
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
