@@ -143,12 +143,16 @@ class LoginStatus(enum.Enum):
 
     @classmethod
     def name_of(cls, status_class: int, status_detail: int) -> str:
-        """The lower-case name of a status pair ("authentication_failure"); pairs RFC 7143
-        does not name go by their class ("initiator_error", "target_error")."""
+        """The lower-case name of a refusal's status pair ("authentication_failure"); pairs
+        RFC 7143 does not name, or that are no refusal, go by their class ("target_error" for
+        class 3, else "initiator_error")."""
         try:
-            return cls((status_class, status_detail)).name.lower()
+            status = cls((status_class, status_detail))
         except ValueError:
-            return "target_error" if status_class == cls.TARGET_ERROR.status_class else "initiator_error"
+            status = None
+        if status is not None and status.status_class >= cls.INITIATOR_ERROR.status_class:
+            return status.name.lower()
+        return "target_error" if status_class == cls.TARGET_ERROR.status_class else "initiator_error"
 
 
 class LoginRefused(Exception):
