@@ -13,10 +13,14 @@ an untrusted peer (docs/metrics.md, "Security"):
 * it answers one request at a time, and a connection that sends nothing for
   ``REQUEST_TIMEOUT_SECONDS`` is closed: a peer holding connections open delays other
   scrapes, never commands, and costs no thread or buffer per connection. The request line and
-  headers are bounded by ``http.server`` (64 KiB, 100 headers).
+  headers are bounded by ``http.server`` (64 KiB, 100 headers);
+* the text is rendered at most once per ``MIN_RENDER_INTERVAL_SECONDS`` and served again to
+  the scrapes in between: rendering holds the interpreter for about a millisecond per storage
+  object, so a peer scraping in a loop takes at most that much per interval from the event
+  loop's thread.
 
-The WSGI application is prometheus_client's (``make_wsgi_app``: text exposition format,
-gzip when asked for); the server is the standard library's ``wsgiref``.
+The text is prometheus_client's (``generate_latest``, the text exposition format 0.0.4); the
+server is the standard library's ``wsgiref``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from odxtarget.config import MetricsConfig
@@ -42,9 +47,10 @@ log = logging.getLogger("odxtarget.metrics")
 REQUEST_TIMEOUT_SECONDS = 5.0
 #: The paths a scrape may ask for.
 METRICS_PATHS = ("/metrics", "/")
+#: Scrapes within this many seconds of a rendering get that rendering again.
+MIN_RENDER_INTERVAL_SECONDS = 1.0
 
 StartResponse = Callable[..., object]
-WsgiApp = Callable[[dict, StartResponse], Iterable[bytes]]
 
 
 class MetricsEndpointError(Exception):
@@ -73,26 +79,43 @@ class _MetricsServer(WSGIServer):
         self.setup_environ()
 
 
-def read_only(app: WsgiApp) -> WsgiApp:
-    """``app`` behind the only request a scrape makes: GET of ``METRICS_PATHS``."""
+class Exposition:
+    """The WSGI application: GET of ``METRICS_PATHS`` gets ``registry`` in the text format,
+    rendered at most once per ``min_interval`` seconds; anything else is refused."""
 
-    def guarded(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    def __init__(self, registry: CollectorRegistry, min_interval: float = MIN_RENDER_INTERVAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.registry = registry
+        self.min_interval = min_interval
+        self.clock = clock
+        self._rendered_at: float | None = None
+        self._text = b""
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in METRICS_PATHS:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: the metrics are at /metrics\n"]
         if environ.get("REQUEST_METHOD") != "GET":
             start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET")])
             return [b"method not allowed\n"]
-        return app(environ, start_response)
+        text = self.render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(text)))])
+        return [text]
 
-    return guarded
+    def render(self) -> bytes:
+        now = self.clock()
+        if self._rendered_at is None or now - self._rendered_at >= self.min_interval:
+            self._text = generate_latest(self.registry)
+            self._rendered_at = now
+        return self._text
 
 
 class MetricsEndpoint:
     """Serves ``registry`` at ``http://ip:port/metrics`` until ``close``."""
 
-    def __init__(self, registry: CollectorRegistry, ip: str, port: int):
-        self.registry = registry
+    def __init__(self, registry: CollectorRegistry, ip: str, port: int, *,
+                 min_interval: float = MIN_RENDER_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.application = Exposition(registry, min_interval, clock)
         self.ip = ip
         self.requested_port = port
         self._server: _MetricsServer | None = None
@@ -121,7 +144,7 @@ class MetricsEndpoint:
                       else error.strerror or str(error))
             raise MetricsEndpointError(
                 f"metrics endpoint {self.ip}:{self.requested_port}: cannot listen: {reason}") from None
-        server.set_app(read_only(make_wsgi_app(self.registry)))
+        server.set_app(self.application)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="odxtarget-metrics", daemon=True)
         self._thread.start()

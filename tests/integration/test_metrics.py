@@ -5,11 +5,13 @@ counters by exactly what was done; a metrics port in use stops startup with one 
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from odxtarget.metrics.endpoint import MIN_RENDER_INTERVAL_SECONDS
 from tests.integration.odx.odx_support import GOOD, OdxSession, check, pattern
 from tests.support import libiscsi
 from tests.support.daemon import MIB, DaemonProcess, DaemonSpec, DaemonStartError, LunSpec, free_port
@@ -22,10 +24,19 @@ LUN_BYTES = 64 * MIB
 INITIATOR = "iqn.2026-11.org.odxtarget.test:metrics"
 
 
+_last_scrape = [0.0]
+
+
 def scrape(url: str) -> Samples:
+    """A fresh rendering: the endpoint serves one rendering again for a second."""
+    wait = _last_scrape[0] + MIN_RENDER_INTERVAL_SECONDS - time.monotonic()
+    if wait > 0:
+        time.sleep(wait + 0.05)
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
-        return parse_exposition(response.read().decode())
+        text = response.read().decode()
+    _last_scrape[0] = time.monotonic()
+    return parse_exposition(text)
 
 
 def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:

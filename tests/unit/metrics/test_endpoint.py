@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from odxtarget.config import DaemonConfig, MetricsConfig
 from odxtarget.metrics import MetricsEndpoint, MetricsEndpointError, start_endpoint
+from odxtarget.metrics.endpoint import MIN_RENDER_INTERVAL_SECONDS
 from tests.unit.metrics.scrape import parse_exposition, value
 
 LOOPBACK = "127.0.0.1"
@@ -47,6 +48,28 @@ def test_get_metrics_serves_the_registry_in_text_format(endpoint):
     assert value(parse_exposition(body.decode()), "odxtarget_test_events_total") == 3
     status, _, root = request(endpoint, path="/")
     assert status == 200 and b"odxtarget_test_events_total 3.0" in root
+
+
+def test_scrapes_within_the_render_interval_get_the_same_text():
+    registry = CollectorRegistry()
+    counter = Counter("odxtarget_test_events", "Events of the test.", registry=registry)
+    now = [50.0]
+    endpoint = MetricsEndpoint(registry, LOOPBACK, 0, clock=lambda: now[0])
+    endpoint.start()
+    try:
+        def events() -> float:
+            status, headers, body = request(endpoint)
+            assert status == 200 and int(headers["Content-Length"]) == len(body)
+            return value(parse_exposition(body.decode()), "odxtarget_test_events_total")
+
+        assert events() == 0
+        counter.inc(5)
+        now[0] += MIN_RENDER_INTERVAL_SECONDS / 2
+        assert events() == 0                      # rendered half an interval ago: served again
+        now[0] += MIN_RENDER_INTERVAL_SECONDS / 2
+        assert events() == 5                      # a whole interval later: rendered anew
+    finally:
+        endpoint.close()
 
 
 @pytest.mark.parametrize("path", ["/admin", "/metrics/../etc/passwd", "/favicon.ico"])
