@@ -216,6 +216,7 @@ def command_demo_config(arguments: argparse.Namespace) -> int:
         return _fail(f"cannot write {path}: {error.strerror or error}")
     print(f"wrote {path}")
     print(f"start the target with: {PROGRAM} serve --config {path}")
+    print(f"its metrics: http://{obj['metrics']['ip']}:{obj['metrics']['port']}/metrics (docs/metrics.md)")
     return EXIT_OK
 
 

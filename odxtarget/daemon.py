@@ -20,6 +20,9 @@ and applies it as ``restoreconfig`` does (``odxtarget.admin.reload``).
 Under systemd (``odxtarget.systemd``) the service manager hears READY=1 once the portals listen
 and the control socket is up, STOPPING=1 on the way down, and watchdog pings from the event
 loop in between (docs/deployment.md).
+
+Metrics: with a ``metrics`` section the Prometheus endpoint (``odxtarget.metrics``) listens
+first, on its own thread, and reads the daemon's counters at each scrape; it closes last.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from odxtarget.backends import StorageBackend, open_backend
-from odxtarget.config import DaemonConfig, PortalConfig, StorageObjectConfig, TargetConfig, format_portal
+from odxtarget.config import (DaemonConfig, MetricsConfig, PortalConfig, StorageObjectConfig, TargetConfig,
+                              format_portal)
 from odxtarget.frontend import DEFAULT_SHUTDOWN_GRACE, Frontend
 from odxtarget.systemd import ServiceNotifier
 from odxtarget.transport.iscsi.limits import IscsiLimits
@@ -41,6 +45,7 @@ from odxtarget.transport.workers import StorageWorkers
 
 if TYPE_CHECKING:
     from odxtarget.cluster.gateway import ClusterGateway
+    from odxtarget.metrics import MetricsEndpoint
     from odxtarget.scsi.lu import LogicalUnit
 
 log = logging.getLogger(__name__)
@@ -400,7 +405,10 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
             installed.append(signum)
         loop.add_signal_handler(RELOAD_SIGNAL, on_reload, RELOAD_SIGNAL)
         installed.append(RELOAD_SIGNAL)
+    metrics = None
     try:
+        if config.metrics is not None:
+            metrics = _start_metrics(daemon, config.metrics)
         await daemon.start()
         if admin is not None:
             try:
@@ -424,7 +432,24 @@ async def serve(config: DaemonConfig, factories: Factories | None = None,
         if control is not None:
             await control.close()
         notifier.close()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.close)
         daemon.close_storage()
+
+
+def _start_metrics(daemon: Daemon, settings: MetricsConfig) -> MetricsEndpoint:
+    """Serve the Prometheus endpoint (docs/metrics.md) before anything else starts, so that an
+    address in use stops the daemon before it opens storage.
+
+    Raises:
+        DaemonError: the endpoint cannot listen.
+    """
+    from odxtarget.metrics import MetricsEndpointError, start_endpoint
+
+    try:
+        return start_endpoint(daemon, settings)
+    except MetricsEndpointError as error:
+        raise DaemonError(str(error)) from None
 
 
 async def _start_admin(daemon: Daemon, admin: AdminSettings, notifier: ServiceNotifier):

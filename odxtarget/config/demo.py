@@ -7,10 +7,14 @@ from typing import Any
 
 from odxtarget.config.vocabulary import SCHEMA_VERSION
 
+#: Where the demo serves its Prometheus metrics (docs/metrics.md): http://127.0.0.1:9796/metrics
+DEMO_METRICS_PORT = 9796
+
 
 def demo_config_dict(port: int = 3260) -> dict[str, Any]:
     """The demo configuration: two sparse 1 GiB LUNs next to the config file, open to anyone
-    on 127.0.0.1. Image paths are relative, so the file works wherever it is written."""
+    on 127.0.0.1, and its metrics on 127.0.0.1:9796. Image paths are relative, so the file
+    works wherever it is written."""
     return {
         "schema_version": SCHEMA_VERSION,
         "frontend": "native",
@@ -44,4 +48,5 @@ def demo_config_dict(port: int = 3260) -> dict[str, Any]:
                 "acls": [],
             }
         ],
+        "metrics": {"ip": "127.0.0.1", "port": DEMO_METRICS_PORT},
     }

@@ -1,8 +1,8 @@
 """The model back in the JSON file's shape: ``parse_config(dump_config(c)) == c``.
 
 Optional sections appear only when they say something: ``odx`` with the limits that are set,
-``iscsi`` with the limits that differ from IscsiLimits' defaults, so that a file saved by a
-version without them reads the same.
+``iscsi`` with the limits that differ from IscsiLimits' defaults, ``metrics`` when the
+endpoint is on, so that a file saved by a version without them reads the same.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def dump_config(config: DaemonConfig) -> dict[str, Any]:
         "targets": [_dump_target(target) for target in config.targets],
         **_dump_limits(ODX_SECTION, config.odx.limits_overrides()),
         **_dump_limits(ISCSI_SECTION, iscsi_changes),
+        **({"metrics": {"ip": config.metrics.ip, "port": config.metrics.port}} if config.metrics else {}),
     }
 
 

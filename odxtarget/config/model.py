@@ -155,6 +155,14 @@ class TargetConfig:
         return sorted(set(self.port_groups) | {port_group_of(self.tpgt)})
 
 
+@dataclass(slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint: ``http://ip:port/metrics`` (docs/metrics.md)."""
+
+    ip: str = "127.0.0.1"
+    port: int = 9796   # 0: any free port, logged at startup
+
+
 def _limits_overrides(self) -> dict[str, int | float]:
     """The fields that are set, as ``CopyLimits(**overrides)`` keyword arguments."""
     values = ((item.name, getattr(self, item.name)) for item in dataclasses.fields(self))
@@ -186,6 +194,7 @@ class DaemonConfig:
     log_level: str = "info"
     odx: OdxConfig = field(default_factory=OdxConfig)        # the optional "odx" section
     iscsi: IscsiLimits = field(default_factory=IscsiLimits)  # the optional "iscsi" section
+    metrics: MetricsConfig | None = None   # the optional "metrics" section; None: no endpoint
 
 
 def port_group_of(tpgt: int) -> int:

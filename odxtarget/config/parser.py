@@ -23,6 +23,7 @@ from odxtarget.config.model import (
     ExtentConfig,
     LunMapping,
     MappedLunConfig,
+    MetricsConfig,
     OdxConfig,
     PortalConfig,
     RbdConfig,
@@ -110,7 +111,7 @@ class _Parser:
     """One validation pass: builds the model and collects problems and warnings."""
 
     TOP_KEYS = ("schema_version", "frontend", "state_dir", "log_level", "storage_objects", "targets",
-                "odx", "iscsi")
+                "odx", "iscsi", "metrics")
     STORAGE_KEYS = ("name", "size", "block_size", "read_only", "serial", "wwn", "write_cache",
                     "physical_block_size", "removable", "extents", "rbd", "block")
     EXTENT_KEYS = ("path", "offset", "length")
@@ -123,6 +124,7 @@ class _Parser:
     ACL_KEYS = ("initiator", "chap", "mapped_luns")
     MAPPED_LUN_KEYS = ("mapped_lun", "lun", "write_protect")
     CHAP_KEYS = ("userid", "password", "mutual_userid", "mutual_password")
+    METRICS_KEYS = ("ip", "port")
 
     def __init__(self, base_dir: str):
         self.base_dir = base_dir
@@ -249,6 +251,8 @@ class _Parser:
             iscsi = self.limits_section(obj["iscsi"], ISCSI_SECTION)
             if iscsi is not None:
                 config.iscsi = IscsiLimits(**iscsi)
+        if obj.get("metrics") is not None:
+            config.metrics = self.metrics(obj["metrics"])
 
         indexed_objects: list[tuple[int, StorageObjectConfig]] = []
         for index, item in enumerate(self.array(obj, "storage_objects", "") or []):
@@ -289,6 +293,35 @@ class _Parser:
                                ' (demo_mode true, no chap, writable LUNs): set "chap", or'
                                ' "demo_mode_write_protect": true, or ACLs with demo_mode false, or'
                                ' loopback portals only, or "allow_unauthenticated_writes": true')
+
+    # -- the metrics endpoint (docs/metrics.md) -------------------------------------------------
+
+    def metrics(self, value: Any) -> MetricsConfig | None:
+        """Where the Prometheus endpoint listens; a warning when that is beyond this host."""
+        path = "metrics"
+        defaults = MetricsConfig()
+        if self.object(value, path, self.METRICS_KEYS) is None:
+            return None
+        problems_before = len(self.problems)
+        ip = self.ip_address(value, "ip", path, defaults.ip)
+        port = self.integer(value, "port", path, defaults.port, 0, MAX_PORT)  # 0: any free port
+        if len(self.problems) > problems_before or ip is None:
+            return None
+        if not ipaddress.ip_address(ip).is_loopback:
+            self.warnings.append(f"metrics.ip: {ip} serves the metrics (target and storage object names,"
+                                 " I/O rates) to the network; bind a loopback or management address")
+        return MetricsConfig(ip=ip, port=port)
+
+    def ip_address(self, obj: dict, key: str, path: str, default: str | None) -> str | None:
+        """An IPv4 or IPv6 address in its normal spelling."""
+        ip = self.string(obj, key, path, default)
+        if ip is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(ip))
+        except ValueError:
+            self.problem(_join(path, key), f'"{ip}" is not an IPv4 or IPv6 address')
+            return None
 
     # -- limits sections ----------------------------------------------------------------------
 
@@ -638,13 +671,7 @@ class _Parser:
             here = f"{path}.portals[{index}]"
             if self.object(entry, here, self.PORTAL_KEYS, required=("ip",)) is None:
                 continue
-            ip = self.string(entry, "ip", here, None)
-            if ip is not None:
-                try:
-                    ip = str(ipaddress.ip_address(ip))
-                except ValueError:
-                    self.problem(_join(here, "ip"), f'"{ip}" is not an IPv4 or IPv6 address')
-                    ip = None
+            ip = self.ip_address(entry, "ip", here, None)
             port = self.integer(entry, "port", here, 3260, 0, MAX_PORT)  # 0: any free port
             if ip is None:
                 continue

@@ -30,6 +30,9 @@ A handler that waits for storage is a generator (``execution.Steps``); ``execute
 a ``Pending`` that the front end drives, and the same mapping applies to whatever the
 generator raises later. A command that the task set cannot admit yet (SAM-5 8.6 task
 attributes) is returned queued, and runs steps 1 to 8 only when it starts.
+
+Every command that ends is recorded in the LU's ``io_stats`` (``io_stats.IoStats``), with
+its latency from ``execute`` to its status.
 """
 
 from __future__ import annotations
@@ -60,16 +63,19 @@ _PR_ALLOWED = int(CommandFlags.PR_ALLOWED)
 
 def execute(lu: "LogicalUnit", command: ScsiCommand, target=None) -> ScsiResult | Pending:
     """Run one command: its ScsiResult, or a ``Pending`` when it waits for storage or for
-    older tasks (``execution``). Never raises."""
+    older tasks (``execution``). Never raises. The LU's ``io_stats`` record it once it ends."""
+    received = lu.io_stats.clock()
     if not lu.task_set.may_start(command.task_attribute):
-        pending = Pending(lu, command, lambda queued: _run(lu, command, target, queued))
+        pending = Pending(lu, command, lambda queued: _run(lu, command, target, queued, received), received)
         lu.task_set.enqueue(pending)
         return pending
-    return _run(lu, command, target, None)
+    return _run(lu, command, target, None, received)
 
 
-def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | None) -> ScsiResult | Pending:
-    """The gates and the handler; ``pending`` is the queued command being started, if any."""
+def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | None,
+         received: float) -> ScsiResult | Pending:
+    """The gates and the handler; ``pending`` is the queued command being started, if any;
+    ``received`` is when the LU received the command (``IoStats.clock``)."""
     spec = None
     try:
         cdb = command.cdb
@@ -105,7 +111,7 @@ def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | Non
     if type(outcome) is GeneratorType:
         fresh = pending is None
         if fresh:
-            pending = Pending.running(lu, command)
+            pending = Pending.running(lu, command, received)
         pending.run_steps(outcome, lambda exc: _error_outcome(lu, spec, command, exc))
         if fresh and pending.result is not None:
             return pending.result           # it needed no storage work after all
@@ -113,6 +119,7 @@ def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | Non
     if pending is not None:
         pending.finish(outcome)
         return pending
+    lu.io_stats.record(command.cdb, outcome, received)
     return outcome
 
 

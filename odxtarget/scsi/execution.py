@@ -63,10 +63,11 @@ class Pending:
     calls ``start``, ``resume``, ``fail`` and ``abort``.
     """
 
-    __slots__ = ("lu", "command", "attribute", "work", "result", "queued", "aborted", "_steps", "_start",
-                 "_on_error", "_running")
+    __slots__ = ("lu", "command", "attribute", "work", "result", "queued", "aborted", "received", "_steps",
+                 "_start", "_on_error", "_running")
 
-    def __init__(self, lu: "LogicalUnit", command: ScsiCommand, start: Callable[["Pending"], None]):
+    def __init__(self, lu: "LogicalUnit", command: ScsiCommand, start: Callable[["Pending"], None],
+                 received: float = 0.0):
         self.lu = lu
         self.command = command
         self.attribute = command.task_attribute
@@ -74,15 +75,17 @@ class Pending:
         self.result: ScsiResult | None = None
         self.queued = True
         self.aborted = False
+        #: When the LU received the command (``IoStats.clock``), for its latency.
+        self.received = received
         self._steps: Steps | None = None
         self._start = start
         self._on_error: Callable[[BaseException], ScsiResult] | None = None
         self._running = False
 
     @classmethod
-    def running(cls, lu: "LogicalUnit", command: ScsiCommand) -> "Pending":
+    def running(cls, lu: "LogicalUnit", command: ScsiCommand, received: float = 0.0) -> "Pending":
         """A command that started at once and now waits for storage."""
-        pending = cls(lu, command, _never_queued)
+        pending = cls(lu, command, _never_queued, received)
         pending.queued = False
         pending._running = True
         lu.task_set.started(pending)
@@ -101,6 +104,7 @@ class Pending:
         self.work = None
         self.result = result
         self._steps = None
+        self.lu.io_stats.record(self.command.cdb, result, self.received)
         if self._running:
             self._running = False
             self.lu.task_set.finished(self)

@@ -46,6 +46,7 @@ from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.errors import MediumError, ScsiError, SpaceAllocationFailed
 from odxtarget.scsi.dispatch import execute as dispatch_execute
 from odxtarget.scsi.execution import Pending, StorageCall, StorageWork, TaskSet
+from odxtarget.scsi.io_stats import IoStats
 from odxtarget.scsi.mode_pages import ModeLimits, ModeState
 from odxtarget.scsi.pr_state import PersistentReservations, Reservation, ReservationStore
 from odxtarget.scsi.shared_reservations import ReservationState, SharedReservations
@@ -185,6 +186,8 @@ class LogicalUnit:
         self.change_listeners: list[Callable[["LogicalUnit", int, int], None]] = []
         #: The commands that wait for storage, ordered by their task attributes (SAM-5 8.6).
         self.task_set = TaskSet()
+        #: READ/WRITE commands and bytes and command latency, for metrics (``io_stats``).
+        self.io_stats = IoStats()
         self.default_mode = ModeState(write_cache=config.write_cache)
         self.mode = self.default_mode.copy()
         #: A write cache the configuration turned off stays off (SPC-4 6.9, docs/configuration.md).

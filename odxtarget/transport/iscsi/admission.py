@@ -6,7 +6,9 @@ Theory of operation
 ``Admission`` is shared by every connection of one ``IscsiServer``. The server asks
 ``admit_connection`` when a TCP connection arrives and calls ``connection_closed`` when it
 goes; the login code asks ``admit_session`` before it registers a session, and reports each
-refused login with ``login_failed``. A source address that failed ``max_failed_logins_per_address``
+refused login with ``login_failed`` (or, for a refusal that is not the peer's failure,
+``login_refused``), naming its Login Response status; ``refused_logins`` counts them by that
+name for the metrics endpoint (docs/metrics.md). A source address that failed ``max_failed_logins_per_address``
 logins within ``failed_login_window`` seconds has its new connections closed at accept until the
 oldest of those failures leaves the window: a password-guessing peer gets a few tries a minute,
 and everyone else is served as before.
@@ -34,6 +36,8 @@ class Admission:
         self._connections: Counter[str] = Counter()
         self._sessions: Counter[str] = Counter()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        #: Refused logins by reason: a ``LoginStatus`` name in lower case (RFC 7143 11.13.5).
+        self.refused_logins: Counter[str] = Counter()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -79,7 +83,13 @@ class Admission:
 
     # -- failed logins ----------------------------------------------------------------------
 
-    def login_failed(self, address: str, now: float) -> None:
+    def login_refused(self, reason: str) -> None:
+        """Count a refused login by ``reason`` without holding it against its address."""
+        self.refused_logins[reason] += 1
+
+    def login_failed(self, address: str, now: float, reason: str = "initiator_error") -> None:
+        """A login from ``address`` failed for ``reason``: counted, and toward throttling."""
+        self.login_refused(reason)
         history = self._failures.pop(address, None)
         if history is None:
             history = deque(maxlen=self.limits.max_failed_logins_per_address)

@@ -498,7 +498,7 @@ class IscsiConnection:
     def _login_refused(self, request: P.LoginRequest, status: LoginStatus, why: str) -> None:
         log.warning("%s: login refused (status %02X/%02X): %s", self._who(), status.status_class,
                     status.status_detail, why)
-        self.registry.admission.login_failed(self.peer_address, self._now)
+        self.registry.admission.login_failed(self.peer_address, self._now, status.name.lower())
         self._login_reply(request, status_class=status.status_class, status_detail=status.status_detail,
                           csg=request.csg, nsg=request.nsg)
         self.close_requested = True
@@ -548,7 +548,8 @@ class IscsiConnection:
             why = login.failure_reason or "login state machine refused"
             log.warning("%s: login refused (status %02X/%02X): %s", self._who(), reply.status_class,
                         reply.status_detail, why)
-            self.registry.admission.login_failed(self.peer_address, self._now)
+            self.registry.admission.login_failed(self.peer_address, self._now,
+                                                 LoginStatus.name_of(reply.status_class, reply.status_detail))
             self._login_reply(request, status_class=reply.status_class, status_detail=reply.status_detail,
                               transit=reply.transit, csg=reply.csg, nsg=reply.nsg, data=reply.data,
                               version_active=reply.version_active)
@@ -560,6 +561,7 @@ class IscsiConnection:
             refusal = self.registry.admission.admit_session(self.peer_address)
             if refusal is not None:
                 log.warning("%s: login refused (status 03/02): %s", self._who(), refusal)
+                self.registry.admission.login_refused(LoginStatus.OUT_OF_RESOURCES.name.lower())
                 self._login_reply(request, status_class=LoginStatus.OUT_OF_RESOURCES.status_class,
                                   status_detail=LoginStatus.OUT_OF_RESOURCES.status_detail, csg=request.csg,
                                   nsg=request.nsg)

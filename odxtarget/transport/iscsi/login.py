@@ -141,6 +141,19 @@ class LoginStatus(enum.Enum):
     def status_detail(self) -> int:
         return self.value[1]
 
+    @classmethod
+    def name_of(cls, status_class: int, status_detail: int) -> str:
+        """The lower-case name of a refusal's status pair ("authentication_failure"); pairs
+        RFC 7143 does not name, or that are no refusal, go by their class ("target_error" for
+        class 3, else "initiator_error")."""
+        try:
+            status = cls((status_class, status_detail))
+        except ValueError:
+            status = None
+        if status is not None and status.status_class >= cls.INITIATOR_ERROR.status_class:
+            return status.name.lower()
+        return "target_error" if status_class == cls.TARGET_ERROR.status_class else "initiator_error"
+
 
 class LoginRefused(Exception):
     """Internal: the login ends with ``status``; ``reason`` goes to the log."""

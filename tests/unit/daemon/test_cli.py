@@ -44,7 +44,9 @@ def test_demo_config_writes_a_valid_private_config(tmp_path, capsys):
     assert config.targets[0].portals[0].port == 3270
     assert capsys.readouterr().out.splitlines() == [
         f"wrote {path}", f"start the target with: odxtarget serve --config {path}",
+        "its metrics: http://127.0.0.1:9796/metrics (docs/metrics.md)",
     ]
+    assert config.metrics is not None and (config.metrics.ip, config.metrics.port) == ("127.0.0.1", 9796)
 
 
 def test_demo_config_does_not_overwrite_without_force(tmp_path, capsys):

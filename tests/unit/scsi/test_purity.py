@@ -1,11 +1,12 @@
-"""The core is sans-IO: nothing under odxtarget/scsi may import asyncio, socket, threading, os or mmap."""
+"""The core is sans-IO: nothing under odxtarget/scsi may import asyncio, socket, threading, os or mmap,
+nor the metrics exporter's library (the core counts in plain ints, docs/metrics.md)."""
 
 import ast
 import pathlib
 
 import odxtarget.scsi
 
-FORBIDDEN = {"asyncio", "socket", "threading", "os", "mmap", "selectors", "subprocess"}
+FORBIDDEN = {"asyncio", "socket", "threading", "os", "mmap", "selectors", "subprocess", "prometheus_client"}
 PACKAGE_DIR = pathlib.Path(odxtarget.scsi.__file__).parent
 
 
@@ -28,8 +29,8 @@ def test_core_modules_import_no_io():
 
 def test_checker_catches_a_forbidden_import(tmp_path):
     sample = tmp_path / "bad.py"
-    sample.write_text("import os.path\nfrom socket import socket\n")
-    assert _imported_modules(sample) & FORBIDDEN == {"os", "socket"}
+    sample.write_text("import os.path\nfrom socket import socket\nfrom prometheus_client.core import Metric\n")
+    assert _imported_modules(sample) & FORBIDDEN == {"os", "socket", "prometheus_client"}
 
 
 def test_tcmu_ring_imports_no_io():
@@ -42,7 +43,8 @@ def test_tcmu_ring_imports_no_io():
 
 #: The copy manager plans and schedules; threads and event loops belong to whoever runs its
 #: storage work (the daemon's workers), and files to the modules that do that work.
-COPY_FORBIDDEN = {"asyncio", "socket", "threading", "selectors", "subprocess", "mmap", "concurrent"}
+COPY_FORBIDDEN = {"asyncio", "socket", "threading", "selectors", "subprocess", "mmap", "concurrent",
+                  "prometheus_client"}
 #: I/O on files: only the copy package's step-execution module (ROD files) may do it; copying
 #: LU data is odxtarget/storage/copy_work.py's.
 COPY_FILE_IO = {"os", "fcntl", "tempfile", "shutil"}
