@@ -175,7 +175,7 @@ class TokenRecord:
     def expires(self) -> float:
         """When the token dies unless used again: its inactivity timeout after its last use,
         or when the last lease runs out, whichever is later."""
-        return max(self.last_used + self.inactivity_timeout, *(until for _, until in self.leases))
+        return max((self.last_used + self.inactivity_timeout, *(until for _, until in self.leases)))
 
     def expired(self, now: float) -> bool:
         return now >= self.expires
