@@ -161,8 +161,9 @@ class TokenRecord:
             raise
         except (KeyError, TypeError, ValueError) as error:
             raise RecordError(f"malformed token record: {error}") from None
-        if len(record.digest) != 64 or record.block_size <= 0:
-            raise RecordError("malformed token record: digest or block size")
+        if (len(record.digest) != 64 or record.block_size <= 0 or not 0 < record.token_id < 1 << 64
+                or min(record.image_bytes, record.bytes_represented) < 0):
+            raise RecordError("malformed token record: digest, identifier, block size or sizes")
         return record
 
     # -- decisions ------------------------------------------------------------------------------

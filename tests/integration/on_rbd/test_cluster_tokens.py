@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
+from odxtarget.admin.client import AdminClient
 from tests.integration.odx.odx_support import (
-    COPY_TARGET_UNDERRUN, GOOD, MIB, TOKEN_CORRUPT, TOKEN_DELETED, TOKEN_EXPIRED, TOKEN_UNKNOWN, OdxSession, check,
-    information,
+    COPY_TARGET_UNDERRUN, GOOD, MIB, STATUS_COMPLETED, TOKEN_CANCELLED, TOKEN_CORRUPT, TOKEN_DELETED, TOKEN_EXPIRED,
+    TOKEN_UNKNOWN, OdxSession, check, information,
 )
 from tests.support.ceph import POOL, CephCluster
 from tests.support.daemon import DaemonProcess, DaemonSpec, LunSpec
@@ -202,3 +203,43 @@ def test_the_time_budget_truncates_a_copy_from_a_cluster_token(cluster):
                 done += information(result)
         assert done == blocks
         assert first.read(1, 0, size) == data
+
+
+def test_a_background_copy_from_a_cluster_token(cluster):
+    c = cluster()
+    a, b = c.gateways
+    with OdxSession(a) as first, OdxSession(b) as second:
+        data = first.fill(0, 0, SIZE, seed=81)
+        token = first.token(0, [(0, BLOCKS)])
+        list_id, result = second.write_using(1, token, [(100, BLOCKS)], immed=True)
+        check(result, GOOD, "WUT with IMMED=1 on B")
+        info = second.wait_status(1, list_id, lambda info: info.status == STATUS_COMPLETED)
+        assert (info.status, info.transfer_count) == (STATUS_COMPLETED, BLOCKS)
+        assert first.read(1, 100, SIZE) == data
+
+
+def test_an_admin_change_of_the_source_storage_on_one_gateway_cancels_its_tokens_everywhere(cluster):
+    c = cluster()
+    a, b = c.gateways
+    with OdxSession(a) as first, OdxSession(b) as second:
+        first.fill(0, 0, SIZE, seed=91)
+        token = second.token(0, [(0, BLOCKS)])            # made on B
+        other = second.token(1, [(0, BLOCKS)])            # of the other image: unaffected
+        with AdminClient(str(a.directory / "state" / "control.sock")) as admin:
+            admin.call("extent.reopen", name="disk0", confirm=True)
+        wait_for(lambda: not c.snapshots(c.images[0]), 30, "the snapshot of the reopened storage removed")
+        check(second.write_using(1, token, [(0, BLOCKS)])[1], TOKEN_CANCELLED, "the token on B")
+        check(first.write_using(1, token, [(0, BLOCKS)])[1], TOKEN_CANCELLED, "the token on A")
+        check(first.write_using(0, other, [(0, BLOCKS)])[1], GOOD, "the other image's token")
+
+
+def test_a_token_dies_when_its_image_shrinks(cluster):
+    c = cluster()
+    a, b = c.gateways
+    with OdxSession(a) as first, OdxSession(b) as second:
+        first.fill(0, 0, SIZE, seed=95)
+        token = first.token(0, [(0, BLOCKS)])
+        c.ceph.rbd("resize", "--size", f"{LUN_BYTES // 2}B", "--allow-shrink", f"{POOL}/{c.images[0]}")
+        check(second.write_using(1, token, [(0, BLOCKS)])[1], TOKEN_CANCELLED, "the token of a shrunk image")
+        assert not c.snapshots(c.images[0])
+        assert [record["state"] for record in c.records()] == ["cancelled"]
