@@ -23,6 +23,10 @@ bounded size (``storage.copy_work``) -- the front end runs on its workers; a bac
 Everything in this module runs on the core's one thread, so its state needs no locks. Time
 comes from ``clock`` (monotonic seconds), so tests inject it.
 
+Tokens of logical units stored in RBD images are not in the token store: they are RBD
+snapshots with records in RADOS, which every gateway serving the image resolves alike
+(``cluster_tokens``; docs/rbd.md, "ROD tokens across gateways").
+
 Live tokens are cancelled through the one path every change of a logical unit's medium
 takes: ``LogicalUnit.change_listeners`` (SPC-4 5.16.6.3). A copy announces each step's
 destination bytes there too, before the step runs.
