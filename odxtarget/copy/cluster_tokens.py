@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -116,10 +118,13 @@ class CopyLease:
 
 
 class ClusterTokens:
-    """See the module docstring. ``gateway`` names this daemon in the records it writes."""
+    """See the module docstring. ``clock`` is monotonic (local bookkeeping), ``wall_clock``
+    the POSIX time records hold; ``gateway`` names this daemon in the records it writes (host
+    name and process id by default)."""
 
-    def __init__(self, gateway: str, clock: Callable[[], float], wall_clock: Callable[[], float] = time.time):
-        self.gateway = gateway
+    def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float] = time.time,
+                 gateway: str | None = None):
+        self.gateway = gateway or f"{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
         self.wall_clock = wall_clock
         self.issued: dict[int, IssuedToken] = {}

@@ -157,7 +157,7 @@ class CopyManager:
         self.copies = RunningCopies(self.tokens, lambda: self.clock(), lambda: self._limits, self._counter,
                                     self._background)
         #: Tokens of LUs stored in RBD images: snapshots and records in the cluster.
-        self.cluster = ClusterTokens(name, lambda: self.clock())
+        self.cluster = ClusterTokens(lambda: self.clock())
         self._closing = False
         if workers is not None:
             self.use_workers(workers)
