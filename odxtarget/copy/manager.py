@@ -576,6 +576,9 @@ class CopyManager:
             if request.immed:
                 return _good(transfer_length=length)
             raise
+        except GeneratorExit:          # the command was aborted (SAM-5 7.2) while the record was read
+            operation.complete(CopyStatus.TERMINATED, self.clock(), b"", SAM_TASK_ABORTED)
+            raise
         except BaseException:
             complete_failed(operation, InternalTargetFailure(), self.clock())   # frees the list id
             raise
