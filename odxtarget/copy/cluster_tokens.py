@@ -25,8 +25,9 @@ reading the record (``acquire``), and any gateway's answer is the same.
   killed with tokens outstanding leaves nothing behind for longer than the tokens' inactivity
   timeout plus the skew allowance plus one sweep.
 * **Invalidation.** An admin change of the source LU's storage on any gateway cancels the
-  image's live tokens (23h/08h), deleting its storage object revokes them (23h/06h); an image
-  found smaller than the LU was at POPULATE TOKEN cancels the token at its next use.
+  image's live tokens (23h/08h); an image found smaller than the LU was at POPULATE TOKEN
+  cancels the token at its next use. Deleting the storage object on one gateway leaves the
+  tokens to the gateways that still serve the image.
 
 The blocking work runs on workers (``StorageCall``); the rest on the core's thread. Tokens
 issued here are also remembered locally (``issued``), for the per-initiator quotas and for
