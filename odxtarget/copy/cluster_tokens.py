@@ -38,9 +38,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
+import platform
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -121,11 +120,11 @@ class CopyLease:
 class ClusterTokens:
     """See the module docstring. ``clock`` is monotonic (local bookkeeping), ``wall_clock``
     the POSIX time records hold; ``gateway`` names this daemon in the records it writes (host
-    name and process id by default)."""
+    name and a random tag by default, for the log)."""
 
     def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float] = time.time,
                  gateway: str | None = None):
-        self.gateway = gateway or f"{socket.gethostname()}:{os.getpid()}"
+        self.gateway = gateway or f"{platform.node()}:{secrets.token_hex(4)}"
         self.clock = clock
         self.wall_clock = wall_clock
         self.issued: dict[int, IssuedToken] = {}
