@@ -15,7 +15,7 @@ import pytest
 
 from odxtarget.admin.client import AdminClient
 from tests.integration.odx.odx_support import (
-    COPY_TARGET_UNDERRUN, GOOD, MIB, STATUS_COMPLETED, TOKEN_CANCELLED, TOKEN_CORRUPT, TOKEN_DELETED, TOKEN_EXPIRED,
+    COPY_TARGET_UNDERRUN, GOOD, MIB, STATUS_COMPLETED, STATUS_IN_BACKGROUND, TOKEN_CANCELLED, TOKEN_CORRUPT, TOKEN_DELETED, TOKEN_EXPIRED,
     TOKEN_UNKNOWN, OdxSession, check, information,
 )
 from tests.support.ceph import POOL, CephCluster
@@ -243,3 +243,22 @@ def test_a_token_dies_when_its_image_shrinks(cluster):
         check(second.write_using(1, token, [(0, BLOCKS)])[1], TOKEN_CANCELLED, "the token of a shrunk image")
         assert not c.snapshots(c.images[0])
         assert [record["state"] for record in c.records()] == ["cancelled"]
+
+
+def test_a_snapshot_that_a_copy_reads_outlives_the_token_timeout_and_the_sweeps(cluster):
+    """A background copy in small steps outlasts its token's 1 s inactivity timeout plus the
+    skew allowance and several of gateway B's sweeps: its lease keeps the snapshot, the copy
+    completes with the source's data, and the token dies only after the copy is done."""
+    c = cluster(background_step_bytes="16K")
+    a, b = c.gateways
+    size, blocks = 32 * MIB, 32 * MIB // 512
+    with OdxSession(a) as first, OdxSession(b) as second:
+        data = first.fill(0, 0, size, seed=99)
+        token = first.token(0, [(0, blocks)], inactivity_timeout=1)
+        list_id, result = second.write_using(1, token, [(0, blocks)], immed=True)
+        check(result, GOOD, "WUT with IMMED=1 on B")
+        info = second.wait_status(1, list_id, lambda info: info.status != STATUS_IN_BACKGROUND, timeout=600,
+                                  interval=0.5)
+        assert (info.status, info.transfer_count) == (STATUS_COMPLETED, blocks)
+        assert first.read(1, 0, size) == data
+        wait_for(lambda: not c.all_snapshots(), COLLECTION_WAIT_SECONDS, "the snapshot collected after the copy")
