@@ -246,9 +246,11 @@ def test_a_token_dies_when_its_image_shrinks(cluster):
 
 
 def test_a_snapshot_that_a_copy_reads_outlives_the_token_timeout_and_the_sweeps(cluster):
-    """A background copy in small steps outlasts its token's 1 s inactivity timeout plus the
-    skew allowance and several of gateway B's sweeps: its lease keeps the snapshot, the copy
-    completes with the source's data, and the token dies only after the copy is done."""
+    """A background copy in 16 KiB steps, which takes longer (about 12 s on the test machine)
+    than its token's 1 s inactivity timeout plus the 5 s skew allowance plus a 5 s sweep: its
+    lease keeps the snapshot from gateway B's sweeps, the copy completes with the source's data,
+    and the snapshot goes only after the copy is done. Without the lease the sweep removes the
+    snapshot mid-copy and the copy ends short."""
     c = cluster(background_step_bytes="16K")
     a, b = c.gateways
     size, blocks = 32 * MIB, 32 * MIB // 512
