@@ -264,3 +264,16 @@ def test_a_snapshot_that_a_copy_reads_outlives_the_token_timeout_and_the_sweeps(
         assert (info.status, info.transfer_count) == (STATUS_COMPLETED, blocks)
         assert first.read(1, 0, size) == data
         wait_for(lambda: not c.all_snapshots(), COLLECTION_WAIT_SECONDS, "the snapshot collected after the copy")
+
+
+def test_a_snapshot_left_without_its_record_is_removed(cluster):
+    """A gateway that died between marking a record dead and removing its snapshot, or a
+    record removed by hand, leaves an ``odx-rod-*`` snapshot without a live record: any
+    gateway serving the image removes it. Other snapshots are never touched."""
+    c = cluster()
+    image = c.images[1]
+    c.ceph.rbd("snap", "create", f"{POOL}/{image}@{SNAPSHOT_PREFIX}00000000deadbeef")
+    c.ceph.rbd("snap", "create", f"{POOL}/{image}@nightly")
+    wait_for(lambda: not c.snapshots(image), COLLECTION_WAIT_SECONDS, "the orphaned snapshot removed")
+    listed = json.loads(c.ceph.rbd("snap", "ls", "--format", "json", f"{POOL}/{image}"))
+    assert [snap["name"] for snap in listed] == ["nightly"]
