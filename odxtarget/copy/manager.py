@@ -23,6 +23,10 @@ bounded size (``storage.copy_work``) -- the front end runs on its workers; a bac
 Everything in this module runs on the core's one thread, so its state needs no locks. Time
 comes from ``clock`` (monotonic seconds), so tests inject it.
 
+Tokens of logical units stored in RBD images are not in the token store: they are RBD
+snapshots with records in RADOS, which every gateway serving the image resolves alike
+(``cluster_tokens``; docs/rbd.md, "ROD tokens across gateways").
+
 Live tokens are cancelled through the one path every change of a logical unit's medium
 takes: ``LogicalUnit.change_listeners`` (SPC-4 5.16.6.3). A copy announces each step's
 destination bytes there too, before the step runs.
@@ -38,6 +42,7 @@ as a READ or a WRITE from that nexus would. Tokens count against per-initiator q
 from __future__ import annotations
 
 import logging
+import secrets
 import struct
 import time
 from collections.abc import Callable
@@ -47,19 +52,22 @@ from typing import TYPE_CHECKING
 from odxtarget.copy import params, responses, xcopy
 from odxtarget.copy.access import READ_ACCESS, WRITE_ACCESS, CopyAccess, OwnTargetOnly, maps
 from odxtarget.copy.background import BackgroundCopies, WorkSubmitter
+from odxtarget.copy.cluster_tokens import ClusterTokens, IssuedToken, rados_backend, snapshot_source
 from odxtarget.copy.constants import (
     CSCD_ID_THIS_LU, DELAY_COMPLETE, ROD_TOKEN_LENGTH, SAM_CHECK_CONDITION, SAM_TASK_ABORTED, CopyInAction,
     CopyOutAction, CopyStatus, RodType,
 )
 from odxtarget.copy.counters import CopyCounters
-from odxtarget.copy.errors import CopyAborted, InsufficientResourcesToCreateRod, InvalidTokenLength
+from odxtarget.copy.errors import CopyAborted, InsufficientResourcesToCreateRod, InvalidTokenLength, TokenUnknown
 from odxtarget.copy.job import (CopyJob, SourceSegment, live_source, may_overlap, overlaps_for, plan_copy,
                                 plan_zero, rod_file_source)
 from odxtarget.copy.limits import CopyLimits
 from odxtarget.copy.lists import CopyOperation, ListRegistry
 from odxtarget.copy.rod_files import RodDirectory
 from odxtarget.copy.running import CopyRun, RunningCopies, Staging, complete_failed
-from odxtarget.copy.token import build_token, creator_descriptor, is_zero_token, token_length_of
+from odxtarget.copy.token import (build_token, creator_descriptor, creator_designator_of, is_zero_token,
+                                  rod_type_of, token_length_of)
+from odxtarget.copy.token_record import TokenRecord, TokenState, snapshot_name, token_digest
 from odxtarget.copy.token_store import RodFile, TokenEntry, TokenStore
 from odxtarget.scsi.command_table import CommandFlags, CommandSpec, DataDirection
 from odxtarget.scsi.constants import Opcode, VpdPage
@@ -74,6 +82,7 @@ from odxtarget.scsi.sense import SenseData, SenseKey
 from odxtarget.scsi.types import ItNexus, ScsiCommand, ScsiResult, Status
 from odxtarget.storage.backend import FileBacked
 from odxtarget.storage.copy_work import CreateStagingFile, SettledWork
+from odxtarget.storage.rbd_snapshots import RadosBacked
 from odxtarget.storage.work import StorageCall
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,6 +156,8 @@ class CopyManager:
         #: Every copy in progress, synchronous or not.
         self.copies = RunningCopies(self.tokens, lambda: self.clock(), lambda: self._limits, self._counter,
                                     self._background)
+        #: Tokens of LUs stored in RBD images: snapshots and records in the cluster.
+        self.cluster = ClusterTokens(lambda: self.clock())
         self._closing = False
         if workers is not None:
             self.use_workers(workers)
@@ -213,6 +224,7 @@ class CopyManager:
         self.copies.stop_on(lu)
         self.lu_reset(lu)
         self.tokens.creator_gone(lu, self.clock())
+        self.cluster.forget_creator(lu)
         self._by_designator.pop(bytes(lu.naa_designator), None)
         lu.change_listeners.remove(self.copies.lu_changing)
         lu.event_listeners.remove(self._on_lu_event)
@@ -224,9 +236,15 @@ class CopyManager:
         or an EXTENDED COPY, are terminated (a background one's status is 60h, as after COPY
         OPERATION ABORT); a step already on a worker finishes under the backend's lease, which
         keeps its descriptors open until then. ``lu``'s live tokens are cancelled (23h/08h on
-        next use); snapshot tokens keep their own ROD files."""
+        next use); snapshot tokens keep their own ROD files. The cluster tokens of an RBD image
+        are cancelled on every gateway (docs/rbd.md, "ROD tokens across gateways")."""
         terminated = self.copies.stop_on(lu)
         cancelled = self.tokens.creator_storage_replaced(lu, self.clock())
+        backend = rados_backend(lu)
+        if backend is not None:
+            self.cluster.forget_creator(lu)
+            self._background.errand(self.cluster.invalidate_image(
+                lambda: rados_backend(lu) or backend, backend.spec.pool, backend.spec.image, TokenState.CANCELLED))
         if terminated or cancelled:
             log.info("%s: storage replaced: %d copies terminated, %d live tokens cancelled",
                      lu.name, terminated, cancelled)
@@ -236,10 +254,17 @@ class CopyManager:
         return self._background.busy
 
     def housekeeping(self) -> None:
-        """Expire idle tokens (removing their ROD files) and stale list results."""
+        """Expire idle tokens (removing their ROD files) and stale list results; now and then,
+        sweep the cluster for dead tokens' records and snapshots (``ClusterTokens``)."""
         now = self.clock()
         self.tokens.expire(now)
         self.lists.expire(now)
+        sweep = self.cluster.housekeeping(self._rados_backends())
+        if sweep is not None:
+            self._background.errand(sweep)
+
+    def _rados_backends(self) -> list[RadosBacked]:
+        return [backend for backend in map(rados_backend, self._units.values()) if backend is not None]
 
     def nexus_lost(self, nexus: ItNexus) -> None:
         """I_T nexus loss or logout: its list results go, its running copies are terminated."""
@@ -372,6 +397,9 @@ class CopyManager:
             self.tokens.check_room(populate.owner)
         except ScsiError as error:
             return self._token_refused(populate, error)
+        backend = rados_backend(lu) if request.rod_type != RodType.PIT_CHANGE_VULNERABLE else None
+        if backend is not None:
+            return self._populate_cluster(populate, backend)
         token_id = self.tokens.next_token_id()
         source = self._snapshot_source(lu, request)
         if source is not None:
@@ -399,6 +427,50 @@ class CopyManager:
         if outcome.reflink_refused:
             self.rod_directory.reflink_refused()
         return self._token_made(populate, token_id, outcome.rod_file)
+
+    def _populate_cluster(self, populate: "_Populate", backend: RadosBacked) -> Steps:
+        """An RBD snapshot and its record in RADOS, on a worker: a token every gateway serving
+        the image can use (``cluster_tokens``)."""
+        lu, request, owner = populate.lu, populate.request, populate.owner
+        if self.cluster.held_by(owner) + self.tokens.tokens_of(owner) >= self.limits.max_tokens_per_initiator:
+            return self._token_refused(populate, InsufficientResourcesToCreateRod(
+                f"initiator {owner!r} holds its quota of ROD tokens"))
+        if len(self.cluster.issued) + len(self.tokens) >= self.limits.max_tokens:
+            return self._token_refused(populate, InsufficientResourcesToCreateRod("too many ROD tokens"))
+        block_size = lu.block_size
+        size = sum(count for _, count in request.ranges) * block_size
+        timeout = float(request.inactivity_timeout)
+        for _ in range(3):
+            token_id = self.cluster.new_token_id()
+            token = build_token(RodType.PIT_DEFAULT, token_id, creator_descriptor(lu.naa_designator, block_size),
+                                size, block_size, lu.block_count, self.name)
+            now = self.cluster.wall_clock()
+            record = TokenRecord(token_id, token_digest(token), RodType.PIT_DEFAULT, backend.spec.pool,
+                                 backend.spec.image, snapshot_name(token_id), bytes(lu.naa_designator),
+                                 tuple((lba, count) for lba, count in request.ranges), block_size,
+                                 lu.block_count * block_size, size, owner, self.cluster.gateway, now, timeout, now)
+            try:
+                yield self.cluster.issue(backend, record)
+            except FileExistsError:
+                continue                       # another gateway drew the same identifier
+            except OSError as error:
+                log.error("%s: cannot snapshot %s/%s for a ROD token: %s", lu.name, backend.spec.pool,
+                          backend.spec.image, error)
+                return self._token_refused(populate, InsufficientResourcesToCreateRod(f"RBD snapshot: {error}"))
+            break
+        else:
+            return self._token_refused(populate, InsufficientResourcesToCreateRod("no free token identifier"))
+        self.cluster.remember(token_id, token, lu, owner, timeout)
+        counters = self._counter(lu)
+        counters.tokens_created += 1
+        counters.snapshot_tokens += 1
+        operation = populate.operation
+        operation.token = token
+        operation.transfer_count = operation.requested
+        operation.complete(CopyStatus.COMPLETED, self.clock())
+        log.debug("%s: cluster token %016x (snapshot %s) for %d blocks", lu.name, token_id, record.snapshot,
+                  operation.requested)
+        return _good(transfer_length=populate.length)
 
     def _token_made(self, populate: "_Populate", token_id: int, rod_file: RodFile | None) -> ScsiResult:
         lu, operation = populate.lu, populate.operation
@@ -462,6 +534,9 @@ class CopyManager:
         now = self.clock()
         operation = self.lists.begin(command.nexus, lu, list_id, CopyOutAction.WRITE_USING_TOKEN, now)
         operation.requested = sum(count for _, count in request.ranges)
+        creator = self._cluster_token_creator(request.token)
+        if creator is not None:
+            return self._write_using_cluster_token(lu, command, target, operation, request, creator, length)
         try:
             running = self._prepare_write(lu, command, target, operation, request, now)
         except ScsiError as error:
@@ -479,6 +554,90 @@ class CopyManager:
             self.copies.start_background(running)
             return _good(transfer_length=length)
         return self.copies.synchronous(running, length)
+
+    def _cluster_token_creator(self, token: bytes) -> "LogicalUnit | None":
+        """The LU whose cluster token ``token`` claims to be (a snapshot token of an LU of this
+        daemon stored in an RBD image), or None for a token the local store resolves."""
+        if token_length_of(token) != ROD_TOKEN_LENGTH or rod_type_of(token) != RodType.PIT_DEFAULT:
+            return None
+        creator = self._by_designator.get(creator_designator_of(token))
+        return creator if creator is not None and rados_backend(creator) is not None else None
+
+    def _write_using_cluster_token(self, lu: "LogicalUnit", command: ScsiCommand, target: "ScsiTarget | None",
+                                   operation: CopyOperation, request: params.WriteUsingTokenRequest,
+                                   creator: "LogicalUnit", length: int) -> Steps:
+        """WRITE USING TOKEN of a cluster token: its record is read (and a lease taken) on a
+        worker, then the copy runs as any other, reading the snapshot."""
+        try:
+            running = yield from self._prepare_cluster_write(lu, command, target, operation, request, creator)
+        except ScsiError as error:
+            self._counter(lu).add_failure(error.sense)
+            complete_failed(operation, error, self.clock())
+            if request.immed:
+                return _good(transfer_length=length)
+            raise
+        except GeneratorExit:          # the command was aborted (SAM-5 7.2) while the record was read
+            operation.complete(CopyStatus.TERMINATED, self.clock(), b"", SAM_TASK_ABORTED)
+            raise
+        except BaseException:
+            complete_failed(operation, InternalTargetFailure(), self.clock())   # frees the list id
+            raise
+        self.copies.add(running)
+        if request.immed:
+            operation.status = CopyStatus.IN_PROGRESS_BACKGROUND
+            self.copies.start_background(running)
+            return _good(transfer_length=length)
+        return (yield from self.copies.synchronous(running, length))
+
+    def _prepare_cluster_write(self, lu: "LogicalUnit", command: ScsiCommand, target: "ScsiTarget | None",
+                               operation: CopyOperation, request: params.WriteUsingTokenRequest,
+                               creator: "LogicalUnit") -> Steps:
+        """Check access, resolve the token in RADOS under a lease, and plan the copy from the
+        snapshot; returns the ``CopyRun`` (nothing moves yet)."""
+        nexus = command.nexus
+        reached = self._reach(nexus, lu, target, creator)
+        if reached is None:
+            log.warning("WRITE USING TOKEN refused: initiator %r, on %s, presented a token of %s, "
+                        "which it cannot reach", nexus.initiator_name, lu.name, creator.name)
+            raise TokenUnknown()
+        backend = rados_backend(creator)
+        assert backend is not None
+        holder = secrets.token_hex(8)
+        try:
+            record: TokenRecord = yield self.cluster.acquire(backend, backend.spec.pool, request.token, holder)
+        except OSError as error:
+            log.error("%s: reading the ROD token's record: %s", lu.name, error)
+            raise lu.write_error(request.ranges[0][0] if request.ranges else 0, error) from None
+
+        def release() -> None:
+            self._background.errand(self.cluster.finish(backend, record, holder, False))
+
+        if (record.pool, record.image, record.designator) != (backend.spec.pool, backend.spec.image,
+                                                               bytes(creator.naa_designator)):
+            release()
+            log.warning("WRITE USING TOKEN refused: the token of %s names image %s/%s, which %s does not store",
+                        creator.name, record.pool, record.image, creator.name)
+            raise TokenUnknown()
+        if reservation_conflict(creator, reached, READ_ACCESS):
+            release()
+            raise ReservationConflict(f"the token's source {creator.name} is reserved")
+        destination, block_size = lu.backend, lu.block_size
+        rod_offset = request.offset_into_rod * block_size
+        if rod_offset >= record.bytes_represented:
+            release()
+            raise InvalidFieldInParameterList(8, None, "OFFSET INTO ROD beyond the bytes represented")
+        source = snapshot_source(self.cluster, backend, record, holder)
+        items, blocks = plan_copy(source, rod_offset, destination, request.ranges, block_size)
+        job = CopyJob(items, block_size, blocks, operation.requested, destination.lane)
+        operation.job = job
+        token, delete = bytes(request.token), request.delete_token
+
+        def finished() -> None:
+            self.cluster.used_here(token, delete)
+            self._background.errand(self.cluster.finish(backend, record, holder, delete))
+
+        return CopyRun(operation, job, lu, destination, None, delete, ranges=request.ranges,
+                       units=(lu, creator), on_finished=finished)
 
     def _prepare_write(self, lu: "LogicalUnit", command: ScsiCommand, target: "ScsiTarget | None",
                        operation: CopyOperation, request: params.WriteUsingTokenRequest, now: float) -> CopyRun:
@@ -636,13 +795,14 @@ class CopyManager:
         self.tokens.expire(self.clock())
         reachable: dict[int, bool] = {}
 
-        def usable(entry: TokenEntry) -> bool:
+        def usable(entry: "TokenEntry | IssuedToken") -> bool:
             key = id(entry.creator)
             if key not in reachable:
                 reachable[key] = self._reach(command.nexus, lu, target, entry.creator) is not None
             return reachable[key]
 
         tokens = [entry.token for entry in self.tokens.active() if usable(entry)]
+        tokens += [issued.token for issued in self.cluster.issued.values() if usable(issued)]
         return _data_in(responses.report_all_rod_tokens(tokens), allocation_length)
 
     # -- EXTENDED COPY(LID1) (SPC-4 6.3) --------------------------------------------------------

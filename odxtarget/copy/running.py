@@ -107,6 +107,8 @@ class CopyRun:
     spare_cancelled: bool = False
     #: Terminated: COPY OPERATION ABORT, nexus loss, LU reset, an admin change of its storage.
     stopped: bool = False
+    #: Called once when the copy ends, however it ends (a cluster token's lease goes then).
+    on_finished: Callable[[], None] | None = None
 
     def touches(self, lu: "LogicalUnit") -> bool:
         """The copy writes ``lu``, or reads it through a live token or an EXTENDED COPY."""
@@ -138,6 +140,8 @@ class RunningCopies:
     def finished(self, running: CopyRun) -> None:
         if running in self._runs:
             self._runs.remove(running)
+            if running.on_finished is not None:
+                running.on_finished()
 
     def start_background(self, running: CopyRun) -> None:
         """Run ``running`` as a background copy (IMMED=1)."""

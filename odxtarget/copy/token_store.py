@@ -1,5 +1,8 @@
 """One daemon-wide store of ROD tokens, shared by every logical unit (so copies cross LUNs).
 
+The tokens of logical units stored in RBD images live in the cluster instead
+(``odxtarget.copy.cluster_tokens``), so that every gateway can use them.
+
 Theory of operation
 -------------------
 Tokens are indexed by their 8-byte COPY MANAGER ROD TOKEN IDENTIFIER; a presented token is

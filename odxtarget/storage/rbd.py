@@ -191,6 +191,25 @@ class RbdBackend:
             runs.append(AllocationRun(position, end - position, False))
         return runs
 
+    # -- RADOS access for cluster ROD tokens (odxtarget.storage.rbd_snapshots) ---------------
+
+    @property
+    def spec(self) -> RbdSpec:
+        return self._spec
+
+    def open_ioctx(self, pool: str, namespace: str = "") -> Any:
+        """A new I/O context on this backend's cluster connection, for ``pool`` and
+        ``namespace``; the caller closes it. EBADF once the backend is closed."""
+        cluster = self._cluster
+        if cluster is None:
+            raise OSError(errno.EBADF, f"{self.name}: the storage object is closed")
+        try:
+            ioctx = cluster.open_ioctx(pool)
+        except Exception as error:      # rados.Error: the bindings are imported lazily
+            raise OSError(_errno_of(error), f"rados pool {pool}: {error}") from None
+        ioctx.set_namespace(namespace)
+        return ioctx
+
     def close(self) -> None:
         """Close the image and the cluster connection (writes are already durable)."""
         with self._close_lock:
