@@ -93,8 +93,8 @@ class ClusterGateway:
 
 
 def _release_spc2(store: RadosReservations, lu: LogicalUnit, event: str, nexus: ItNexus | None) -> None:
-    """A reset or an I_T nexus loss here released the SPC-2 reservation locally (SPC-2 5.5.1);
-    release it on every gateway. Only when this gateway's copy says it was held."""
-    holder = lu.shared_spc2_holder
-    if event in ("reset", "nexus_lost") and holder is not None and (nexus is None or holder == nexus):
+    """An I_T nexus loss or logout here released its SPC-2 reservation locally (SPC-2 5.5.1);
+    release it on every gateway. (A reset's release goes with its announcement:
+    ``RadosReservations.announce_reset``.)"""
+    if event == "nexus_lost" and nexus is not None and lu.shared_spc2_holder == nexus:
         store.release_spc2_of(nexus)

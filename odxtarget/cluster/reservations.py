@@ -144,7 +144,7 @@ class RadosReservations:
     def change(self, change: ReservationChange) -> StorageWork:
         return StorageCall(self._lane, self.transact, (change,))
 
-    def transact(self, change: ReservationChange) -> Adopted:
+    def transact(self, change: ReservationChange, *, announce: bool = True) -> Adopted:
         """Apply ``change`` atomically and announce it (worker thread; module docstring).
         SPC-2 releases this gateway owes (``release_spc2_of``) are applied first, so no
         change is decided on a reservation this gateway already released."""
@@ -167,10 +167,21 @@ class RadosReservations:
                     continue
                 raise
             self._settled(releases)
-            self._announce(new_document, new_version, outcome)
+            if announce:
+                self._announce(new_document, new_version, outcome)
             return Adopted(new_document, new_version, outcome)
         raise OSError(errno.EBUSY, f"{self.object_name}: the reservation state kept changing under "
                       f"{MAX_ATTEMPTS} attempts")
+
+    def announce_reset(self, condition: Ascq) -> StorageWork:
+        return StorageCall(self._lane, self._announce_reset, (condition,))
+
+    def _announce_reset(self, condition: Ascq) -> None:
+        """Worker thread: release the SPC-2 reservation in the shared state (SPC-2 5.5.1) and
+        have every other gateway reset the logical unit before returning (module docstring)."""
+        adopted = self.transact(_release_any_spc2, announce=False)
+        self._notify({"kind": "reset", "condition": condition.name, "version": adopted.version,
+                      "state": adopted.document}, adopted.version)
 
     def release_spc2_of(self, nexus: ItNexus | None) -> None:
         """SPC-2 release on this gateway's reset (``nexus`` None) or I_T nexus loss (SPC-2
@@ -243,13 +254,18 @@ class RadosReservations:
             return self._ioctx.get_last_version()
 
     def _announce(self, document: dict, version: int, outcome: Outcome) -> None:
-        import rados
-        message = json.dumps({
-            "from": self._instance_id, "version": version, "state": document,
+        self._notify({
+            "kind": "state", "version": version, "state": document,
             "unit_attentions": [[nexus_to_document(nexus), condition.name]
                                 for nexus, condition in outcome.unit_attentions],
             "aborted": [nexus_to_document(nexus) for nexus in outcome.aborted],
-        }, separators=(",", ":"))
+        }, version)
+
+    def _notify(self, content: dict, version: int) -> None:
+        """Send ``content`` to every gateway watching; returns once all acknowledged, or
+        logs the ones that did not."""
+        import rados
+        message = json.dumps({"from": self._instance_id, **content}, separators=(",", ":"))
         started = time.monotonic()
         try:
             self._ioctx.notify(self.object_name, message, NOTIFY_TIMEOUT_MS)
@@ -277,15 +293,21 @@ class RadosReservations:
         try:
             message = json.loads(data)
             version = int(message["version"])
-            attentions = [(nexus_from_document(item), Ascq[name]) for item, name in message["unit_attentions"]]
-            aborted = frozenset(nexus_from_document(item) for item in message["aborted"])
             document = message["state"]
+            if message["kind"] == "reset":
+                reset: Ascq | None = Ascq[message["condition"]]
+                attentions, aborted = [], frozenset()
+            else:
+                reset = None
+                attentions = [(nexus_from_document(item), Ascq[name]) for item, name in message["unit_attentions"]]
+                aborted = frozenset(nexus_from_document(item) for item in message["aborted"])
         except (ValueError, KeyError, TypeError) as error:
             log.error("%s: malformed reservation announcement ignored: %s", self._lu.name, error)
             return
         done: concurrent.futures.Future = concurrent.futures.Future()
         try:
-            self._loop.call_soon_threadsafe(self._adopt_announced, document, version, attentions, aborted, done)
+            self._loop.call_soon_threadsafe(self._adopt_announced, document, version, attentions, aborted, reset,
+                                            done)
             done.result(timeout=ADOPT_TIMEOUT_SECONDS)
         except RuntimeError:
             return                           # the loop is closed: the daemon is stopping
@@ -294,18 +316,22 @@ class RadosReservations:
                       ADOPT_TIMEOUT_SECONDS)
 
     def _adopt_announced(self, document: dict, version: int, attentions: list[tuple[ItNexus, Ascq]],
-                         aborted: frozenset[ItNexus], done: concurrent.futures.Future) -> None:
-        """Event loop: what the command does on the gateway that made the change."""
+                         aborted: frozenset[ItNexus], reset: Ascq | None, done: concurrent.futures.Future) -> None:
+        """Event loop: what the command (or the reset) did on the gateway that made the change."""
         try:
             lu = self._lu
             lu.adopt_shared_reservations(document, version)
+            if reset is not None:
+                log.info("%s: reset through another gateway: resetting it here too", lu.name)
+                aborted = frozenset(nexus for nexus in lu.known_nexuses() if lu.serves_port(nexus))
+                lu.reset(reset)
             for nexus, condition in attentions:
                 if lu.serves_port(nexus):
                     lu.queue_unit_attention(nexus, condition)
             local = frozenset(nexus for nexus in aborted if lu.serves_port(nexus))
             if local:
-                log.info("%s: PREEMPT AND ABORT on another gateway aborts the tasks of %d I_T nexus(es) here",
-                         lu.name, len(local))
+                log.info("%s: %s on another gateway aborts the tasks of %d I_T nexus(es) here", lu.name,
+                         "a reset" if reset is not None else "PREEMPT AND ABORT", len(local))
                 for target in self._targets():
                     target.abort_tasks(lu, local)
         except Exception as error:          # noqa: BLE001 - logged; the acknowledgement must still go
@@ -342,6 +368,12 @@ class RadosReservations:
 
 
 def _no_change(state: ReservationState) -> Outcome:
+    return Outcome()
+
+
+def _release_any_spc2(state: ReservationState) -> Outcome:
+    """A reset releases the SPC-2 reservation (SPC-2 5.5.1), whoever held it."""
+    state.spc2_holder = None
     return Outcome()
 
 

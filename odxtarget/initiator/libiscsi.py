@@ -210,6 +210,7 @@ def load_library() -> ctypes.CDLL:
         "scsi_create_task": (task_p, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]),
         "scsi_free_scsi_task": (None, [task_p]),
         "iscsi_scsi_command_sync": (task_p, [ctx, ctypes.c_int, task_p, ctypes.POINTER(_IscsiData)]),
+        "iscsi_task_mgmt_lun_reset_sync": (ctypes.c_int, [ctx, ctypes.c_uint32]),
     }
     for name, (restype, argtypes) in prototypes.items():
         function = getattr(lib, name)
@@ -413,6 +414,10 @@ class IscsiSession(ScsiCommands):
         ctx, self._ctx = self._ctx, None
         self.connected = False
         self._lib.iscsi_destroy_context(ctx)
+
+    def lun_reset(self, lun: int) -> int:
+        """LOGICAL UNIT RESET (RFC 7143 11.5.1); 0 when the target answered FUNCTION COMPLETE."""
+        return self._lib.iscsi_task_mgmt_lun_reset_sync(self._ctx, lun)
 
     def __enter__(self) -> IscsiSession:
         return self

@@ -267,5 +267,13 @@ class InlineRunner:
     def run(self, pending: Pending, done: Callable[[ScsiResult | None], None]) -> None:
         done(complete_inline(pending))
 
+    def run_work(self, work: StorageWork, done: Callable[[BaseException | None], None]) -> None:
+        try:
+            work.run()
+        except Exception as error:   # noqa: BLE001 - handed to the caller, as a worker would
+            done(error)
+        else:
+            done(None)
+
     def abort(self, pending: Pending) -> AbortOutcome:
         return pending.abort()

@@ -240,6 +240,10 @@ class LogicalUnit:
                 self._known_nexuses.discard(nexus)
                 self._unit_attentions.pop(nexus, None)
 
+    def known_nexuses(self) -> frozenset[ItNexus]:
+        """The I_T nexuses that have reached this LU (and are remembered)."""
+        return frozenset(self._known_nexuses)
+
     def has_unit_attention(self) -> bool:
         return bool(self._unit_attentions)
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.pr_state import Outcome, PersistentReservations, nexus_from_document, nexus_to_document
 from odxtarget.scsi.types import ItNexus
 from odxtarget.storage.work import StorageWork
@@ -98,4 +99,10 @@ class SharedReservations(Protocol):
         """Storage work that applies ``change`` to the shared state and returns an ``Adopted``
         once every other gateway has adopted it; it raises the change's ``ScsiError``, or
         ``OSError`` when the shared state cannot be reached."""
+        ...
+
+    def announce_reset(self, condition: Ascq) -> StorageWork:
+        """Storage work that has every other gateway reset the logical unit as this one just
+        did (SAM-5 6.3.3: a LOGICAL UNIT RESET reaches every I_T nexus): unit attention
+        ``condition`` for their nexuses, their tasks aborted, the SPC-2 reservation released."""
         ...

@@ -33,6 +33,7 @@ from typing import Callable
 
 from odxtarget.scsi.constants import Ascq, Opcode
 from odxtarget.scsi.dispatch import error_result
+from odxtarget.storage.work import StorageWork
 from odxtarget.scsi.errors import InternalTargetFailure, InvalidOpcode, LogicalUnitNotSupported, ScsiError
 from odxtarget.scsi.handlers import inquiry as inquiry_handlers
 from odxtarget.scsi.handlers import misc
@@ -197,6 +198,20 @@ class ScsiTarget:
             lu.reset(Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED, unit_attention=unit_attention)
         # ABORT TASK / ABORT TASK SET / CLEAR TASK SET: no core state to change.
         return TmfResponse.FUNCTION_COMPLETE
+
+    def reset_announcements(self, function: TaskManagementFunction, lun: int | None = None) -> list[StorageWork]:
+        """After a LOGICAL UNIT RESET or target reset: the storage work that resets the same
+        logical units on the other gateways serving them (``shared_reservations``); a front
+        end answers the TMF once it is done, so every path sees the unit attention at once."""
+        function = int(function)
+        if function in (TaskManagementFunction.TARGET_WARM_RESET, TaskManagementFunction.TARGET_COLD_RESET):
+            units, condition = set(self._luns.values()), Ascq.POWER_ON_RESET_OR_BUS_DEVICE_RESET
+        elif function == TaskManagementFunction.LOGICAL_UNIT_RESET and lun in self._luns:
+            units, condition = {self._luns[lun]}, Ascq.BUS_DEVICE_RESET_FUNCTION_OCCURRED
+        else:
+            return []
+        return [lu.shared_reservations.announce_reset(condition) for lu in units
+                if lu.shared_reservations is not None]
 
     def set_task_aborter(self, aborter: Callable[[LogicalUnit, frozenset[ItNexus]], None] | None) -> None:
         """The front end's ``aborter(lu, nexuses)``: abort the tasks those I_T nexuses have queued

@@ -219,6 +219,10 @@ class CommandDriver:
             self._start_released(pending)
         return outcome
 
+    def run_work(self, work: StorageWork, done: Callable[[BaseException | None], None]) -> None:
+        """Run ``work`` that belongs to no command (a TMF's); ``done(error)`` on the loop."""
+        self.workers.submit(work, lambda _value, error: done(error))
+
     @property
     def busy(self) -> int:
         """Commands queued in a task set and waiting to start."""

@@ -45,6 +45,9 @@ class Recorder:
     def task_management(self, function, nexus, lun):
         return self.inner.task_management(function, nexus, lun)
 
+    def reset_announcements(self, function, lun=None):
+        return self.inner.reset_announcements(function, lun)
+
     def data_out_length(self, cdb, lun=0):
         return self.inner.data_out_length(cdb, lun)
 

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from odxtarget.scsi.execution import AbortOutcome, Pending
 from odxtarget.scsi.types import ScsiResult
+from odxtarget.storage.work import StorageWork
 from odxtarget.transport.iscsi.task import ScsiTask
 
 
@@ -36,6 +37,10 @@ class CommandRunner(Protocol):
     def run(self, pending: Pending, done: Callable[[ScsiResult | None], None]) -> None: ...
 
     def abort(self, pending: Pending) -> AbortOutcome: ...
+
+    def run_work(self, work: StorageWork, done: Callable[[BaseException | None], None]) -> None:
+        """Run storage work that belongs to no command (a TMF's); ``done(error)`` on the loop."""
+        ...
 
 
 class WaitingTaskOwner(Protocol):
@@ -115,6 +120,10 @@ class TaskTable:
 
     def find(self, itt: int) -> ScsiTask | RunningCommand | None:
         return self.waiting.get(itt) or self.running.get(itt)
+
+    def run_work(self, work: StorageWork, done: Callable[[BaseException | None], None]) -> None:
+        """Run ``work`` on the runner's workers (a TMF's share of shared state)."""
+        self._runner.run_work(work, done)
 
     def start(self, command: RunningCommand, done: Callable[[RunningCommand, ScsiResult | None], None]) -> None:
         """Hand ``command`` to the runner; ``done(command, result)`` when it ends."""

@@ -93,6 +93,9 @@ def perform_task_management(connection: TmfContext, request: TaskManagementReque
     per_lun = tmf in (Tmf.ABORT_TASK_SET, Tmf.CLEAR_TASK_SET, Tmf.LOGICAL_UNIT_RESET)
     response = session.scsi_target.task_management(tmf, session.nexus, lun if per_lun else None)
     log.info("%s: %s%s -> response %d", who, tmf.name, f" LUN {lun}" if per_lun else "", response)
+    if response == TmfResponse.FUNCTION_COMPLETE:
+        _announce_reset(connection, session.scsi_target.reset_announcements(tmf, lun if per_lun else None),
+                        barrier, who)
     after = None
     if tmf is Tmf.TARGET_COLD_RESET and response == TmfResponse.FUNCTION_COMPLETE:
         def after() -> None:
@@ -102,6 +105,20 @@ def perform_task_management(connection: TmfContext, request: TaskManagementReque
             connection.close_requested = True
             connection.connection_lost("TARGET COLD RESET")
     return response, after
+
+
+def _announce_reset(connection: TmfContext, announcements: list, barrier: AbortBarrier, who: str) -> None:
+    """The other gateways of a shared logical unit reset it too before the response goes out
+    (``ScsiTarget.reset_announcements``), so a TEST UNIT READY on any path sees the reset."""
+    for work in announcements:
+        barrier.hold()
+
+        def announced(error: BaseException | None) -> None:
+            if error is not None:
+                log.error("%s: the reset did not reach every gateway: %s", who, error)
+            barrier.release()
+
+        connection.tasks.run_work(work, announced)
 
 
 def _abort_task(connection: TmfContext, request: TaskManagementRequest, barrier: AbortBarrier) -> int:

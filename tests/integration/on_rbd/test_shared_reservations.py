@@ -177,3 +177,20 @@ def test_an_rbd_lun_restored_live_shares_its_reservations_too(daemon_factory, rb
             assert prout(a, REGISTER_AND_IGNORE, action_key=0).good      # unregistering releases
             assert read_reservation(b) is None
             assert write(b, 6, b"b" * BLOCK).good
+
+
+def test_a_logical_unit_reset_through_one_gateway_reaches_the_nexuses_of_the_other(daemon_factory, rbd_image):
+    """SAM-5 6.3.3: every I_T nexus sees the reset, whichever gateway it uses; the TMF is
+    answered only once the other gateway has reset the LU, so the very next command there
+    sees the unit attention (libiscsi's MultipathIO.Reset does exactly this)."""
+    first, second = gateways(daemon_factory, rbd_image(16 * MIB))
+    with node(first, NODE_A) as a, node(second, NODE_B) as b:
+        assert command(b, bytes((RESERVE_6, 0, 0, 0, 0, 0))).good
+        assert write(a, 7, b"a" * BLOCK).status == libiscsi.STATUS_RESERVATION_CONFLICT
+        assert a.lun_reset(LUN) == 0
+        for session in (a, b):
+            result = session.scsi_command(LUN, bytes(6))             # TEST UNIT READY
+            assert (result.status, result.sense_key, result.asc, result.ascq) == (
+                libiscsi.STATUS_CHECK_CONDITION, 0x06, 0x29, 0x03)  # BUS DEVICE RESET FUNCTION OCCURRED
+        # The reset released B's SPC-2 reservation on both gateways.
+        assert write(a, 7, b"a" * BLOCK).good

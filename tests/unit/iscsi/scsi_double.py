@@ -127,6 +127,9 @@ class ScsiTargetDouble:
         self.tmfs.append((function, nexus, lun))
         return self.tmf_response
 
+    def reset_announcements(self, function, lun=None):
+        return []                   # no logical unit shared with other gateways
+
     def nexus_lost(self, nexus):
         self.lost.append(nexus)
 
