@@ -20,7 +20,8 @@ from collections.abc import Hashable
 from typing import Any, Protocol
 
 from odxtarget.storage.backend import AllocationRun, WriteBackError
-from odxtarget.storage.range_lock import RangeLock, compare_then_write
+from odxtarget.storage.range_lock import RangeLock
+from odxtarget.storage.rbd_compare import ImageCompareAndWrite
 from odxtarget.storage.work import StorageCall, StorageWork
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RbdBackend:
         self._ranges = RangeLock()
         self._close_lock = threading.Lock()
         self._write_back_error: OSError | None = None
+        self._compare_and_write: ImageCompareAndWrite | None = None
         settings = dict(CLIENT_SETTINGS)
         if spec.keyring:
             settings["keyring"] = spec.keyring
@@ -133,13 +135,26 @@ class RbdBackend:
             raise OSError(errno.EIO, f"{self.name}: short write at {offset}: {written} of {len(payload)} bytes")
 
     def compare_and_write(self, offset: int, expected: memoryview, data: memoryview, fua: bool = False) -> int:
-        """SBC-4 5.3 on this gateway: no write through this backend touches the range between
-        the compare and the write (docs/rbd.md says what holds across gateways)."""
+        """SBC-4 5.3 through librbd's compare-and-write, which the OSDs apply atomically against
+        the writes of every gateway (odxtarget.storage.rbd_compare); under the range lock, so
+        no write through this backend touches the range meanwhile either."""
         self._refuse_if_read_only()
         length = max(len(expected), len(data))
         self._check_range(offset, length)
-        return compare_then_write(self._ranges, offset, expected, length, self.read_into,
-                                  lambda: self._write(offset, data))
+        with self._ranges.exclusive(offset, length):
+            return self._compare_and_write_handle().compare_and_write(offset, bytes(expected), bytes(data))
+
+    def _compare_and_write_handle(self) -> ImageCompareAndWrite:
+        """The image's compare-and-write handle, opened at the first COMPARE AND WRITE."""
+        with self._close_lock:
+            if self._image is None:
+                raise OSError(errno.EBADF, f"{self.name}: the storage object is closed")
+            if self._compare_and_write is None:
+                spec = self._spec
+                settings = dict(CLIENT_SETTINGS, **({"keyring": spec.keyring} if spec.keyring else {}))
+                self._compare_and_write = ImageCompareAndWrite(spec.conf, spec.client, spec.pool, spec.image,
+                                                               settings, CONNECT_TIMEOUT_SECONDS)
+            return self._compare_and_write
 
     def flush(self, offset: int = 0, length: int | None = None) -> None:
         """librbd's flush (cache off, it waits for writes still in flight). A failure is
@@ -215,7 +230,9 @@ class RbdBackend:
         with self._close_lock:
             image, ioctx, cluster = self._image, self._ioctx, self._cluster
             self._image = self._ioctx = self._cluster = None
-        for release in (image and image.close, ioctx and ioctx.close, cluster and cluster.shutdown):
+            compare_and_write, self._compare_and_write = self._compare_and_write, None
+        for release in (compare_and_write and compare_and_write.close, image and image.close,
+                        ioctx and ioctx.close, cluster and cluster.shutdown):
             if release:
                 try:
                     release()
