@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds to reach the cluster before opening fails (the monitors are unreachable).
 CONNECT_TIMEOUT_SECONDS = 10
-#: librbd settings every gateway needs (module docstring).
-CLIENT_SETTINGS = {"rbd_cache": "false", "rbd_skip_partial_discard": "false"}
+#: librbd settings every gateway needs (module docstring). ``client_mount_timeout`` bounds the
+#: connect even when a monitor accepts the connection but never answers (a hung monitor), which
+#: ``Rados.connect(timeout=...)`` alone does not.
+CLIENT_SETTINGS = {"rbd_cache": "false", "rbd_skip_partial_discard": "false",
+                   "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS)}
 
 
 class RbdSpec(Protocol):
@@ -153,7 +156,7 @@ class RbdBackend:
                 spec = self._spec
                 settings = dict(CLIENT_SETTINGS, **({"keyring": spec.keyring} if spec.keyring else {}))
                 self._compare_and_write = ImageCompareAndWrite(spec.conf, spec.client, spec.pool, spec.image,
-                                                               settings, CONNECT_TIMEOUT_SECONDS)
+                                                               settings)
             return self._compare_and_write
 
     def flush(self, offset: int = 0, length: int | None = None) -> None:

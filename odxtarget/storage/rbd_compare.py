@@ -109,8 +109,8 @@ class _Libraries:
 class ImageCompareAndWrite:
     """librbd's compare-and-write on one image, through a cluster connection of its own."""
 
-    def __init__(self, conf: str, client: str, pool: str, image: str, settings: Mapping[str, str],
-                 connect_timeout: int) -> None:
+    def __init__(self, conf: str, client: str, pool: str, image: str, settings: Mapping[str, str]) -> None:
+        """Connect with ``settings`` (the backend's, ``client_mount_timeout`` among them)."""
         self.name = f"rbd image {pool}/{image}"
         self._rados, self._rbd = _Libraries.get()
         self._cluster = _void_p()
@@ -120,7 +120,7 @@ class ImageCompareAndWrite:
         self._check(self._rados.rados_create(ctypes.byref(self._cluster), client.encode()), "rados_create")
         try:
             self._check(self._rados.rados_conf_read_file(self._cluster, conf.encode()), f"reading {conf}")
-            for key, value in {**settings, "client_mount_timeout": str(connect_timeout)}.items():
+            for key, value in settings.items():
                 self._check(self._rados.rados_conf_set(self._cluster, key.encode(), value.encode()), f"setting {key}")
             self._check(self._rados.rados_connect(self._cluster), "connecting to the cluster")
             self._check(self._rados.rados_ioctx_create(self._cluster, pool.encode(), ctypes.byref(self._ioctx)),

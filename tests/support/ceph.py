@@ -15,6 +15,8 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.daemon import LOOPBACK, free_port
@@ -162,6 +164,17 @@ class CephCluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self._processes.clear()
+
+    @contextmanager
+    def paused(self, daemon: str) -> Iterator[None]:
+        """Freeze ``daemon`` ("ceph-mon" or "ceph-osd") with SIGSTOP for the block: its
+        connections stay open and nothing answers on them, like a hung daemon."""
+        process = next(process for process in self._processes if Path(process.args[0]).name == daemon)
+        process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> "CephCluster":
         return self.start()
