@@ -17,19 +17,21 @@ bytes and writing the new ones, run while this gateway holds an exclusive RADOS 
 (``odxtarget_compare_and_write``) on the image's header object, so chains of all gateways run
 one at a time. If sector *k* miscompares, sectors ``0..k-1`` are put back with the reverse
 call (compare the new bytes, write the expected ones), and the miscompare is reported at its
-byte. Against other chains the range is therefore atomic. Against a plain write (or a
-one-sector COMPARE AND WRITE) that another gateway sends to the same range while the chain
-runs, the per-sector compares still let at most one of them change each sector, but a reader
-on another gateway may see the first sectors of a chain that a later sector then undoes, and
-a gateway that dies in the middle of a chain leaves its first sectors written (the initiator
-got no status for that command). The lock expires ``LOCK_SECONDS`` after a gateway that held
-it died. The caller also holds the backend's range lock, so on one gateway the whole range is
-atomic against every other write.
+byte; a sector changed again meanwhile is left as its last writer made it. Against other
+chains the range is therefore atomic. A plain write from another gateway that lands in the
+range while a chain runs ends up ordered before the chain (the chain miscompares at that
+sector and undoes its first sectors) or after it (it overwrites what the chain wrote). What
+the chain does not give: a reader on another gateway may see the first sectors of a chain
+that a later sector then undoes (and a one-sector COMPARE AND WRITE built on what it read
+may then succeed against them), and a gateway that dies in the middle of a chain leaves its
+first sectors written (the initiator got no status for that command). The lock expires
+``LOCK_SECONDS`` after a gateway that held it died. The caller also holds the backend's
+range lock, so on one gateway the whole range is atomic against every other write.
 
-On a miscompare librbd 16.2 reports the object's image offset plus the byte within the
-buffer (later releases report the image offset of the byte); every call here starts on a
-sector boundary, so the byte within the sector is that value modulo the sector size in
-either case.
+On a miscompare librbd 16.2 reports the image offset of the object plus the byte's offset
+within the buffer, not the byte's image offset. Every call here covers part of one sector from
+its start, so the byte's offset within the sector is that value modulo the sector size, and
+it would be the same if librbd reported the byte's image offset or its offset in the object.
 """
 
 from __future__ import annotations
