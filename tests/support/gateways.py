@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import DaemonProcess, DaemonSpec, LunSpec
+from tests.support.daemon import STARTUP_TIMEOUT_SECONDS, DaemonProcess, DaemonSpec, LunSpec
 
 CLUSTER_IQN = "iqn.2026-11.org.odxtarget:cluster"
 
@@ -26,14 +26,15 @@ def gateway(number: int, count: int, luns: list[LunSpec], directory: Path) -> Da
 
 
 @contextmanager
-def gateways(rbd: dict[str, Any], size: int, directory: Path, count: int = 2) -> Iterator[list[DaemonProcess]]:
+def gateways(rbd: dict[str, Any], size: int, directory: Path, count: int = 2,
+             start_timeout: float = STARTUP_TIMEOUT_SECONDS) -> Iterator[list[DaemonProcess]]:
     """``count`` started gateways serving LUN 0 from the image ``rbd`` describes; stopped at the
     end (logs stay under ``directory``)."""
     started = [gateway(number, count, [LunSpec(size=size, rbd=rbd, name="shared0")], directory)
                for number in range(1, count + 1)]
     try:
         for process in started:
-            process.start()
+            process.start(start_timeout)
         yield started
     finally:
         for process in started:

@@ -3,9 +3,9 @@ them dies (docs/cluster.md, "When something fails"): no acknowledged write is lo
 gateway keeps serving without an error, the dead one rejoins with the same logical unit, and a
 multipath initiator carries its application across the failure.
 
-The multipath initiator is tests/support/multipath.py, a host-side model of dm-multipath's
-round-robin, group-by-ALUA-priority, queue-and-retry behaviour on libiscsi; the kernel's
-dm-multipath is not run here.
+The multipath initiator here is tests/support/multipath.py, a host-side model of
+dm-multipath's round-robin, group-by-ALUA-priority, retry-on-another-path behaviour on
+libiscsi; the kernel's dm-multipath runs in the guest suite (tests/vm/test_multipath_on_rbd.py).
 """
 
 from __future__ import annotations
