@@ -4,7 +4,6 @@ every gateway's group in ``port_groups``, as ``make run-cluster`` configures the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +16,8 @@ CLUSTER_IQN = "iqn.2026-11.org.odxtarget:cluster"
 
 def gateway(number: int, count: int, luns: list[LunSpec], directory: Path) -> DaemonProcess:
     """Gateway ``number`` (1-based) of ``count``, not started yet."""
-    process = DaemonProcess(DaemonSpec(luns=luns, iqn=CLUSTER_IQN), directory / f"gateway{number}")
-    target: dict[str, Any] = process.config["targets"][0]
-    target["tpgt"] = number
-    target["port_groups"] = list(range(1, count + 1))
-    process.config_path.write_text(json.dumps(process.config, indent=2) + "\n")
-    return process
+    spec = DaemonSpec(luns=luns, iqn=CLUSTER_IQN, tpgt=number, port_groups=list(range(1, count + 1)))
+    return DaemonProcess(spec, directory / f"gateway{number}")
 
 
 @contextmanager
