@@ -24,9 +24,9 @@ KNOWN_ACROSS_GATEWAYS = (
     cu.PatternEntry(
         "SCSI.MultipathIO.Reset",
         "LOGICAL UNIT RESET through one gateway must give the nexuses of every other gateway "
-        "BUS DEVICE RESET FUNCTION OCCURRED (SAM-5 6.3.3); the unit attentions of other gateways' "
-        "nexuses travel with the LU state shared in RADOS (docs/cluster.md, 'Reservations and "
-        "unit attentions')"),
+        "BUS DEVICE RESET FUNCTION OCCURRED (SAM-5 6.3.3); unit attentions other than those of "
+        "reservation changes stay in the gateway that raised them (docs/cluster.md, 'What the "
+        "gateways share')"),
 )
 
 
