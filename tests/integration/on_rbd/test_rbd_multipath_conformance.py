@@ -18,16 +18,6 @@ pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 LUN_BYTES = 128 * MIB
 PATTERN = "SCSI.MultipathIO"
 EXPECTED_TESTS = 4          # iscsi-test-cu 1.19.0: Simple, Reset, CompareAndWrite, CompareAndWriteAsync
-#: Failures of this run only, with the same strictness as known_failures.txt: an entry whose
-#: test passes fails the run until it is removed.
-KNOWN_ACROSS_GATEWAYS = (
-    cu.PatternEntry(
-        "SCSI.MultipathIO.Reset",
-        "LOGICAL UNIT RESET through one gateway must give the nexuses of every other gateway "
-        "BUS DEVICE RESET FUNCTION OCCURRED (SAM-5 6.3.3); unit attentions other than those of "
-        "reservation changes stay in the gateway that raised them (docs/cluster.md, 'What the "
-        "gateways share')"),
-)
 
 
 def test_the_multipath_suite_passes_with_one_path_per_gateway(rbd_image, tmp_path):
@@ -39,12 +29,11 @@ def test_the_multipath_suite_passes_with_one_path_per_gateway(rbd_image, tmp_pat
     output = result.output
     assert "found matching LU device identifier for all (2) paths" in output, output[-2000:]
     allowed = cu.PatternList.load(ALLOWED_SKIPS)
-    known = cu.PatternList([*KNOWN_ACROSS_GATEWAYS, *cu.PatternList.load(KNOWN_FAILURES).entries],
-                           str(KNOWN_FAILURES))
+    known = cu.PatternList.load(KNOWN_FAILURES)
     counts = result.counts()
     assert not result.timed_out and "Run Summary" in output, f"the run did not finish: {counts}"
     assert counts[cu.NOT_RUN] == 0, f"tests without a verdict: {result.by_status(cu.NOT_RUN)}"
     verdict = cu.judge_suite("SCSI.MultipathIO", result.outcomes, allowed, known)
     assert not verdict.problems, "\n".join([*verdict.problems, f"full output: {result.log_path}"])
     assert verdict.tests_seen == EXPECTED_TESTS
-    assert counts[cu.PASSED] == EXPECTED_TESTS - len(verdict.known_failures)
+    assert counts[cu.PASSED] == EXPECTED_TESTS
