@@ -86,9 +86,10 @@ class ClusterGateway:
                 connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
                 self._connections[key] = connection
             ioctx = connection.open_ioctx(spec.pool)
+            events_ioctx = connection.open_ioctx(spec.pool)
         except rados.Error as error:
             raise os_error(error, f"reaching the cluster of {spec.conf}") from None
-        return RadosReservations(ioctx, connection.get_instance_id(), spec.image, lu, targets, self._loop,
+        return RadosReservations(ioctx, events_ioctx, connection.get_instance_id(), spec.image, lu, targets, self._loop,
                                  lane=("reservations", key))
 
 

@@ -89,7 +89,10 @@ class RadosReservations:
     """``SharedReservations`` of one logical unit in one RADOS object (module docstring).
 
     Args:
-        ioctx: an open librados I/O context on the image's pool.
+        ioctx: an open librados I/O context on the image's pool, for the state's reads and
+            writes only: ``get_last_version`` reports the last operation of the whole context,
+            so the watch and the notifications use ``events_ioctx``, another one.
+        events_ioctx: a second I/O context on the same pool.
         instance_id: the cluster connection's instance id (``Rados.get_instance_id``): the
             notifier id of this gateway's own announcements.
         image: the RBD image's name; it names the object.
@@ -99,16 +102,17 @@ class RadosReservations:
         lane: the worker lane changes run on.
     """
 
-    def __init__(self, ioctx: Any, instance_id: int, image: str, lu: ReservationHolder,
+    def __init__(self, ioctx: Any, events_ioctx: Any, instance_id: int, image: str, lu: ReservationHolder,
                  targets: Callable[[], Iterable[TaskAborter]], loop: asyncio.AbstractEventLoop, lane: Hashable):
         self._ioctx = ioctx
+        self._events = events_ioctx
         self._instance_id = instance_id
         self.object_name = OBJECT_PREFIX + image
         self._lu = lu
         self._targets = targets
         self._loop = loop
         self._lane = lane
-        self._io_lock = threading.Lock()      # get_last_version is per I/O context
+        self._io_lock = threading.Lock()      # a read or write and its get_last_version
         self._watch: Any = None
         self._closed = False
         #: SPC-2 releases made here and not yet stored (``release_spc2_of``).
@@ -132,7 +136,7 @@ class RadosReservations:
     def close(self) -> None:
         self._closed = True
         watch, self._watch = self._watch, None
-        for release in (watch and watch.close, self._ioctx.close):
+        for release in (watch and watch.close, self._events.close, self._ioctx.close):
             if release:
                 try:
                     release()
@@ -268,7 +272,7 @@ class RadosReservations:
         message = json.dumps({"from": self._instance_id, **content}, separators=(",", ":"))
         started = time.monotonic()
         try:
-            self._ioctx.notify(self.object_name, message, NOTIFY_TIMEOUT_MS)
+            self._events.notify(self.object_name, message, NOTIFY_TIMEOUT_MS)
         except rados.TimedOut:
             log.warning("%s: reservation state %d stored, but a gateway did not adopt it within %.1f s "
                         "(dead or cut off from the cluster; docs/cluster.md)", self._lu.name, version,
@@ -281,7 +285,7 @@ class RadosReservations:
     def _start_watch(self) -> None:
         import rados
         try:
-            self._watch = self._ioctx.watch(self.object_name, self._on_notify, self._on_watch_error,
+            self._watch = self._events.watch(self.object_name, self._on_notify, self._on_watch_error,
                                             WATCH_TIMEOUT_SECONDS)
         except rados.Error as error:
             raise os_error(error, f"watching {self.object_name}") from None
