@@ -29,6 +29,7 @@ it did not start (COPY OPERATION ABORT, SPC-4 6.4).
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import os
 import stat
@@ -45,7 +46,10 @@ from odxtarget.storage.copy_strategies import CopyMethod
 from odxtarget.storage.work import StorageCall, StorageWork, read_fully, write_fully
 
 #: Bytes read and written at once when data moves through user space.
-BUFFER_BYTES = strategies.MAX_CHUNK
+#: Buffered moves (``_buffered``): pieces in flight at once, and the size of each (one RBD
+#: object by default, so each piece is one request to one OSD).
+BUFFERED_STREAMS = 4
+BUFFERED_PIECE_BYTES = 4 * 1024 * 1024
 
 
 class CopyEndpoint(Protocol):
@@ -365,14 +369,26 @@ def _paired(sources: list[FileRange], destinations: list[FileRange]) -> Iterator
 
 
 def _buffered(source: Place, destination: Place, length: int) -> None:
-    """Move bytes through one bounded buffer, for endpoints that are not in files."""
-    buffer = memoryview(bytearray(min(BUFFER_BYTES, length)))
-    done = 0
-    while done < length:
-        view = buffer[:min(len(buffer), length - done)]
-        source.endpoint.read(source.offset + done, view)
-        destination.endpoint.write(destination.offset + done, view)
-        done += len(view)
+    """Move bytes through bounded buffers, for endpoints that are not in files (RBD images):
+    up to ``BUFFERED_STREAMS`` pieces at once, each read then written, so a cluster's
+    latency per request is paid once per round rather than once per piece."""
+    piece = max(1, min(BUFFERED_PIECE_BYTES, length))
+    starts = range(0, length, piece)
+    if len(starts) == 1:
+        _buffered_piece(source, destination, 0, length)
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(BUFFERED_STREAMS, len(starts)),
+                                               thread_name_prefix="odx-copy-piece") as pool:
+        pieces = [pool.submit(_buffered_piece, source, destination, start, min(piece, length - start))
+                  for start in starts]
+        for done in pieces:
+            done.result()                # the first failure is the step's failure
+
+
+def _buffered_piece(source: Place, destination: Place, start: int, length: int) -> None:
+    view = memoryview(bytearray(length))
+    source.endpoint.read(source.offset + start, view)
+    destination.endpoint.write(destination.offset + start, view)
 
 
 # -- staging the sources a WRITE USING TOKEN overwrites -----------------------------------------
