@@ -16,7 +16,7 @@ from typing import Any
 from odxtarget.cluster.reservations import RadosReservations, TaskAborter, os_error
 from odxtarget.scsi.lu import LogicalUnit
 from odxtarget.scsi.types import ItNexus
-from odxtarget.storage.rbd import CLIENT_SETTINGS, CONNECT_TIMEOUT_SECONDS, RbdSpec
+from odxtarget.storage.rbd import RbdSpec, connect
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,7 @@ class ClusterGateway:
         connection = self._connections.get(key)
         try:
             if connection is None:
-                settings = dict(CLIENT_SETTINGS)
-                if spec.keyring:
-                    settings["keyring"] = spec.keyring
-                connection = rados.Rados(conffile=spec.conf, rados_id=spec.client, conf=settings)
-                connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
-                self._connections[key] = connection
+                connection = self._connections[key] = connect(spec)
             ioctx = connection.open_ioctx(spec.pool)
             events_ioctx = connection.open_ioctx(spec.pool)
         except rados.Error as error:

@@ -46,6 +46,7 @@ from odxtarget.scsi.constants import Ascq
 from odxtarget.scsi.pr_state import Outcome, nexus_from_document, nexus_to_document
 from odxtarget.scsi.shared_reservations import Adopted, ReservationChange, ReservationState
 from odxtarget.scsi.types import ItNexus
+from odxtarget.storage.rbd import errno_of
 from odxtarget.storage.work import StorageCall, StorageWork
 
 log = logging.getLogger(__name__)
@@ -383,8 +384,7 @@ def _release_any_spc2(state: ReservationState) -> Outcome:
 
 def os_error(error: Exception, doing: str) -> OSError:
     """A librados exception as ``OSError`` with the errno it carries (EIO when none)."""
-    code = getattr(error, "errno", None)
-    return OSError(abs(code) if isinstance(code, int) and code else errno.EIO, f"{doing}: {error}")
+    return OSError(errno_of(error), f"{doing}: {error}")
 
 
 def _strerror(code: int) -> str:

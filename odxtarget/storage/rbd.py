@@ -63,21 +63,18 @@ class RbdBackend:
         self._close_lock = threading.Lock()
         self._write_back_error: OSError | None = None
         self._compare_and_write: ImageCompareAndWrite | None = None
-        settings = dict(CLIENT_SETTINGS)
-        if spec.keyring:
-            settings["keyring"] = spec.keyring
         where = self.name = f"rbd image {spec.pool}/{spec.image}"
-        self._cluster: Any = rados.Rados(conffile=spec.conf, rados_id=spec.client, conf=settings)
+        self._cluster: Any = None
         self._ioctx: Any = None
         self._image: Any = None
         try:
-            self._cluster.connect(timeout=CONNECT_TIMEOUT_SECONDS)
+            self._cluster = connect(spec)
             self._ioctx = self._cluster.open_ioctx(spec.pool)
             self._image = rbd.Image(self._ioctx, spec.image, read_only=read_only)
             image_size = self._image.size()
         except (rados.Error, rbd.Error) as error:
             self.close()
-            raise OSError(_errno_of(error), f"{where}: {error}") from None
+            raise OSError(errno_of(error), f"{where}: {error}") from None
         if image_size < size:
             self.close()
             raise ValueError(f"{where} holds {image_size} bytes, less than the storage object's {size}")
@@ -154,9 +151,8 @@ class RbdBackend:
                 raise OSError(errno.EBADF, f"{self.name}: the storage object is closed")
             if self._compare_and_write is None:
                 spec = self._spec
-                settings = dict(CLIENT_SETTINGS, **({"keyring": spec.keyring} if spec.keyring else {}))
                 self._compare_and_write = ImageCompareAndWrite(spec.conf, spec.client, spec.pool, spec.image,
-                                                               settings)
+                                                               client_settings(spec))
             return self._compare_and_write
 
     def flush(self, offset: int = 0, length: int | None = None) -> None:
@@ -224,7 +220,7 @@ class RbdBackend:
         try:
             ioctx = cluster.open_ioctx(pool)
         except Exception as error:      # rados.Error: the bindings are imported lazily
-            raise OSError(_errno_of(error), f"rados pool {pool}: {error}") from None
+            raise OSError(errno_of(error), f"rados pool {pool}: {error}") from None
         ioctx.set_namespace(namespace)
         return ioctx
 
@@ -256,7 +252,7 @@ class RbdBackend:
         try:
             return method(*arguments)
         except self._rbd.Error as error:
-            raise OSError(_errno_of(error), f"{self.name}: {error}") from None
+            raise OSError(errno_of(error), f"{self.name}: {error}") from None
 
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self._size:
@@ -268,7 +264,26 @@ class RbdBackend:
             raise OSError(errno.EROFS, "write refused: the logical unit is read-only")
 
 
-def _errno_of(error: Exception) -> int:
+def client_settings(spec: RbdSpec) -> dict[str, str]:
+    """The librados/librbd settings of every connection a gateway makes (``CLIENT_SETTINGS``,
+    and the spec's keyring)."""
+    return dict(CLIENT_SETTINGS, **({"keyring": spec.keyring} if spec.keyring else {}))
+
+
+def connect(spec: RbdSpec) -> Any:
+    """A connected ``rados.Rados`` for ``spec``'s cluster and user; raises ``rados.Error``."""
+    import rados
+
+    cluster = rados.Rados(conffile=spec.conf, rados_id=spec.client, conf=client_settings(spec))
+    try:
+        cluster.connect(timeout=CONNECT_TIMEOUT_SECONDS)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster
+
+
+def errno_of(error: BaseException) -> int:
     """The errno a rados/rbd exception carries (EIO when it has none)."""
     code = getattr(error, "errno", None)
     return abs(code) if isinstance(code, int) and code else errno.EIO

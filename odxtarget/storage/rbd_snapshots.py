@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from odxtarget.storage.backend import FileRange
+from odxtarget.storage.rbd import errno_of
 
 #: Versions a record read carries, for the next conditional update.
 RecordVersion = int
@@ -58,11 +59,6 @@ class RadosBacked(Protocol):
         """A new I/O context on the backend's cluster connection; the caller closes it."""
 
 
-def _errno_of(error: BaseException) -> int:
-    code = getattr(error, "errno", None)
-    return abs(code) if isinstance(code, int) and code else errno.EIO
-
-
 @contextmanager
 def _ioctx(backend: RadosBacked, pool: str, namespace: str = "") -> Iterator[Any]:
     ioctx = backend.open_ioctx(pool, namespace)
@@ -78,7 +74,7 @@ def _librados_call(what: str, function: Callable[..., Any], *arguments: Any, **o
     except OSError:
         raise
     except Exception as error:      # rados.Error / rbd.Error carry an errno
-        code = _errno_of(error)
+        code = errno_of(error)
         if code in _VERSION_MISMATCH:
             raise RecordChanged(code, f"{what}: changed since it was read") from None
         raise OSError(code, f"{what}: {error}") from None
