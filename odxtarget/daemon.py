@@ -516,10 +516,10 @@ def restore_reservations(lu: LogicalUnit, state_dir: str) -> None:
 
 def format_address(address: tuple | PortalConfig | str) -> str:
     """``ip:port`` (``[ip]:port`` for IPv6) from a socket address tuple or a portal."""
+    if isinstance(address, PortalConfig):
+        return format_portal(address)
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
-    elif isinstance(address, PortalConfig):
-        host, port = address.ip, address.port
     else:
         return str(address)
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

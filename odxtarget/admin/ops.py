@@ -777,14 +777,7 @@ class AdminOperations:
     async def config_reload(self) -> dict[str, Any]:
         """Re-read the daemon's config file and apply it, as SIGHUP does (a file that does not
         load, or a change that cannot be applied live, is refused and nothing changes)."""
-        source = self._require_path()
-        try:
-            new = load_config(source)
-        except ConfigError as error:
-            raise AdminError("; ".join(f"{source}: {p}" for p in error.problems)) from None
-        await self._replace(new)
-        self.unsaved_changes = False
-        return {"path": source}
+        return await self.config_restore(confirm=True)
 
     # -- logging -----------------------------------------------------------------------------------
 

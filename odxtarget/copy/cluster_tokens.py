@@ -163,8 +163,10 @@ class ClusterTokens:
         now = self.clock()
         for token_id in [token_id for token_id, issued in self.issued.items() if issued.deadline <= now]:
             del self.issued[token_id]
+        if self._sweeping or now < self._next_sweep:
+            return None
         backends = list({id(backend): backend for backend in backends}.values())
-        if not backends or self._sweeping or now < self._next_sweep:
+        if not backends:
             return None
         self._next_sweep = now + SWEEP_SECONDS
         self._sweeping = True

@@ -100,11 +100,9 @@ def _run(lu: "LogicalUnit", command: ScsiCommand, target, pending: Pending | Non
             raise ReservationConflict()
         if len(cdb) < spec.cdb_length or int.from_bytes(cdb[:spec.cdb_length], "big") & spec.reserved_mask:
             spec.check_reserved_bits(cdb)
-        if flags & _WRITES:
-            if lu.write_protected or command.write_protected:
-                raise WriteProtected() if lu.read_only or command.write_protected else SoftwareWriteProtected()
-            if target is not None and command.lun in target.write_protected_luns:
-                raise WriteProtected()
+        if flags & _WRITES and write_protected_for(lu, command, target):
+            software = lu.write_protected and not lu.read_only and not command.write_protected
+            raise SoftwareWriteProtected() if software else WriteProtected()
         outcome = spec.handler(lu, command, target)
     except BaseException as exc:  # noqa: BLE001 - mapped to status and sense, never raised
         outcome = _error_outcome(lu, spec, command, exc)

@@ -67,7 +67,7 @@ class Pending:
                  "_start", "_on_error", "_running")
 
     def __init__(self, lu: "LogicalUnit", command: ScsiCommand, start: Callable[["Pending"], None],
-                 received: float = 0.0):
+                 received: float):
         self.lu = lu
         self.command = command
         self.attribute = command.task_attribute
@@ -83,7 +83,7 @@ class Pending:
         self._running = False
 
     @classmethod
-    def running(cls, lu: "LogicalUnit", command: ScsiCommand, received: float = 0.0) -> "Pending":
+    def running(cls, lu: "LogicalUnit", command: ScsiCommand, received: float) -> "Pending":
         """A command that started at once and now waits for storage."""
         pending = cls(lu, command, _never_queued, received)
         pending.queued = False

@@ -161,12 +161,10 @@ def _image(backend: RadosBacked, pool: str, image: str, **options: Any) -> Itera
             handle.close()
 
 
-def create_snapshot(backend: RadosBacked, pool: str, image: str, snapshot: str) -> int:
-    """Take ``snapshot`` of the image; returns the image's size in bytes at that moment."""
+def create_snapshot(backend: RadosBacked, pool: str, image: str, snapshot: str) -> None:
+    """Take ``snapshot`` of the image."""
     with _image(backend, pool, image) as handle:
         _librados_call(f"rbd image {pool}/{image}: snapshot {snapshot}", handle.create_snap, snapshot)
-        with _image(backend, pool, image, snapshot=snapshot, read_only=True) as at_snapshot:
-            return _librados_call(f"rbd image {pool}/{image}@{snapshot}", at_snapshot.size)
 
 
 def remove_snapshot(backend: RadosBacked, pool: str, image: str, snapshot: str) -> bool:
